@@ -1,0 +1,49 @@
+"""Errors carry a category, the IR node or op, the user's source line and a hint."""
+from __future__ import annotations
+
+
+class KilnError(Exception):
+    """Base class of Kiln's errors."""
+
+    category = "error"
+
+    def __init__(self, message: str, *, loc=None, node=None, hint: str | None = None):
+        self.message = message
+        self.loc = loc
+        self.node = node
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = self.message
+        if self.loc is not None:
+            text += f"\n  at {self.loc}"
+            if getattr(self.loc, "source", None):
+                text += f": {self.loc.source}"
+        if self.node is not None:
+            text += f"\n  while handling node: {self.node}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class ShapeError(KilnError, ValueError):
+    category = "shape"
+
+
+class DTypeError(KilnError, TypeError):
+    category = "dtype"
+
+
+class VerifyError(KilnError):
+    category = "verify"
+
+
+class ParseError(KilnError):
+    category = "parse"
+
+
+class NotSupportedError(KilnError, NotImplementedError):
+    """A feature Kiln does not have yet; the message starts with 'not supported yet'."""
+
+    category = "unsupported"

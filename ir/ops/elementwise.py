@@ -1,0 +1,167 @@
+"""Elementwise ops: NumPy reference, VJP in registry ops, scalar body for codegen.
+
+Operands of one op always share shape and dtype (the frontend inserts expand and cast).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..dtypes import DType
+from ..registry import NOT_DIFFERENTIABLE, OpDef, P, register
+from . import rules
+
+
+def _infer_same(name, float_only=False, numeric=False, out_dtype=None):
+    def infer(types, attrs):
+        t = rules.same_types(name, types)
+        if float_only:
+            rules.need_float(name, t)
+        if numeric:
+            rules.need_numeric(name, t)
+        return [t.with_dtype(out_dtype) if out_dtype else t]
+    return infer
+
+
+def _unary(name, ref, vjp, scalar, float_only=True, numeric=True, doc=""):
+    register(OpDef(name, "elementwise", 1, {}, _infer_same(name, float_only, numeric),
+                   lambda xs, a: ref(xs[0]), vjp, _no_attrs(scalar), doc))
+
+
+def _binary(name, ref, vjp, scalar, float_only=False, numeric=True, out_dtype=None, doc=""):
+    register(OpDef(name, "elementwise", 2, {},
+                   _infer_same(name, float_only, numeric, out_dtype),
+                   lambda xs, a: ref(xs[0], xs[1]), vjp, _no_attrs(scalar), doc))
+
+
+def _no_attrs(body):
+    """Scalar bodies take (builder, attrs, *operands); most ops ignore attrs."""
+    return lambda b, attrs, *xs: body(b, *xs)
+
+
+def _erf_ref(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+def _sigmoid_ref(x):
+    # NOTE: split by sign so neither branch overflows exp.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _mask(x, cond):
+    """cond (bool) as 0/1 in x's dtype."""
+    return P.cast(cond, dtype=x.dtype)
+
+
+# ---- unary ---------------------------------------------------------------------------------
+_unary("neg", np.negative, lambda c, g: [P.neg(g)], lambda b, x: b.neg(x), float_only=False)
+_unary("exp", np.exp, lambda c, g: [P.mul(g, c.out)], lambda b, x: b.exp(x))
+_unary("log", np.log, lambda c, g: [P.div(g, c.inputs[0])], lambda b, x: b.log(x))
+_unary("sqrt", np.sqrt, lambda c, g: [P.div(g, P.scale(c.out, 2.0))],
+       lambda b, x: b.sqrt(x))
+_unary("rsqrt", lambda x: (1 / np.sqrt(x)).astype(x.dtype),
+       lambda c, g: [P.mul(P.scale(g, -0.5), P.mul(c.out, P.mul(c.out, c.out)))],
+       lambda b, x: b.rsqrt(x))
+_unary("tanh", np.tanh,
+       lambda c, g: [P.mul(g, P.sub(P.full_like(c.out, 1.0), P.mul(c.out, c.out)))],
+       lambda b, x: b.tanh(x))
+_unary("sigmoid", _sigmoid_ref,
+       lambda c, g: [P.mul(g, P.mul(c.out, P.sub(P.full_like(c.out, 1.0), c.out)))],
+       lambda b, x: b.sigmoid(x))
+_unary("erf", _erf_ref,
+       lambda c, g: [P.mul(g, P.scale(P.exp(P.neg(P.mul(c.inputs[0], c.inputs[0]))),
+                                      2.0 / math.sqrt(math.pi)))],
+       lambda b, x: b.erf(x))
+_unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),
+       lambda c, g: [P.where(P.gt(c.inputs[0], P.zeros_like(c.inputs[0])), g,
+                             P.zeros_like(g))],
+       lambda b, x: b.max(x, b.const(0, b.dtype(x))), float_only=False)
+_unary("abs", np.abs,
+       lambda c, g: [P.mul(g, P.sub(_mask(g, P.gt(c.inputs[0], P.zeros_like(c.inputs[0]))),
+                                    _mask(g, P.lt(c.inputs[0], P.zeros_like(c.inputs[0])))))],
+       lambda b, x: b.abs(x), float_only=False)
+
+
+def _cast_infer(types, attrs):
+    return [types[0].with_dtype(attrs.dtype)]
+
+
+def _cast_vjp(c, g):
+    if not c.inputs[0].dtype.is_float:
+        return [None]
+    return [P.cast(g, dtype=c.inputs[0].dtype)]
+
+
+register(OpDef("cast", "elementwise", 1, {"dtype": "dtype"}, _cast_infer,
+               lambda xs, a: xs[0].astype(a.dtype.np), _cast_vjp,
+               lambda b, attrs, x: b.cast(x, attrs.dtype),
+               "Convert to `dtype` (float->int truncates toward zero, like NumPy)."))
+
+# ---- binary --------------------------------------------------------------------------------
+_binary("add", np.add, lambda c, g: [g, g], lambda b, x, y: b.add(x, y))
+_binary("sub", np.subtract, lambda c, g: [g, P.neg(g)], lambda b, x, y: b.sub(x, y))
+_binary("mul", np.multiply,
+        lambda c, g: [P.mul(g, c.inputs[1]), P.mul(g, c.inputs[0])],
+        lambda b, x, y: b.mul(x, y))
+_binary("div", np.divide,
+        lambda c, g: [P.div(g, c.inputs[1]), P.neg(P.div(P.mul(g, c.out), c.inputs[1]))],
+        lambda b, x, y: b.div(x, y), float_only=True)
+
+
+def _pow_vjp(c, g):
+    a, e = c.inputs
+    ga = gb = None
+    if c.needs[0]:
+        em1 = P.sub(e, P.full_like(e, 1.0))
+        ga = P.mul(g, P.mul(e, P.pow(a, em1)))
+    if c.needs[1]:
+        gb = P.mul(g, P.mul(c.out, P.log(a)))
+    return [ga, gb]
+
+
+_binary("pow", np.power, _pow_vjp, lambda b, x, y: b.pow(x, y), float_only=True)
+
+
+def _minmax_vjp(pick):
+    def vjp(c, g):
+        a, b = c.inputs
+        win_a = _mask(g, pick(a, b))
+        tie = P.scale(_mask(g, P.eq(a, b)), 0.5)
+        ga = P.mul(g, P.add(win_a, tie))
+        gb = P.sub(g, ga)
+        return [ga, gb]
+    return vjp
+
+
+_binary("maximum", np.maximum, _minmax_vjp(P.gt), lambda b, x, y: b.max(x, y))
+_binary("minimum", np.minimum, _minmax_vjp(P.lt), lambda b, x, y: b.min(x, y))
+
+for _name, _ref in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
+                    ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)):
+    _binary(_name, _ref, NOT_DIFFERENTIABLE,
+            (lambda pred: lambda b, x, y: b.cmp(pred, x, y))(_name),
+            numeric=False, out_dtype=DType.bool)
+
+
+# ---- where ---------------------------------------------------------------------------------
+def _where_infer(types, attrs):
+    from ..errors import DTypeError
+    c, a, b = types
+    if c.dtype != DType.bool:
+        raise DTypeError(f"where: condition must be bool, got {c}")
+    rules.same_types("where", [c.with_dtype(a.dtype), a, b])
+    return [a]
+
+
+def _where_vjp(c, g):
+    z = P.zeros_like(g)
+    cond = c.inputs[0]
+    return [None, P.where(cond, g, z), P.where(cond, z, g)]
+
+
+register(OpDef("where", "elementwise", 3, {}, _where_infer,
+               lambda xs, a: np.where(xs[0], xs[1], xs[2]), _where_vjp,
+               lambda b, attrs, c, x, y: b.select(c, x, y),
+               "where(cond, a, b): a where cond is true, else b."))

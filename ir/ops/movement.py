@@ -1,0 +1,146 @@
+"""Movement ops: reshape, permute, expand, slice (and its adjoint unslice), concat."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..registry import OpDef, P, register
+from ..types import TensorType
+from . import rules
+
+
+def _reshape_infer(types, attrs):
+    t = types[0]
+    if any(d < 0 for d in attrs.shape):
+        raise ShapeError(f"reshape: target shape {list(attrs.shape)} has a negative size")
+    out = t.with_shape(attrs.shape)
+    if out.numel != t.numel:
+        raise ShapeError(f"reshape: cannot reshape {t} ({t.numel} elements) to "
+                         f"{list(attrs.shape)} ({out.numel} elements)")
+    return [out]
+
+
+register(OpDef("reshape", "movement", 1, {"shape": "shape"}, _reshape_infer,
+               lambda xs, a: np.reshape(xs[0], a.shape),
+               lambda c, g: [P.reshape(g, shape=c.inputs[0].shape)],
+               doc="Same elements in row-major order, new shape."))
+
+
+def _permute_infer(types, attrs):
+    t = types[0]
+    if sorted(attrs.perm) != list(range(t.rank)):
+        raise ShapeError(f"permute: {list(attrs.perm)} is not a permutation of the "
+                         f"{t.rank} axes of {t}")
+    return [t.with_shape(tuple(t.shape[p] for p in attrs.perm))]
+
+
+def _permute_vjp(c, g):
+    inverse = [0] * len(c.attrs.perm)
+    for i, p in enumerate(c.attrs.perm):
+        inverse[p] = i
+    return [P.permute(g, perm=tuple(inverse))]
+
+
+register(OpDef("permute", "movement", 1, {"perm": "ints"}, _permute_infer,
+               lambda xs, a: np.ascontiguousarray(np.transpose(xs[0], a.perm)),
+               _permute_vjp, doc="Reorder axes: out.shape[i] = x.shape[perm[i]]."))
+
+
+def _expand_infer(types, attrs):
+    rules.check_broadcastable("expand", types[0].shape, attrs.shape)
+    return [types[0].with_shape(attrs.shape)]
+
+
+register(OpDef("expand", "movement", 1, {"shape": "shape"}, _expand_infer,
+               lambda xs, a: np.ascontiguousarray(np.broadcast_to(xs[0], a.shape)),
+               lambda c, g: [P.sum_to(g, c.inputs[0].shape)],
+               doc="Broadcast to `shape` (NumPy rules; leading axes may be added)."))
+
+_SLICE = {"starts": "ints", "stops": "ints", "steps": "ints"}
+
+
+def _check_slice(op, shape, starts, stops, steps):
+    if not len(starts) == len(stops) == len(steps) == len(shape):
+        raise ShapeError(f"{op}: starts/stops/steps need one entry per axis of "
+                         f"{list(shape)}")
+    for ax, (d, a, b, s) in enumerate(zip(shape, starts, stops, steps)):
+        if s < 1 or not 0 <= a <= d or not a <= b <= d:
+            raise ShapeError(f"{op}: axis {ax} of {list(shape)}: slice {a}:{b}:{s} must have "
+                             "0 <= start <= stop <= size and step >= 1")
+
+
+def _slice_infer(types, attrs):
+    t = types[0]
+    _check_slice("slice", t.shape, attrs.starts, attrs.stops, attrs.steps)
+    shape = tuple(rules.slice_len(a, b, s)
+                  for a, b, s in zip(attrs.starts, attrs.stops, attrs.steps))
+    return [t.with_shape(shape)]
+
+
+def _slices(a):
+    return tuple(slice(x, y, s) for x, y, s in zip(a.starts, a.stops, a.steps))
+
+
+register(OpDef("slice", "movement", 1, _SLICE, _slice_infer,
+               lambda xs, a: np.ascontiguousarray(xs[0][_slices(a)]),
+               lambda c, g: [P.unslice(g, shape=c.inputs[0].shape, starts=c.attrs.starts,
+                                       stops=c.attrs.stops, steps=c.attrs.steps)],
+               doc="x[start:stop:step] on every axis (normalized, step >= 1)."))
+
+
+def _unslice_infer(types, attrs):
+    t = types[0]
+    _check_slice("unslice", attrs.shape, attrs.starts, attrs.stops, attrs.steps)
+    want = tuple(rules.slice_len(a, b, s)
+                 for a, b, s in zip(attrs.starts, attrs.stops, attrs.steps))
+    if want != t.shape:
+        raise ShapeError(f"unslice: input {t} does not fill slice of shape {list(want)}")
+    return [t.with_shape(attrs.shape)]
+
+
+def _unslice_ref(xs, a):
+    out = np.zeros(a.shape, xs[0].dtype)
+    out[_slices(a)] = xs[0]
+    return out
+
+
+register(OpDef("unslice", "movement", 1, dict(shape="shape", **_SLICE), _unslice_infer,
+               _unslice_ref,
+               lambda c, g: [P.slice(g, starts=c.attrs.starts, stops=c.attrs.stops,
+                                     steps=c.attrs.steps)],
+               doc="Zeros of `shape` with the input written at the slice (slice's adjoint)."))
+
+
+def _concat_infer(types, attrs):
+    first = types[0]
+    ax = attrs.axis
+    if not 0 <= ax < first.rank:
+        raise ShapeError(f"concat: axis {ax} out of range for {first}")
+    for t in types[1:]:
+        other = t.shape[:ax] + t.shape[ax + 1:]
+        if t.rank != first.rank or other != first.shape[:ax] + first.shape[ax + 1:]:
+            raise ShapeError(f"concat: shapes {rules.fmt(types)} differ off axis {ax}")
+        if t.dtype != first.dtype:
+            raise ShapeError(f"concat: dtypes differ ({rules.fmt(types)})")
+    size = sum(t.shape[ax] for t in types)
+    return [TensorType(first.dtype, first.shape[:ax] + (size,) + first.shape[ax + 1:],
+                       first.device)]
+
+
+def _concat_vjp(c, g):
+    ax, out, start = c.attrs.axis, [], 0
+    for x, need in zip(c.inputs, c.needs):
+        stop = start + x.shape[ax]
+        if need:
+            starts = tuple(start if i == ax else 0 for i in range(len(g.shape)))
+            stops = tuple(stop if i == ax else d for i, d in enumerate(g.shape))
+            out.append(P.slice(g, starts=starts, stops=stops, steps=(1,) * len(g.shape)))
+        else:
+            out.append(None)
+        start = stop
+    return out
+
+
+register(OpDef("concat", "movement", -1, {"axis": "int"}, _concat_infer,
+               lambda xs, a: np.concatenate(xs, axis=a.axis), _concat_vjp,
+               doc="Join tensors along `axis`."))

@@ -1,0 +1,63 @@
+"""Shape and dtype rules shared by op declarations; errors name the op, shapes and dtypes."""
+from __future__ import annotations
+
+from ..dtypes import DType
+from ..errors import DTypeError, ShapeError
+from ..types import TensorType
+
+
+def fmt(types) -> str:
+    return ", ".join(str(t) for t in types)
+
+
+def same_types(op: str, types: list[TensorType]) -> TensorType:
+    """Primitives do not broadcast or promote: all operands share shape and dtype."""
+    first = types[0]
+    for t in types[1:]:
+        if t.shape != first.shape:
+            raise ShapeError(f"{op}: operand shapes differ ({fmt(types)}); primitives do "
+                             "not broadcast, insert `expand`")
+        if t.dtype != first.dtype:
+            raise DTypeError(f"{op}: operand dtypes differ ({fmt(types)}); primitives do "
+                             "not promote, insert `cast`")
+    return first
+
+
+def need_float(op: str, t: TensorType):
+    if not t.dtype.is_float:
+        raise DTypeError(f"{op}: needs a floating-point operand, got {t}")
+
+
+def need_numeric(op: str, t: TensorType):
+    if t.dtype == DType.bool:
+        raise DTypeError(f"{op}: needs a numeric operand, got {t}")
+
+
+def check_axes(op: str, t: TensorType, axes) -> tuple[int, ...]:
+    for a in axes:
+        if not 0 <= a < t.rank:
+            raise ShapeError(f"{op}: axis {a} is out of range for {t} (rank {t.rank})")
+    if len(set(axes)) != len(axes) or list(axes) != sorted(axes):
+        raise ShapeError(f"{op}: axes {list(axes)} must be sorted and distinct")
+    return tuple(axes)
+
+
+def reduced_shape(shape, axes, keepdim: bool) -> tuple[int, ...]:
+    if keepdim:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def check_broadcastable(op: str, src: tuple, dst: tuple):
+    """`src` expands to `dst` (NumPy rules, leading dims may be added)."""
+    ok = len(src) <= len(dst)
+    if ok:
+        for s, d in zip(reversed(src), reversed(dst)):
+            if s != d and s != 1:
+                ok = False
+    if not ok:
+        raise ShapeError(f"{op}: cannot expand shape {list(src)} to {list(dst)}")
+
+
+def slice_len(start: int, stop: int, step: int) -> int:
+    return max(0, (stop - start + step - 1) // step)

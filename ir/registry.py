@@ -1,0 +1,156 @@
+"""The op registry: every tensor operation is declared here once (DESIGN.md, "the one rule").
+
+An `OpDef` holds the op's signature, its shape/dtype rule, its NumPy reference, its VJP
+(written with `P`, the registry's own ops) and its lowering (a scalar body for elementwise ops).
+Eager tensors, the tracer, the interpreter, autograd and codegen all read it.
+
+    >>> from kiln.ir.registry import get_op
+    >>> get_op("exp").kind
+    'elementwise'
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from .attrs import Attrs
+from .errors import KilnError
+
+NOT_DIFFERENTIABLE = "not differentiable"
+
+KINDS = ("elementwise", "reduce", "matmul", "movement", "source", "random", "kernel")
+
+
+@dataclasses.dataclass
+class OpDef:
+    """The one declaration of an op.
+
+    infer(in_types, attrs) -> list[TensorType]; raises ShapeError/DTypeError.
+    ref(arrays, attrs) -> ndarray or tuple of ndarrays (NumPy reference semantics).
+    vjp(ctx, g) -> one cotangent (or None) per input; or NOT_DIFFERENTIABLE.
+    scalar(b, args, attrs) -> scalar: the elementwise body over a codegen ScalarBuilder.
+    """
+
+    name: str
+    kind: str
+    arity: int                  # -1: variadic
+    attrs: dict
+    infer: Callable
+    ref: Callable
+    vjp: Callable | str
+    scalar: Callable | None = None
+    doc: str = ""
+
+    def make_attrs(self, given: dict) -> Attrs:
+        return Attrs.build(self.name, self.attrs, given)
+
+    @property
+    def differentiable(self) -> bool:
+        return self.vjp != NOT_DIFFERENTIABLE
+
+
+_OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    assert op.kind in KINDS, op.kind
+    assert op.name not in _OPS, f"op {op.name} declared twice"
+    _OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    _load()
+    if name not in _OPS:
+        raise KilnError(f"unknown op '{name}'")
+    return _OPS[name]
+
+
+def all_ops() -> list[OpDef]:
+    _load()
+    return list(_OPS.values())
+
+
+def _load():
+    from . import ops  # noqa: F401  (declarations register themselves on import)
+
+
+@dataclasses.dataclass
+class VJPContext:
+    """What a VJP rule sees: the op's inputs and outputs (same kind as the caller's values),
+    its attrs, and which inputs need a cotangent."""
+
+    inputs: list
+    outputs: list
+    attrs: Attrs
+    needs: list
+
+    @property
+    def out(self):
+        return self.outputs[0]
+
+
+def apply(op: str, inputs, attrs: dict | None = None, like=None):
+    """Apply a registry op to values of any kind that implements `_kiln_apply` (eager or
+    traced tensors, graph-builder values). Returns one value, or a tuple for multi-output ops."""
+    holder = like
+    for v in inputs:
+        if hasattr(v, "_kiln_apply"):
+            holder = v
+            break
+    if holder is None:
+        raise KilnError(f"apply('{op}') needs an input or `like=` value to dispatch on")
+    return type(holder)._kiln_apply(op, list(inputs), attrs or {}, holder)
+
+
+class _Prims:
+    """`P.mul(a, b)`, `P.sum(x, axes=(0,), keepdim=True)`: registry ops as functions, for
+    VJP rules and decompositions that must work on every kind of value."""
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*inputs, **attrs):
+            return apply(name, inputs, attrs)
+        call.__name__ = name
+        return call
+
+    @staticmethod
+    def full_like(x, value):
+        return apply("full", [], {"value": value, "shape": x.shape, "dtype": x.dtype}, like=x)
+
+    @staticmethod
+    def zeros_like(x):
+        return P.full_like(x, 0)
+
+    @staticmethod
+    def scale(x, c: float):
+        return P.mul(x, P.full_like(x, c))
+
+    @staticmethod
+    def sum_to(g, shape):
+        """Undo an `expand` to `shape`: sum the broadcast axes of g."""
+        shape = tuple(shape)
+        lead = len(g.shape) - len(shape)
+        axes = tuple(i for i in range(len(g.shape))
+                     if i < lead or (shape[i - lead] == 1 and g.shape[i] != 1))
+        if axes:
+            g = P.sum(g, axes=axes, keepdim=True)
+        if tuple(g.shape) != shape:
+            g = P.reshape(g, shape=shape)
+        return g
+
+    @staticmethod
+    def keepdim_shape(shape, axes):
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+    @staticmethod
+    def unreduce(g, in_shape, axes, keepdim):
+        """Broadcast a reduction's cotangent back to the input's shape."""
+        if not keepdim:
+            g = P.reshape(g, shape=P.keepdim_shape(in_shape, axes))
+        return P.expand(g, shape=tuple(in_shape))
+
+
+P = _Prims()

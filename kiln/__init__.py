@@ -1,1 +1,34 @@
-"""Kiln."""
+"""Kiln: PyTorch-style tensors, autograd and a tracing JIT compiler (MLIR -> LLVM).
+
+    >>> import kiln
+    >>> x = kiln.tensor([2.0, 3.0]); y = kiln.tensor([4.0, 1.0])
+    >>> print(x + y)
+    tensor([6., 4.])
+"""
+from kiln.frontend import methods as _methods  # noqa: F401  (binds Tensor operators)
+from kiln.frontend.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from kiln.frontend.composite import (cross_entropy, gelu, layer_norm, log_softmax, mse_loss,
+                                     one_hot, silu, softmax)
+from kiln.frontend.creation import (arange, from_numpy, full, full_like, manual_seed, ones,
+                                    ones_like, rand, rand_like, randn, randn_like, tensor,
+                                    zeros, zeros_like)
+from kiln.frontend.functional import (abs, add, cast, cat, div, eq, erf, exp, expand, flatten,
+                                      ge, gt, le, log, lt, matmul, maximum, minimum, mul, ne,
+                                      neg, permute, pow, relu, reshape, rsqrt, sigmoid, sqrt,
+                                      squeeze, stack, sub, tanh, transpose, unsqueeze, where)
+from kiln.frontend.jit import KilnJitWarning, compile_stages, jit
+from kiln.frontend.reductions import amax, amin, argmax, argmin, max, mean, min, sum
+from kiln.frontend.tensor import Size, Tensor, device
+from kiln.ir.dtypes import DType as dtype
+from kiln.ir.dtypes import bool_ as bool
+from kiln.ir.dtypes import float32, float64, int32, int64
+from kiln.ir.errors import KilnError, NotSupportedError, ShapeError
+
+float = float32
+double = float64
+long = int64
+int = int32
+concat = cat
+
+__version__ = "0.1.0"
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,323 @@
+"""PyTorch-style tensor functions over the registry's primitives.
+
+Primitives neither broadcast nor promote; this layer computes the common dtype and shape,
+inserts `cast` and `expand`, and reports mismatches with both shapes and the user's line.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from kiln.ir import dtypes
+from kiln.ir.dtypes import DType
+from kiln.ir.errors import DTypeError, ShapeError
+from kiln.ir.registry import apply
+from kiln.ir.types import user_loc
+
+from .tensor import Tensor
+from .trace import current_trace
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (numbers.Number, np.bool_, np.number))
+
+
+def as_tensor(x, dtype=None) -> Tensor:
+    if isinstance(x, Tensor):
+        return x if dtype is None or x.dtype == dtype else cast(x, dtype)
+    from .creation import tensor
+    return tensor(x, dtype=dtype)
+
+
+def full(shape, value, dtype: DType) -> Tensor:
+    """A `full` node: inside a trace it becomes IR (foldable, fusible), else an array."""
+    value = float(value) if dtype.is_float else (bool(value) if dtype == dtypes.bool_
+                                                 else int(value))
+    return apply("full", [], {"value": value, "shape": tuple(shape), "dtype": dtype},
+                 like=SOURCE)
+
+
+class _SourceHolder:
+    """Dispatch target for ops with no tensor operands (full, arange, random)."""
+
+    _kiln_apply = staticmethod(Tensor._kiln_apply)
+
+
+SOURCE = _SourceHolder()
+
+
+def broadcast_shapes(op: str, *shapes) -> tuple[int, ...]:
+    rank = max(len(s) for s in shapes)
+    out = []
+    for i in range(rank):
+        dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            listed = " and ".join(f"{list(s)}" for s in shapes)
+            raise ShapeError(f"{op}: shapes {listed} cannot be broadcast together "
+                             f"(dimension {i - rank} is {sorted(dims)})", loc=user_loc())
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def cast(x: Tensor, dtype) -> Tensor:
+    dtype = dtypes.as_dtype(dtype)
+    return x if x.dtype == dtype else apply("cast", [x], {"dtype": dtype})
+
+
+def expand_to(x: Tensor, shape) -> Tensor:
+    shape = tuple(shape)
+    return x if tuple(x.shape) == shape else apply("expand", [x], {"shape": shape})
+
+
+def _prepare(op: str, operands, dtype=None):
+    """Tensors of a common dtype and broadcast shape (Python scalars become `full`)."""
+    tensors = [x for x in operands if isinstance(x, Tensor)]
+    scalars = [x for x in operands if _is_scalar(x)]
+    if len(tensors) + len(scalars) != len(operands):
+        bad = [type(x).__name__ for x in operands if not isinstance(x, Tensor)
+               and not _is_scalar(x)]
+        raise TypeError(f"{op}: unsupported operand type(s) {bad}")
+    if dtype is None:
+        dtype = dtypes.result_dtype([t.dtype for t in tensors], scalars)
+    shape = broadcast_shapes(op, *[tuple(t.shape) for t in tensors])
+    out = []
+    for x in operands:
+        if isinstance(x, Tensor):
+            out.append(expand_to(cast(x, dtype), shape))
+        else:
+            out.append(full(shape, x, dtype))
+    return out
+
+
+def _float_dtype(op: str, operands) -> DType:
+    d = dtypes.result_dtype([x.dtype for x in operands if isinstance(x, Tensor)],
+                            [x for x in operands if _is_scalar(x)])
+    return d if d.is_float else dtypes.DEFAULT_FLOAT
+
+
+def binary(op: str, a, b, float_only: bool = False) -> Tensor:
+    dtype = _float_dtype(op, [a, b]) if float_only else None
+    x, y = _prepare(op, [a, b], dtype)
+    return apply(op, [x, y])
+
+
+def unary(op: str, x: Tensor, float_only: bool = True) -> Tensor:
+    x = as_tensor(x)
+    if float_only and not x.dtype.is_float:
+        x = cast(x, dtypes.DEFAULT_FLOAT)
+    return apply(op, [x])
+
+
+def add(a, b, alpha=1):
+    return binary("add", a, b if alpha == 1 else mul(b, alpha))
+
+
+def sub(a, b, alpha=1):
+    return binary("sub", a, b if alpha == 1 else mul(b, alpha))
+
+
+def mul(a, b):
+    return binary("mul", a, b)
+
+
+def div(a, b):
+    return binary("div", a, b, float_only=True)
+
+
+def pow(a, b):
+    if _is_scalar(b) and isinstance(a, Tensor) and not a.dtype.is_float:
+        raise DTypeError(f"pow: not supported yet for integer tensors ({a.dtype})",
+                         loc=user_loc())
+    return binary("pow", a, b, float_only=True)
+
+
+def maximum(a, b):
+    return binary("maximum", a, b)
+
+
+def minimum(a, b):
+    return binary("minimum", a, b)
+
+
+def _compare(op):
+    def f(a, b):
+        x, y = _prepare(op, [a, b])
+        return apply(op, [x, y])
+    f.__name__ = op
+    return f
+
+
+eq, ne, lt, le, gt, ge = (_compare(o) for o in ("eq", "ne", "lt", "le", "gt", "ge"))
+
+
+def where(cond, a, b):
+    cond = as_tensor(cond)
+    x, y = _prepare("where", [a, b])
+    shape = broadcast_shapes("where", tuple(cond.shape), tuple(x.shape))
+    return apply("where", [expand_to(cast(cond, dtypes.bool_), shape), expand_to(x, shape),
+                           expand_to(y, shape)])
+
+
+def neg(x):
+    return unary("neg", x, float_only=False)
+
+
+def abs(x):
+    return unary("abs", x, float_only=False)
+
+
+def relu(x):
+    return unary("relu", x, float_only=False)
+
+
+def exp(x):
+    return unary("exp", x)
+
+
+def log(x):
+    return unary("log", x)
+
+
+def sqrt(x):
+    return unary("sqrt", x)
+
+
+def rsqrt(x):
+    return unary("rsqrt", x)
+
+
+def tanh(x):
+    return unary("tanh", x)
+
+
+def sigmoid(x):
+    return unary("sigmoid", x)
+
+
+def erf(x):
+    return unary("erf", x)
+
+
+def clone(x: Tensor) -> Tensor:
+    # NOTE: arrays are never written in place, so sharing the buffer is a faithful copy.
+    if current_trace() is None and x._trace is None:
+        out = Tensor._wrap(x._data.copy())
+        return out if not x.requires_grad else reshape(x, tuple(x.shape)) * 1
+    return reshape(x, tuple(x.shape))
+
+
+# ---- movement -------------------------------------------------------------------------------
+def _infer_shape(numel: int, shape, src) -> tuple[int, ...]:
+    shape = list(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
+        else list(shape)
+    shape = [int(s) for s in shape]
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape: only one dimension can be -1, got {shape}", loc=user_loc())
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        if known == 0 or numel % known:
+            raise ShapeError(f"reshape: shape {shape} is invalid for input of shape "
+                             f"{list(src)} ({numel} elements)", loc=user_loc())
+        shape[shape.index(-1)] = numel // known
+    return tuple(shape)
+
+
+def reshape(x: Tensor, *shape) -> Tensor:
+    shape = _infer_shape(x.numel(), shape, x.shape)
+    if shape == tuple(x.shape):
+        return x
+    return apply("reshape", [x], {"shape": shape})
+
+
+def norm_dim(dim: int, rank: int, op: str = "dim") -> int:
+    r = max(rank, 1)
+    if not -r <= dim < r:
+        raise ShapeError(f"{op}: dimension {dim} is out of range for a tensor of rank {rank} "
+                         f"(expected in [{-r}, {r - 1}])", loc=user_loc())
+    return dim % r
+
+
+def permute(x: Tensor, *dims) -> Tensor:
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    perm = tuple(norm_dim(d, x.ndim, "permute") for d in dims)
+    if perm == tuple(range(x.ndim)):
+        return x
+    return apply("permute", [x], {"perm": perm})
+
+
+def transpose(x: Tensor, d0: int, d1: int) -> Tensor:
+    perm = list(range(x.ndim))
+    a, b = norm_dim(d0, x.ndim, "transpose"), norm_dim(d1, x.ndim, "transpose")
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(x, tuple(perm))
+
+
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    d = norm_dim(dim, x.ndim + 1, "unsqueeze")
+    shape = list(x.shape)
+    shape.insert(d, 1)
+    return reshape(x, tuple(shape))
+
+
+def squeeze(x: Tensor, dim=None) -> Tensor:
+    if dim is None:
+        return reshape(x, tuple(s for s in x.shape if s != 1))
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    dims = {norm_dim(d, x.ndim, "squeeze") for d in dims}
+    shape = tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1))
+    return reshape(x, shape)
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = norm_dim(start_dim, x.ndim), norm_dim(end_dim, x.ndim)
+    shape = tuple(x.shape[:s]) + (-1,) + tuple(x.shape[e + 1:])
+    return reshape(x, shape)
+
+
+def expand(x: Tensor, *sizes) -> Tensor:
+    sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) \
+        else sizes
+    lead = len(sizes) - x.ndim
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    broadcast_shapes("expand", tuple(x.shape), shape)
+    return expand_to(x, shape)
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    dtype = dtypes.result_dtype([t.dtype for t in tensors])
+    d = norm_dim(dim, tensors[0].ndim, "cat")
+    return apply("concat", [cast(t, dtype) for t in tensors], {"axis": d})
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    d = norm_dim(dim, tensors[0].ndim + 1, "stack")
+    return cat([unsqueeze(t, d) for t in tensors], d)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """NumPy matmul semantics: 1-D operands, broadcasting batch dimensions."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes "
+                         f"{list(a.shape)} and {list(b.shape)}", loc=user_loc())
+    dtype = dtypes.result_dtype([a.dtype, b.dtype])
+    a, b = cast(a, dtype), cast(b, dtype)
+    x = unsqueeze(a, 0) if a.ndim == 1 else a
+    y = unsqueeze(b, -1) if b.ndim == 1 else b
+    if x.shape[-1] != y.shape[-2]:
+        raise ShapeError(f"matmul: shapes {list(a.shape)} and {list(b.shape)} cannot be "
+                         f"multiplied ({x.shape[-1]} != {y.shape[-2]})", loc=user_loc())
+    batch = broadcast_shapes("matmul", tuple(x.shape[:-2]), tuple(y.shape[:-2]))
+    x = expand_to(x, batch + tuple(x.shape[-2:]))
+    y = expand_to(y, batch + tuple(y.shape[-2:]))
+    out = apply("matmul", [x, y])
+    if a.ndim == 1:
+        out = squeeze(out, -2)
+    if b.ndim == 1:
+        out = squeeze(out, -1)
+    return out

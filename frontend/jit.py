@@ -1,0 +1,267 @@
+"""`@kiln.jit`: trace a function into an ir.Graph, optimize, compile, cache per guard set.
+
+Guards: tensor shapes, dtypes and requires_grad, static argument values and grad mode (the
+cache key), plus the types of captured outside tensors (checked per call). A failed guard
+retraces; past `recompile_limit` traces Kiln warns, naming the guard, and runs eagerly.
+Where tracing cannot proceed (`.item()`, `bool(t)`) or compilation fails, Kiln warns and runs
+the function eagerly: slower, never wrong.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+
+from kiln.ir.errors import KilnError
+
+from . import autograd
+from .tensor import Tensor
+from .trace import GraphBreak, Trace, current_trace, tracing
+
+
+class KilnJitWarning(UserWarning):
+    """Kiln ran a jitted function eagerly instead (with the reason)."""
+
+
+# ---- argument trees -------------------------------------------------------------------------
+def _flatten(obj, leaves: list):
+    """(structure spec, appending Tensors to `leaves`); non-tensors are static."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        return ("T",)
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, _flatten(v, leaves)) for k, v in sorted(obj.items())))
+    try:
+        hash(obj)
+    except TypeError:
+        raise KilnError(f"@kiln.jit: argument of type {type(obj).__name__} is neither a "
+                        "tensor nor a hashable static value") from None
+    return ("S", type(obj).__name__, obj)
+
+
+def _unflatten(spec, leaves):
+    it = iter(leaves)
+
+    def build(s):
+        if s[0] == "T":
+            return next(it)
+        if s[0] in ("list", "tuple"):
+            items = [build(x) for x in s[1]]
+            return items if s[0] == "list" else tuple(items)
+        if s[0] == "dict":
+            return {k: build(v) for k, v in s[1]}
+        return s[2]
+    return build(spec)
+
+
+def _tensor_guard(t: Tensor):
+    return (t.dtype, tuple(t.shape), t.requires_grad)
+
+
+def _describe_guard(old, new) -> str:
+    for i, (a, b) in enumerate(zip(old, new)):
+        if a != b:
+            return f"guard {i} changed: {a!r} -> {b!r}"
+    return "argument structure changed"
+
+
+# ---- cache entries --------------------------------------------------------------------------
+class _Compiled:
+    """A traced and compiled function: binds inputs, runs the executable, rebuilds outputs."""
+
+    def __init__(self, trace: Trace, out_spec, graph, executable, stages):
+        self.sources = _input_sources(trace)
+        self.out_spec = out_spec
+        self.graph = graph
+        self.executable = executable
+        self.stages = stages
+
+    def guards_hold(self) -> bool:
+        """Captured outside tensors still have the shape and dtype they were traced with."""
+        for kind, t, shape, dt in self.sources:
+            if kind == "capture" and (t._data.shape != shape or t._data.dtype != dt):
+                return False
+        return True
+
+    def __call__(self, leaves):
+        from .creation import SEEDS
+        arrays = []
+        for kind, ref, _, _ in self.sources:
+            if kind == "arg":
+                arrays.append(leaves[ref]._data)
+            elif kind == "capture":
+                arrays.append(ref._data)
+            else:
+                arrays.append(_seed_array(SEEDS.next()))
+        outs = self.executable(arrays)
+        return _unflatten(self.out_spec, [Tensor._wrap(a) for a in outs])
+
+
+def _seed_array(seed):
+    import numpy as np
+    return np.array(seed, dtype=np.int64)
+
+
+def _input_sources(trace: Trace):
+    arg_index = {v: i for i, v in enumerate(trace.arg_values)}
+    captured = {v: t for t, v in trace.captured.values()}
+    out = []
+    for v in trace.input_order():
+        if v in arg_index:
+            out.append(("arg", arg_index[v], None, None))
+        elif v in captured:
+            t = captured[v]
+            out.append(("capture", t, t._data.shape, t._data.dtype))
+        else:
+            out.append(("seed", None, None, None))
+    return out
+
+
+class _Eager:
+    """Run the Python function eagerly (after a graph break or a compile failure)."""
+
+    def __init__(self, fn, reason: str):
+        self.fn = fn
+        self.reason = reason
+
+    def guards_hold(self) -> bool:
+        return True
+
+
+# ---- tracing and compiling ------------------------------------------------------------------
+def trace_function(fn, args, kwargs) -> tuple[Trace, object]:
+    """Run `fn` on traced stand-ins for its tensor arguments; returns (trace, output spec)."""
+    leaves: list = []
+    spec = _flatten((args, kwargs), leaves)
+    trace = Trace(getattr(fn, "__name__", "f"))
+    names = _leaf_names(fn, args, len(leaves))
+    stand_ins = [Tensor._wrap(trace.add_arg(t._type(), names[i]), trace)
+                 for i, t in enumerate(leaves)]
+    a, kw = _unflatten(spec, stand_ins)
+    with tracing(trace), autograd.no_grad():
+        result = fn(*a, **kw)
+    out_leaves: list = []
+    out_spec = _flatten(result, out_leaves)
+    values = [trace.value_of(t) for t in out_leaves]
+    trace.builder.finish(values)
+    return trace, out_spec
+
+
+def _leaf_names(fn, args, n: int) -> list:
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    names = [p for p, a in zip(params, args) if isinstance(a, Tensor)]
+    return names + [None] * (n - len(names)) if len(names) == n else [None] * n
+
+
+def compile_trace(trace: Trace, out_spec):
+    from kiln.passes.manager import run_passes
+    from kiln.runtime.executable import build_executable
+    graph = trace.builder.graph
+    optimized, stages = run_passes(graph)
+    executable = build_executable(optimized)
+    return _Compiled(trace, out_spec, optimized, executable, [("traced", graph)] + [
+        (s.name, s.graph) for s in stages])
+
+
+def compile_stages(fn, args, kwargs=None) -> list[tuple[str, str]]:
+    """The IR at every stage for `fn(*args)`: traced graph, after each pass, then each
+    kernel's MLIR, LLVM IR and assembly. Used by the CLI.
+
+    >>> import kiln
+    >>> def f(x): return kiln.exp(x) + 1
+    >>> [name for name, _ in compile_stages(f, [kiln.ones(4)])][:1]
+    ['traced']
+    """
+    fn = getattr(fn, "__wrapped__", fn)
+    trace, out_spec = trace_function(fn, list(args), kwargs or {})
+    compiled = compile_trace(trace, out_spec)
+    out = [(name, str(g)) for name, g in compiled.stages]
+    kernels = getattr(compiled.executable, "kernels", [])
+    for stage, attr in (("mlir", "mlir"), ("llvm", "llvm_ir"), ("asm", "asm")):
+        text = "\n".join(f"// kernel {k.name}\n{getattr(k, attr)}" for k in kernels)
+        out.append((stage, text or "(no generated kernels)\n"))
+    return out
+
+
+class JitFunction:
+    """A function compiled by Kiln on first call per guard set (see module docstring)."""
+
+    def __init__(self, fn, recompile_limit: int = 8):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.recompile_limit = recompile_limit
+        self.cache: dict = {}
+        self.traces = 0
+        self._last_key = None
+
+    def __call__(self, *args, **kwargs):
+        if current_trace() is not None:
+            return self.fn(*args, **kwargs)   # NOTE: nested jit traces inline
+        leaves: list = []
+        spec = _flatten((args, kwargs), leaves)
+        grad_on = autograd.is_grad_enabled()
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on)
+        entry = self.cache.get(key)
+        if entry is None or not entry.guards_hold():
+            entry = self._compile(key, args, kwargs, leaves, grad_on)
+        if isinstance(entry, _Eager):
+            return self.fn(*args, **kwargs)
+        return entry(leaves)
+
+    def _compile(self, key, args, kwargs, leaves, grad_on):
+        if self.traces >= self.recompile_limit:
+            why = _describe_guard(self._last_key[1], key[1]) if self._last_key else "?"
+            return self._eager(key, f"recompile limit ({self.recompile_limit}) reached; {why}")
+        self.traces += 1
+        self._last_key = key
+        if grad_on and any(t.requires_grad for t in leaves):
+            return self._eager(key, "not supported yet: gradients through @kiln.jit outputs")
+        try:
+            trace, out_spec = trace_function(self.fn, args, kwargs)
+        except GraphBreak as e:
+            return self._eager(key, str(e))
+        if grad_on and any(t.requires_grad for t, _ in trace.captured.values()):
+            return self._eager(key, "not supported yet: gradients through @kiln.jit outputs "
+                                    "(a captured tensor requires grad)")
+        try:
+            entry = compile_trace(trace, out_spec)
+        except Exception as e:  # NOTE: a compiler failure must never stop the user's program
+            return self._eager(key, f"compilation failed ({type(e).__name__}: {e})")
+        self.cache[key] = entry
+        return entry
+
+    def _eager(self, key, reason: str):
+        warnings.warn(f"@kiln.jit({self.fn.__name__}): running eagerly: {reason}",
+                      KilnJitWarning, stacklevel=4)
+        entry = _Eager(self.fn, reason)
+        self.cache[key] = entry
+        return entry
+
+    def graph_for(self, *args, **kwargs):
+        """The optimized ir.Graph used for these arguments (compiling if needed)."""
+        self(*args, **kwargs)
+        leaves: list = []
+        spec = _flatten((args, kwargs), leaves)
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled())
+        entry = self.cache[key]
+        return getattr(entry, "graph", None)
+
+
+def jit(fn=None, *, recompile_limit: int = 8):
+    """Compile `fn` with Kiln's tracing JIT.
+
+    >>> import kiln
+    >>> @kiln.jit
+    ... def f(x):
+    ...     return x * kiln.sigmoid(x) * 0.5 + kiln.tanh(x)
+    >>> f(kiln.zeros(4))
+    tensor([0., 0., 0., 0.])
+    """
+    if fn is None:
+        return lambda f: JitFunction(f, recompile_limit)
+    return JitFunction(fn, recompile_limit)

@@ -1,0 +1,65 @@
+"""Tensor operators and methods, bound from the functional layer (one definition each)."""
+from __future__ import annotations
+
+from kiln.ir.errors import NotSupportedError
+
+from . import functional as F
+from . import reductions as R
+from .indexing import getitem
+from .tensor import Tensor
+
+
+def _swap(f):
+    return lambda a, b: f(b, a)
+
+
+def _view(x, *shape):
+    return F.reshape(x, *shape)
+
+
+def _setitem(x, index, value):
+    raise NotSupportedError("not supported yet: in-place assignment into a tensor "
+                            "(`t[...] = v`)")
+
+
+_OPERATORS = {
+    "__add__": F.add, "__radd__": _swap(F.add), "__sub__": F.sub, "__rsub__": _swap(F.sub),
+    "__mul__": F.mul, "__rmul__": _swap(F.mul), "__truediv__": F.div,
+    "__rtruediv__": _swap(F.div), "__pow__": F.pow, "__rpow__": _swap(F.pow),
+    "__matmul__": F.matmul, "__rmatmul__": _swap(F.matmul), "__neg__": F.neg,
+    "__pos__": lambda x: x, "__abs__": F.abs,
+    "__eq__": F.eq, "__ne__": F.ne, "__lt__": F.lt, "__le__": F.le, "__gt__": F.gt,
+    "__ge__": F.ge, "__getitem__": getitem, "__setitem__": _setitem,
+}
+
+_METHODS = {
+    "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div, "pow": F.pow, "neg": F.neg,
+    "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "rsqrt": F.rsqrt, "tanh": F.tanh,
+    "sigmoid": F.sigmoid, "relu": F.relu, "abs": F.abs, "erf": F.erf,
+    "maximum": F.maximum, "minimum": F.minimum, "matmul": F.matmul,
+    "eq": F.eq, "ne": F.ne, "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge,
+    "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax,
+    "amin": R.amin, "argmax": R.argmax, "argmin": R.argmin,
+    "reshape": F.reshape, "view": _view, "permute": F.permute, "transpose": F.transpose,
+    "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,
+    "expand": F.expand, "expand_as": lambda x, o: F.expand(x, tuple(o.shape)),
+    "view_as": lambda x, o: F.reshape(x, tuple(o.shape)),
+    "reshape_as": lambda x, o: F.reshape(x, tuple(o.shape)),
+}
+
+
+def _t(x):
+    if x.ndim > 2:
+        raise NotSupportedError(f"t() expects a tensor with <= 2 dimensions, got {x.ndim}")
+    return F.transpose(x, 0, 1) if x.ndim == 2 else x
+
+
+def install():
+    for name, fn in {**_OPERATORS, **_METHODS}.items():
+        setattr(Tensor, name, fn)
+    Tensor.T = property(lambda x: F.permute(x, tuple(reversed(range(x.ndim)))))
+    Tensor.mT = property(lambda x: F.transpose(x, -2, -1))
+    Tensor.t = _t
+
+
+install()

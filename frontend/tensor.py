@@ -1,0 +1,319 @@
+"""`kiln.Tensor`: an eager NumPy-backed tensor, or a traced one inside `@kiln.jit`.
+
+Every op goes through `Tensor._kiln_apply`, which runs the registry op's reference (eager) or
+appends a node to the active trace, and records the op on the autograd tape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.ir import dtypes
+from kiln.ir.dtypes import DType
+from kiln.ir.errors import KilnError
+from kiln.ir.registry import get_op
+from kiln.ir.types import TensorType, user_loc
+
+from . import autograd
+from .trace import GraphBreak, current_trace
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple that prints as `kiln.Size([2, 3])`."""
+
+    def __repr__(self):
+        return f"kiln.Size({list(self)})"
+
+    def numel(self) -> int:
+        return int(np.prod(self, dtype=np.int64))
+
+
+class device:
+    """Where a tensor lives: `kiln.device("cpu")`."""
+
+    def __init__(self, type="cpu"):
+        type = getattr(type, "type", type)
+        self.type = str(type).split(":")[0]
+
+    def __eq__(self, other):
+        return self.type == getattr(other, "type", other)
+
+    def __hash__(self):
+        return hash(self.type)
+
+    def __repr__(self):
+        return f"device(type='{self.type}')"
+
+    def __str__(self):
+        return self.type
+
+
+def _attach_loc(e: KilnError):
+    if e.loc is None:
+        e.loc = user_loc()
+        e.args = (e._render(),)
+    return e
+
+
+class Tensor:
+    """A multi-dimensional array with autograd, like `torch.Tensor`.
+
+    >>> import kiln
+    >>> kiln.tensor([2.0, 3.0]) + kiln.tensor([4.0, 1.0])
+    tensor([6., 4.])
+    """
+
+    __slots__ = ("_data", "_trace", "_requires_grad", "grad", "grad_fn", "_out_index",
+                 "_retain", "__weakref__")
+    __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
+
+    def __init__(self, data=None):
+        arr = np.asarray([] if data is None else data)
+        if arr.dtype == np.float64 and not isinstance(data, np.ndarray):
+            arr = arr.astype(np.float32)
+        self._init(arr, None)
+
+    def _init(self, data, trace):
+        self._data = data
+        self._trace = trace
+        self._requires_grad = False
+        self.grad = None
+        self.grad_fn = None
+        self._out_index = 0
+        self._retain = False
+
+    @classmethod
+    def _wrap(cls, data, trace=None) -> "Tensor":
+        t = cls.__new__(cls)
+        t._init(data, trace)
+        return t
+
+    # ---- dispatch ---------------------------------------------------------------------------
+    @staticmethod
+    def _kiln_apply(op: str, inputs, attrs: dict, holder):
+        opdef = get_op(op)
+        trace = current_trace()
+        if trace is not None:
+            values = [trace.value_of(t) for t in inputs]
+            outs = trace.builder.emit(op, values, attrs, user_loc())
+            results = [Tensor._wrap(v, trace) for v in outs]
+        else:
+            results = _eager(opdef, inputs, attrs)
+        if (opdef.differentiable and autograd.is_grad_enabled()
+                and any(t._requires_grad for t in inputs)):
+            _record(opdef, inputs, results, attrs)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def _type(self) -> TensorType:
+        if self._trace is not None:
+            return self._data.type
+        return TensorType(dtypes.from_numpy(self._data.dtype), self._data.shape)
+
+    def _array(self, why: str) -> np.ndarray:
+        """The NumPy value; under tracing this needs the data, which a graph cannot give."""
+        if self._trace is not None:
+            raise GraphBreak(f"not supported yet: {why} on a traced tensor inside @kiln.jit "
+                             "(a graph break)", loc=user_loc())
+        return self._data
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def dtype(self) -> DType:
+        return self._type().dtype
+
+    @property
+    def device(self) -> device:
+        return device("cpu")
+
+    @property
+    def ndim(self) -> int:
+        return len(self._data.shape)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool):
+        self.requires_grad_(value)
+
+    def requires_grad_(self, value: bool = True) -> "Tensor":
+        if not self.is_leaf and not value:
+            raise KilnError("you can only change requires_grad flags of leaf variables")
+        if value and not self.dtype.is_float:
+            raise KilnError(f"only floating point tensors can require gradients, got "
+                            f"{self.dtype}")
+        self._requires_grad = bool(value)
+        return self
+
+    def retain_grad(self) -> None:
+        self._retain = True
+
+    @property
+    def data(self) -> "Tensor":
+        return self.detach()
+
+    @data.setter
+    def data(self, value: "Tensor"):
+        self._data = value._data
+        self._trace = value._trace
+
+    # ---- conversion -------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        if self._requires_grad:
+            raise KilnError("Can't call numpy() on Tensor that requires grad. Use "
+                            "tensor.detach().numpy() instead.")
+        return self._array("numpy()")
+
+    def item(self):
+        arr = self._array("item()")
+        if arr.size != 1:
+            raise KilnError(f"a Tensor with {arr.size} elements cannot be converted to Scalar")
+        return arr.reshape(()).item()
+
+    def tolist(self):
+        return self._array("tolist()").tolist()
+
+    def __bool__(self):
+        arr = self._array("bool()")
+        if arr.size != 1:
+            raise KilnError(f"Boolean value of Tensor with {arr.size} values is ambiguous")
+        return bool(arr.reshape(()))
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.is_float or self.dtype == DType.bool:
+            raise TypeError("only integer tensors of a single element can be converted "
+                            "to an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self._array("conversion to NumPy")
+        return arr if dtype is None else arr.astype(dtype)
+
+    def detach(self) -> "Tensor":
+        return Tensor._wrap(self._data, self._trace)
+
+    def clone(self) -> "Tensor":
+        from . import functional as F
+        return F.clone(self)
+
+    def to(self, *args, **kwargs) -> "Tensor":
+        """`t.to("cpu")`, `t.to(kiln.float64)`, `t.to(device, dtype)`."""
+        from . import functional as F
+        dtype = kwargs.get("dtype")
+        for a in args:
+            if isinstance(a, (DType, type)) or (isinstance(a, str) and a in ("f32", "f64")):
+                dtype = a
+            elif str(getattr(a, "type", a)).startswith("cuda"):
+                raise KilnError("not supported yet: CUDA tensors (kiln.cuda.is_available() is "
+                                "False on this machine)")
+        dev = kwargs.get("device")
+        if dev is not None and str(getattr(dev, "type", dev)).startswith("cuda"):
+            raise KilnError("not supported yet: CUDA tensors")
+        return self if dtype is None else F.cast(self, dtype)
+
+    def cpu(self) -> "Tensor":
+        return self
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        return self.to(other.dtype)
+
+    def float(self):
+        return self.to(dtypes.float32)
+
+    def double(self):
+        return self.to(dtypes.float64)
+
+    def long(self):
+        return self.to(dtypes.int64)
+
+    def int(self):
+        return self.to(dtypes.int32)
+
+    def bool(self):
+        return self.to(dtypes.bool_)
+
+    # ---- autograd ---------------------------------------------------------------------------
+    def backward(self, gradient: "Tensor | None" = None) -> None:
+        """Accumulate gradients of this tensor into the leaves' `.grad`."""
+        if self._trace is not None:
+            raise GraphBreak("not supported yet: backward() inside @kiln.jit", loc=user_loc())
+        if gradient is None:
+            if self.numel() != 1:
+                raise KilnError(f"grad can be implicitly created only for scalar outputs; "
+                                f"this tensor has shape {list(self.shape)}", loc=user_loc())
+            gradient = Tensor._wrap(np.ones(self._data.shape, self._data.dtype))
+        elif tuple(gradient.shape) != tuple(self.shape):
+            raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
+                            f"tensor shape {list(self.shape)}", loc=user_loc())
+        autograd.backward(self, gradient.detach())
+
+    def __repr__(self) -> str:
+        from .format import format_tensor
+        return format_tensor(self)
+
+    __str__ = __repr__
+
+    def __hash__(self):
+        return id(self)
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+
+def _eager(opdef, inputs, attrs) -> list[Tensor]:
+    try:
+        a = opdef.make_attrs(attrs)
+        types = opdef.infer([t._type() for t in inputs], a)
+    except KilnError as e:
+        raise _attach_loc(e) from None
+    out = opdef.ref([t._data for t in inputs], a)
+    outs = out if isinstance(out, tuple) else (out,)
+    results = []
+    for arr, ty in zip(outs, types):
+        arr = np.asarray(arr)
+        if arr.dtype != ty.dtype.np:
+            arr = arr.astype(ty.dtype.np)
+        results.append(Tensor._wrap(arr))
+    return results
+
+
+def _record(opdef, inputs, results, attrs):
+    from kiln.ir.attrs import Attrs
+    a = attrs if isinstance(attrs, Attrs) else opdef.make_attrs(attrs)
+    saved = [r.detach() for r in results]
+    node = autograd.TapeNode(opdef.name, opdef.vjp, list(inputs), saved, a)
+    for i, r in enumerate(results):
+        if r.dtype.is_float:
+            r._requires_grad = True
+            r.grad_fn = node
+            r._out_index = i

@@ -1,0 +1,153 @@
+"""@kiln.jit: tracing, guards, caching, captured tensors, fallbacks, errors."""
+import warnings
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.frontend.jit import KilnJitWarning
+
+
+def w1(x):
+    return x * kiln.sigmoid(x) * 0.5 + kiln.tanh(x)
+
+
+def _kernels(jf, *args):
+    return jf.graph_for(*args).count("kernel")
+
+
+def test_w1_is_one_kernel_and_matches_numpy():
+    f = kiln.jit(w1)
+    x = kiln.randn(2**16)
+    got = f(x).numpy()
+    a = x.numpy().astype(np.float64)
+    want = a / (1 + np.exp(-a)) * 0.5 + np.tanh(a)
+    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-30)) < 1e-6 or \
+        np.max(np.abs(got - want)) < 1e-6
+    g = f.graph_for(x)
+    assert g.count("kernel") == 1 and len(g.nodes) == 1
+
+
+def test_cache_hit_and_shape_guard_retraces():
+    f = kiln.jit(w1)
+    f(kiln.randn(8))
+    f(kiln.randn(8))
+    assert f.traces == 1
+    f(kiln.randn(9))
+    assert f.traces == 2
+    f(kiln.randn(8, dtype=kiln.float64))
+    assert f.traces == 3
+
+
+def test_static_arguments_are_guarded():
+    @kiln.jit
+    def scale(x, k):
+        return x * k
+    x = kiln.ones(3)
+    assert scale(x, 2.0).tolist() == [2.0, 2.0, 2.0]
+    assert scale(x, 3.0).tolist() == [3.0, 3.0, 3.0]
+    assert scale.traces == 2
+
+
+def test_captured_tensors_are_inputs_not_constants():
+    w = kiln.ones(3)
+
+    @kiln.jit
+    def f(x):
+        return x * w
+    x = kiln.full((3,), 2.0)
+    assert f(x).tolist() == [2.0, 2.0, 2.0]
+    w.data = kiln.full((3,), 5.0)
+    assert f(x).tolist() == [10.0, 10.0, 10.0]
+    assert f.traces == 1
+    w.data = kiln.ones(4)       # captured shape changed: guard fails, retrace
+    with pytest.raises(kiln.ShapeError):
+        f(x)
+
+
+def test_random_inside_jit_draws_fresh_numbers_each_call():
+    @kiln.jit
+    def noise(x):
+        return x + kiln.randn(4)
+    x = kiln.zeros(4)
+    kiln.manual_seed(3)
+    a, b = noise(x).numpy(), noise(x).numpy()
+    assert not np.array_equal(a, b)
+    kiln.manual_seed(3)
+    np.testing.assert_array_equal(noise(x).numpy(), a)
+
+
+def test_graph_break_falls_back_to_eager_with_warning():
+    @kiln.jit
+    def f(x):
+        if x.sum() > 0:
+            return x * 2
+        return x * 3
+    with pytest.warns(KilnJitWarning, match="running eagerly.*bool"):
+        assert f(kiln.ones(2)).tolist() == [2.0, 2.0]
+    assert f(-kiln.ones(2)).tolist() == [-3.0, -3.0]
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    import kiln.runtime.executable as ex
+
+    def broken(graph):
+        raise RuntimeError("codegen exploded")
+    monkeypatch.setattr(ex, "build_executable", broken)
+    f = kiln.jit(w1)
+    x = kiln.randn(5)
+    with pytest.warns(KilnJitWarning, match="compilation failed.*codegen exploded"):
+        got = f(x)
+    np.testing.assert_allclose(got.numpy(), w1(x).numpy())
+
+
+def test_requires_grad_runs_eagerly_and_keeps_gradients():
+    f = kiln.jit(w1)
+    x = kiln.randn(4, requires_grad=True)
+    with pytest.warns(KilnJitWarning, match="gradients"):
+        y = f(x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.shape == (4,)
+
+
+def test_shape_error_under_jit_points_at_user_line():
+    @kiln.jit
+    def f(x, y):
+        return x + y  # jit user line
+    with pytest.raises(kiln.ShapeError) as err:
+        f(kiln.ones(3), kiln.ones(4))
+    msg = str(err.value)
+    assert "[3]" in msg and "[4]" in msg and "jit user line" in msg
+
+
+def test_recompile_limit_warns_and_names_the_guard():
+    f = kiln.jit(w1, recompile_limit=2)
+    f(kiln.ones(1))
+    f(kiln.ones(2))
+    with pytest.warns(KilnJitWarning, match="recompile limit"):
+        f(kiln.ones(3))
+
+
+def test_structured_outputs_and_static_values():
+    @kiln.jit
+    def f(x):
+        return {"sum": x.sum(), "both": (x * 2, x + 1)}, x.shape[0]
+    out, n = f(kiln.ones(3))
+    assert n == 3 and out["sum"].item() == 3.0
+    assert out["both"][0].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_reductions_and_matmul_between_kernels():
+    @kiln.jit
+    def f(x, w):
+        h = kiln.relu(x @ w + 1.0)
+        return kiln.softmax(h, -1)
+    rng = np.random.default_rng(0)
+    x = kiln.from_numpy(rng.standard_normal((8, 16)).astype(np.float32))
+    w = kiln.from_numpy(rng.standard_normal((16, 4)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KilnJitWarning)
+        got = f(x, w).numpy()
+    np.testing.assert_allclose(got, kiln.softmax(kiln.relu(x @ w + 1.0), -1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert _kernels(f, x, w) >= 2

@@ -63,22 +63,43 @@ class enable_grad(contextlib.ContextDecorator):
 
 
 class TapeNode:
-    """One recorded op: its VJP, inputs (Tensors), detached outputs and attrs."""
+    """One recorded op: its VJP, attrs, snapshots of inputs and outputs, and one edge per
+    input: ("node", producer TapeNode, output index), ("leaf", tensor) or None.
 
-    __slots__ = ("op", "vjp", "inputs", "outputs", "attrs")
+    Snapshots hold the arrays as they were when the op ran; in-place ops replace a tensor's
+    array instead of writing into it, so later in-place updates cannot change a gradient.
+    """
+
+    __slots__ = ("op", "vjp", "inputs", "outputs", "attrs", "edges", "retained")
 
     def __init__(self, op: str, vjp, inputs, outputs, attrs):
         self.op = op
         self.vjp = vjp
-        self.inputs = inputs
+        self.inputs = [t.detach() for t in inputs]
         self.outputs = outputs
         self.attrs = attrs
+        self.edges = [_edge(t) for t in inputs]
+        self.retained: dict = {}
 
     def name(self) -> str:
         return "".join(p.capitalize() for p in self.op.split("_")) + "Backward0"
 
     def __repr__(self):
         return f"<{self.name()}>"
+
+
+def _edge(t):
+    if not t._requires_grad:
+        return None
+    if t.grad_fn is not None:
+        return ("node", t.grad_fn, t._out_index)
+    return ("leaf", t)
+
+
+def retain(t) -> None:
+    """Keep the gradient of non-leaf `t` in `t.grad` during backward."""
+    import weakref
+    t.grad_fn.retained[t._out_index] = weakref.ref(t)
 
 
 def _topo_order(root: TapeNode) -> list[TapeNode]:
@@ -92,9 +113,9 @@ def _topo_order(root: TapeNode) -> list[TapeNode]:
             continue
         seen.add(id(node))
         stack.append((node, True))
-        for t in node.inputs:
-            if t.grad_fn is not None and id(t.grad_fn) not in seen:
-                stack.append((t.grad_fn, False))
+        for e in node.edges:
+            if e is not None and e[0] == "node" and id(e[1]) not in seen:
+                stack.append((e[1], False))
     return order[::-1]
 
 
@@ -120,19 +141,20 @@ def _run_vjp(node: TapeNode, cot: dict):
     gs = [cot.pop((id(node), i), None) for i in range(len(node.outputs))]
     if all(g is None for g in gs):
         return
-    needs = [t.requires_grad for t in node.inputs]
+    for i, ref in node.retained.items():
+        t = ref()
+        if t is not None and gs[i] is not None:
+            t.grad = gs[i] if t.grad is None else t.grad + gs[i]
+    needs = [e is not None for e in node.edges]
     ctx = VJPContext(node.inputs, node.outputs, node.attrs, needs)
-    g = gs[0] if len(gs) == 1 else gs
-    grads = node.vjp(ctx, g)
-    for t, gi, need in zip(node.inputs, grads, needs):
-        if gi is None or not need:
+    grads = node.vjp(ctx, gs[0] if len(gs) == 1 else gs)
+    for e, gi in zip(node.edges, grads):
+        if gi is None or e is None:
             continue
-        if t._retain and t.grad_fn is not None:
-            t.grad = gi if t.grad is None else t.grad + gi
-        if t.grad_fn is not None:
-            _accumulate(cot, (id(t.grad_fn), t._out_index), gi)
+        if e[0] == "node":
+            _accumulate(cot, (id(e[1]), e[2]), gi)
         else:
-            _accumulate_leaf(t, gi)
+            _accumulate_leaf(e[1], gi)
 
 
 def _accumulate_leaf(t, g):

@@ -160,6 +160,15 @@ def where(cond, a, b):
                            expand_to(y, shape)])
 
 
+def clamp(x, min=None, max=None):
+    """Limit x to [min, max] (either may be None)."""
+    if min is not None:
+        x = maximum(x, min)
+    if max is not None:
+        x = minimum(x, max)
+    return x
+
+
 def neg(x):
     return unary("neg", x, float_only=False)
 

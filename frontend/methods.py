@@ -6,6 +6,7 @@ from kiln.ir.errors import NotSupportedError
 from . import functional as F
 from . import reductions as R
 from .indexing import getitem
+from .inplace import INPLACE, detach_
 from .tensor import Tensor
 
 
@@ -45,6 +46,7 @@ _METHODS = {
     "expand": F.expand, "expand_as": lambda x, o: F.expand(x, tuple(o.shape)),
     "view_as": lambda x, o: F.reshape(x, tuple(o.shape)),
     "reshape_as": lambda x, o: F.reshape(x, tuple(o.shape)),
+    "clamp": F.clamp, "clip": F.clamp, "detach_": detach_,
 }
 
 
@@ -55,7 +57,7 @@ def _t(x):
 
 
 def install():
-    for name, fn in {**_OPERATORS, **_METHODS}.items():
+    for name, fn in {**_OPERATORS, **_METHODS, **INPLACE}.items():
         setattr(Tensor, name, fn)
     Tensor.T = property(lambda x: F.permute(x, tuple(reversed(range(x.ndim)))))
     Tensor.mT = property(lambda x: F.transpose(x, -2, -1))

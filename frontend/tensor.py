@@ -63,7 +63,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "_trace", "_requires_grad", "grad", "grad_fn", "_out_index",
-                 "_retain", "__weakref__")
+                 "__weakref__")
     __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
 
     def __init__(self, data=None):
@@ -79,7 +79,6 @@ class Tensor:
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
-        self._retain = False
 
     @classmethod
     def _wrap(cls, data, trace=None) -> "Tensor":
@@ -168,7 +167,8 @@ class Tensor:
         return self
 
     def retain_grad(self) -> None:
-        self._retain = True
+        if self.grad_fn is not None:
+            autograd.retain(self)
 
     @property
     def data(self) -> "Tensor":

@@ -12,7 +12,7 @@ from kiln.frontend.composite import (cross_entropy, gelu, layer_norm, log_softma
 from kiln.frontend.creation import (arange, from_numpy, full, full_like, manual_seed, ones,
                                     ones_like, rand, rand_like, randn, randn_like, tensor,
                                     zeros, zeros_like)
-from kiln.frontend.functional import (abs, add, cast, cat, div, eq, erf, exp, expand, flatten,
+from kiln.frontend.functional import (abs, add, cast, cat, clamp, div, eq, erf, exp, expand, flatten,
                                       ge, gt, le, log, lt, matmul, maximum, minimum, mul, ne,
                                       neg, permute, pow, relu, reshape, rsqrt, sigmoid, sqrt,
                                       squeeze, stack, sub, tanh, transpose, unsqueeze, where)

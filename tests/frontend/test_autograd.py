@@ -85,3 +85,45 @@ def test_softmax_and_layer_norm_values():
     got = kiln.layer_norm(kiln.from_numpy(a), 8, kiln.from_numpy(w), kiln.from_numpy(b)).numpy()
     mu, var = a.mean(-1, keepdims=True), a.var(-1, keepdims=True)
     np.testing.assert_allclose(got, (a - mu) / np.sqrt(var + 1e-5) * w + b, rtol=1e-10)
+
+
+def test_inplace_updates_keep_saved_values():
+    """An in-place update after an op is recorded must not change that op's gradient."""
+    w = kiln.tensor([1.0, 2.0], requires_grad=True)
+    x = kiln.tensor([3.0, 4.0])
+    y = (w * x).sum()
+    x.mul_(10)                      # x was saved by mul; its old value must be used
+    y.backward()
+    np.testing.assert_allclose(w.grad.numpy(), [3.0, 4.0])
+    assert x.tolist() == [30.0, 40.0]
+
+
+def test_inplace_rules_like_pytorch():
+    w = kiln.ones(2, requires_grad=True)
+    with pytest.raises(kiln.KilnError, match="leaf Variable"):
+        w.add_(1)
+    with kiln.no_grad():
+        w -= 0.5 * kiln.ones(2)
+    assert w.tolist() == [0.5, 0.5] and w.requires_grad and w.is_leaf
+    h = w * 2
+    h.add_(1)                       # in-place on a non-leaf rebases its history
+    h.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [2.0, 2.0])
+    z = kiln.zeros(3)
+    z.fill_(2).add_(kiln.tensor([1.0, 2.0, 3.0]))
+    assert z.tolist() == [3.0, 4.0, 5.0]
+    with pytest.raises(kiln.KilnError, match="doesn't match the broadcast shape"):
+        kiln.zeros(3).add_(kiln.zeros(2, 3))
+
+
+def test_inplace_on_captured_tensor_under_jit_falls_back():
+    from kiln.frontend.jit import KilnJitWarning
+    state = kiln.zeros(2)
+
+    @kiln.jit
+    def f(x):
+        state.add_(x)
+        return state * 1
+    with pytest.warns(KilnJitWarning, match="in-place update"):
+        out = f(kiln.ones(2))
+    assert out.tolist() == [1.0, 1.0] and state.tolist() == [1.0, 1.0]

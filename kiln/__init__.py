@@ -5,6 +5,7 @@
     >>> print(x + y)
     tensor([6., 4.])
 """
+from kiln import cuda  # noqa: F401
 from kiln.frontend import methods as _methods  # noqa: F401  (binds Tensor operators)
 from kiln.frontend.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from kiln.frontend.composite import (cross_entropy, gelu, layer_norm, log_softmax, mse_loss,

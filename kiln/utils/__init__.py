@@ -1,0 +1,1 @@
+"""kiln.utils: data loading (`kiln.utils.data`)."""

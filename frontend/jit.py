@@ -42,18 +42,20 @@ def _flatten(obj, leaves: list):
 
 
 def _unflatten(spec, leaves):
-    it = iter(leaves)
+    return _build(spec, iter(leaves))
 
-    def build(s):
-        if s[0] == "T":
-            return next(it)
-        if s[0] in ("list", "tuple"):
-            items = [build(x) for x in s[1]]
-            return items if s[0] == "list" else tuple(items)
-        if s[0] == "dict":
-            return {k: build(v) for k, v in s[1]}
-        return s[2]
-    return build(spec)
+
+def _build(s, it):
+    # NOTE: a module-level recursion, not a nested closure: a recursive closure is a reference
+    # cycle that would keep every output array alive until the next garbage collection.
+    if s[0] == "T":
+        return next(it)
+    if s[0] in ("list", "tuple"):
+        items = [_build(x, it) for x in s[1]]
+        return items if s[0] == "list" else tuple(items)
+    if s[0] == "dict":
+        return {k: _build(v, it) for k, v in s[1]}
+    return s[2]
 
 
 def _tensor_guard(t: Tensor):

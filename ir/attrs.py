@@ -95,7 +95,9 @@ class Attrs:
         return hash(_key(self._items))
 
     def __repr__(self):
-        return "{" + ", ".join(f"{k}={format_attr(v)}" for k, v in self._items) + "}"
+        def show(v):
+            return f"<graph @{v.name}>" if hasattr(v, "nodes") else format_attr(v)
+        return "{" + ", ".join(f"{k}={show(v)}" for k, v in self._items) + "}"
 
 
 def _key(items):

@@ -12,8 +12,19 @@ fused kernel's body) print as a nested block after the other attributes.
 """
 from __future__ import annotations
 
+import re
+
 from .attrs import format_attr
 from .graph import Graph
+
+# NOTE: graph names are free text (`<lambda>`, `Model.forward`); one that could be misread
+# (spaces, parentheses, quotes, empty) prints as a quoted string, `@"my graph"`.
+_BARE_GRAPH_NAME = re.compile(r"[\w.<>$:-]+")
+
+
+def graph_ref(name: str) -> str:
+    """`@name` as the IR prints it: bare when unambiguous, else quoted like a str attr."""
+    return "@" + (name if _BARE_GRAPH_NAME.fullmatch(name) else format_attr(name))
 
 
 class _Names:
@@ -39,7 +50,7 @@ class _Names:
 def print_graph(g: Graph) -> str:
     """The text of a graph; `parse(print_graph(g))` prints identically."""
     lines: list[str] = []
-    _print_graph(g, _Names(), "", lines, keyword=f"graph @{g.name}")
+    _print_graph(g, _Names(), "", lines, keyword=f"graph {graph_ref(g.name)}")
     return "\n".join(lines) + "\n"
 
 
@@ -72,5 +83,5 @@ def _print_node(node, names: _Names, indent: str, lines: list):
         return
     lines.append(text + " {" + loc)
     for k, body in graphs:
-        _print_graph(body, names, indent + "  ", lines, keyword=f"{k} @{body.name}")
+        _print_graph(body, names, indent + "  ", lines, keyword=f"{k} {graph_ref(body.name)}")
     lines.append(f"{indent}}}")

@@ -102,7 +102,7 @@ def load_function(path: Path, name: str):
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items() if callable(v) and not
                        k.startswith("_") and getattr(v, "__module__", None) == module_name)
-        raise SpecError(f"{path} has no attribute {name!r}; functions defined there: "
+        raise SpecError(f"{path} has no attribute {name!r}; callables defined there: "
                         f"{', '.join(found) or '(none)'}")
     obj = getattr(module, name)
     if not callable(obj):
@@ -209,7 +209,7 @@ prints kiln.explain(f, *args): graphs, breaks, guards and side effects.
 
 examples:
   kiln ir examples/demo.py:step --arg f32[1024]
-  kiln ir examples/demo.py:step --arg f32[1024] --stage fuse_elementwise
+  kiln ir examples/demo.py:step --arg f32[1024] --stage fusion
 
 `python -m kiln` is the same command; `kiln ir --help` explains its arguments.
 """
@@ -218,7 +218,7 @@ _IR_HELP = """\
 Loads FILE.py as a module (its `if __name__ == "__main__":` part does not run), finds FUNCTION
 (plain or decorated with @kiln.jit), calls it on random inputs of the given types and prints
 the IR after every stage: `traced`, then one stage per pass (`canonicalize`,
-`fuse_elementwise`, ...), then `mlir`, `llvm` and `asm` (one block per kernel).
+`fusion`, ...), then `mlir`, `llvm` and `asm` (one block per kernel).
 
 --arg is given once per positional argument, in order:
   f32[4,8]   a random float32 tensor of shape (4, 8)   (dtypes: f32 f64 i32 i64 bool)

@@ -151,3 +151,21 @@ def test_reductions_and_matmul_between_kernels():
     np.testing.assert_allclose(got, kiln.softmax(kiln.relu(x @ w + 1.0), -1).numpy(),
                                rtol=1e-5, atol=1e-6)
     assert _kernels(f, x, w) >= 2
+
+
+def test_outputs_are_freed_without_garbage_collection():
+    """No reference cycle may hold outputs: the caching allocator reuses a block only once
+    nothing references it, and a cycle would make every call allocate fresh memory."""
+    import gc
+    import weakref
+    f = kiln.jit(w1)
+    x = kiln.randn(64)
+    f(x)
+    gc.disable()
+    try:
+        y = f(x)
+        ref = weakref.ref(y._data)
+        del y
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -1,0 +1,233 @@
+"""Elementwise fusion: group elementwise nodes into `kernel` nodes whose body is a Graph.
+
+What the code generator relies on, for every kernel:
+- one iteration shape: every member (elementwise node) has that output shape and device, so
+  every kernel output has exactly that shape;
+- every body value's shape broadcasts (NumPy rules, right-aligned) to the iteration shape;
+- body inputs correspond 1:1, in order, to the kernel's operands, with no repeats.
+
+`full` and `expand` are "free": reading them costs no more than recomputing them, so a kernel
+that reads one gets its own copy in the body (an `expand` becomes an indexed read of its input).
+The outer copy stays only while something outside a kernel still reads it. Reductions, matmul
+and the other movement ops stay outside kernels.
+
+Grouping merges a consumer's group into its producer's group (same iteration shape) unless
+the producer's group reaches the consumer's group through some other node, which would make
+a cycle once both were one kernel (`a -> sum -> expand -> b` must stay two kernels).
+
+    >>> from kiln.ir.builder import GraphBuilder, Sym
+    >>> from kiln.ir.registry import P
+    >>> from kiln.ir.types import TensorType
+    >>> from kiln.ir.dtypes import DType
+    >>> b = GraphBuilder("f")
+    >>> x = Sym(b, b.add_input(TensorType(DType.float32, (4,)), "x"))
+    >>> g = fuse_elementwise(b.finish([P.add(P.exp(x), P.tanh(x)).value]))
+    >>> [n.op for n in g.nodes], g.nodes[0].attrs.name, len(g.nodes[0].inputs)
+    (['kernel'], 'fused_0', 1)
+"""
+from __future__ import annotations
+
+import collections
+
+import networkx as nx
+
+from kiln.ir.builder import make_node
+from kiln.ir.graph import Graph, Node, Value
+from kiln.ir.registry import get_op
+
+from .canonicalize import dce
+
+FREE_OPS = ("full", "expand")
+
+
+def _is_member(node: Node) -> bool:
+    return get_op(node.op).kind == "elementwise"
+
+
+def _space(node: Node):
+    """The iteration space a member runs over: its output's shape and device."""
+    t = node.outputs[0].type
+    return t.shape, t.device
+
+
+def _sources(v: Value) -> list[Value]:
+    """What a kernel that reads `v` needs from outside: `v`, or through copied free nodes,
+    their inputs (a `full` needs nothing)."""
+    p = v.producer
+    if p is not None and p.op in FREE_OPS:
+        return [s for u in p.inputs for s in _sources(u)]
+    return [v]
+
+
+def _reads(node: Node) -> list[Value]:
+    """The values `node` depends on once fused: members see through free nodes."""
+    if _is_member(node):
+        return [s for v in node.inputs for s in _sources(v)]
+    return list(node.inputs)
+
+
+class _Groups:
+    """Members grouped on a DAG of vertices (one per node; a group is its first vertex)."""
+
+    def __init__(self, graph: Graph):
+        self.index = {n: i for i, n in enumerate(graph.nodes)}
+        self.root = list(range(len(graph.nodes)))
+        self.dag = nx.DiGraph()
+        self.dag.add_nodes_from(range(len(graph.nodes)))
+        for n in graph.nodes:
+            for v in _reads(n):
+                if v.producer is not None:
+                    self.dag.add_edge(self.index[v.producer], self.index[n])
+
+    def find(self, node: Node) -> int:
+        i = self.index[node]
+        while self.root[i] != i:
+            i = self.root[i]
+        return i
+
+    def try_merge(self, producer: Node, consumer: Node) -> bool:
+        a, b = self.find(producer), self.find(consumer)
+        if a == b or _space(producer) != _space(consumer) or self._other_path(a, b):
+            return False
+        keep, gone = min(a, b), max(a, b)
+        for u in list(self.dag.predecessors(gone)):
+            if u != keep:
+                self.dag.add_edge(u, keep)
+        for w in list(self.dag.successors(gone)):
+            if w != keep:
+                self.dag.add_edge(keep, w)
+        self.dag.remove_node(gone)
+        self.root[gone] = keep
+        return True
+
+    def _other_path(self, a: int, b: int) -> bool:
+        """Whether a reaches b other than by the edge a -> b (merging would make a cycle)."""
+        self.dag.remove_edge(a, b)
+        try:
+            return nx.has_path(self.dag, a, b)
+        finally:
+            self.dag.add_edge(a, b)
+
+
+def _group(graph: Graph) -> _Groups:
+    groups = _Groups(graph)
+    for node in graph.nodes:
+        if not _is_member(node):
+            continue
+        for v in _reads(node):
+            if v.producer is not None and _is_member(v.producer):
+                groups.try_merge(v.producer, node)
+    return groups
+
+
+def _live_outside(graph: Graph) -> set[Value]:
+    """Values read by something other than a kernel: graph outputs, nodes that stay outside,
+    and (through them) the free nodes those read."""
+    live = set(graph.outputs)
+    for node in reversed(graph.nodes):
+        if _is_member(node):
+            continue
+        if node.op in FREE_OPS and not any(v in live for v in node.outputs):
+            continue
+        live.update(node.inputs)
+    return live
+
+
+class _Body:
+    """The body graph of one kernel, built member by member."""
+
+    def __init__(self):
+        self.env: dict[Value, Value] = {}
+        self.operands: list[Value] = []     # outer values, in body-input order
+        self.inputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self.copied: collections.Counter = collections.Counter()
+
+    def value(self, v: Value) -> Value:
+        """The body's value for outer value `v`: a member's result, a copied free node, or a
+        new body input (a kernel operand)."""
+        if v not in self.env:
+            p = v.producer
+            if p is not None and p.op in FREE_OPS:
+                self.env[v] = self.add(p)[v.index]
+                self.copied[p.op] += 1
+            else:
+                self.env[v] = Value(v.type)
+                self.operands.append(v)
+                self.inputs.append(self.env[v])
+        return self.env[v]
+
+    def add(self, node: Node) -> tuple[Value, ...]:
+        copy = make_node(node.op, [self.value(v) for v in node.inputs], node.attrs, node.loc)
+        self.nodes.append(copy)
+        self.env.update(zip(node.outputs, copy.outputs))
+        return copy.outputs
+
+
+def _kernel(name: str, members: list[Node], needed: set[Value]):
+    """The kernel node for `members` (in graph order) and the outer values its outputs
+    replace (`needed` says which member results are read outside the kernel)."""
+    body = _Body()
+    for node in members:
+        body.add(node)
+    results = [v for n in members for v in n.outputs if v in needed]
+    graph = Graph(name, body.inputs, body.nodes, [body.env[v] for v in results])
+    node = make_node("kernel", body.operands, {"name": name, "body": graph}, members[0].loc)
+    return node, results, body.copied
+
+
+def _needed(graph: Graph, groups: _Groups, live: set[Value]) -> set[Value]:
+    """Member results some other kernel or outside node reads: the kernels' outputs."""
+    needed = set(live)
+    for node in graph.nodes:
+        if _is_member(node):
+            group = groups.find(node)
+            needed.update(v for v in _reads(node)
+                          if v.producer is not None and _is_member(v.producer)
+                          and groups.find(v.producer) != group)
+    return needed
+
+
+def fuse_elementwise(graph: Graph, fired: collections.Counter | None = None) -> Graph:
+    """Replace groups of elementwise nodes by `kernel` nodes named fused_0, fused_1, ...
+
+    Dead nodes are dropped first. Counts `kernel` (kernels made), `fused_op` (members),
+    `copied_full`/`copied_expand` (free nodes copied into bodies) and `dce` in `fired`.
+    """
+    fired = collections.Counter() if fired is None else fired
+    graph = dce(graph, fired)     # NOTE: a kernel needs at least one result someone reads
+    groups = _group(graph)
+    members = collections.defaultdict(list)
+    for node in graph.nodes:
+        if _is_member(node):
+            members[groups.find(node)].append(node)
+    live = _live_outside(graph)
+    needed = _needed(graph, groups, live)
+    env: dict[Value, Value] = {v: v for v in graph.inputs}
+    nodes: list[Node] = []
+    kernels = 0
+    for vertex in nx.lexicographical_topological_sort(groups.dag):
+        if vertex in members:
+            name = f"fused_{kernels}"
+            kernels += 1
+            kernel, results, copied = _kernel(name, members[vertex], needed)
+            node = _rebuild(kernel, env)
+            env.update(zip(results, node.outputs))
+            fired.update({"kernel": 1, "fused_op": len(members[vertex])})
+            fired.update({f"copied_{op}": k for op, k in copied.items()})
+        else:
+            old = graph.nodes[vertex]
+            if old.op in FREE_OPS and not any(v in live for v in old.outputs):
+                continue
+            node = _rebuild(old, env)
+            env.update(zip(old.outputs, node.outputs))
+        nodes.append(node)
+    return Graph(graph.name, graph.inputs, nodes, [env[v] for v in graph.outputs])
+
+
+def _rebuild(node: Node, env: dict[Value, Value]) -> Node:
+    """`node` reading the new graph's values; the same Node when nothing changed."""
+    ins = [env[v] for v in node.inputs]
+    if all(a is b for a, b in zip(ins, node.inputs)):
+        return node
+    return make_node(node.op, ins, node.attrs, node.loc)

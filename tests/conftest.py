@@ -1,0 +1,62 @@
+"""Shared test set-up: a reproducible seed per test, an `rng` fixture, Hypothesis settings, and
+GPU tests skipped (with the reason) where no GPU is usable."""
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# NOTE: no deadline: the first example of a jit test compiles through MLIR and LLVM (seconds
+# on a loaded 2-core CI machine), which a per-example deadline would call a failure. On CI the
+# examples are derandomized so a red run is reproduced by rerunning it.
+settings.register_profile("kiln", deadline=None, print_blob=True)
+settings.register_profile("ci", parent=settings.get_profile("kiln"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "kiln")
+
+
+def _test_seed(nodeid: str) -> int:
+    # NOTE: from the test's id, not from its order: under pytest-xdist tests run in any order
+    # on any worker, and each still sees the same random numbers in every run.
+    return zlib.crc32(nodeid.encode())
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything(request):
+    seed = _test_seed(request.node.nodeid)
+    np.random.seed(seed)
+    import kiln
+
+    if hasattr(kiln, "manual_seed"):
+        kiln.manual_seed(seed)
+    yield
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A NumPy Generator seeded from the test's id: `rng.standard_normal((4, 8))`."""
+    return np.random.default_rng(_test_seed(request.node.nodeid))
+
+
+def _gpu_skip_reason() -> str | None:
+    import kiln
+
+    cuda = getattr(kiln, "cuda", None)
+    if cuda is None:
+        return "kiln.cuda is not in this build yet"
+    if not cuda.is_available():
+        return "no usable NVIDIA GPU (kiln.cuda.is_available() is False)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    reason = _gpu_skip_reason()
+    if reason is None:
+        return
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason=reason))

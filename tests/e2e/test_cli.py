@@ -1,0 +1,225 @@
+"""The `kiln` command: argument parsing, module loading, stage selection, and end to end in a
+subprocess (`python -m kiln ir examples/demo.py:step ...`)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiln import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_STAGES = [("traced", "graph @f(%x: f32[4]) {\n  return %x\n}\n"),
+               ("canonicalize", "canon text\n"), ("asm", "kernel 0\n"), ("asm", "kernel 1\n")]
+
+
+@pytest.mark.parametrize("spec, dtype, shape", [
+    ("f32[4,8]", "f32", (4, 8)),
+    ("i64[3]", "i64", (3,)),
+    ("bool[2,2]", "bool", (2, 2)),
+    ("f64[1, 2, 3]", "f64", (1, 2, 3)),
+    ("i32[0]", "i32", (0,)),
+    ("f32[]", "f32", ()),
+])
+def test_tensor_specs(spec, dtype, shape):
+    got = cli.parse_arg_spec(spec)
+    assert got == cli.TensorSpec(dtype, shape)
+    assert str(got) == f"{dtype}[{','.join(map(str, shape))}]"
+
+
+@pytest.mark.parametrize("spec, value", [
+    ("2.0", 2.0), ("3", 3), ("-1e-3", -1e-3), ("+7", 7), ("True", True), ("False", False)])
+def test_static_number_specs(spec, value):
+    got = cli.parse_arg_spec(spec)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("f16[4]", "unknown dtype 'f16'"),
+    ("f32[4", "expected a tensor type"),
+    ("f32[-1]", "non-negative integers"),
+    ("f32[4,,8]", "non-negative integers"),
+    ("f32[a]", "non-negative integers"),
+    ("x", "expected a tensor type"),
+    ("", "expected a tensor type"),
+])
+def test_bad_specs_name_the_spec_and_the_form(spec, why):
+    with pytest.raises(cli.SpecError) as e:
+        cli.parse_arg_spec(spec)
+    msg = str(e.value)
+    assert repr(spec) in msg and why in msg and "f32[4,8]" in msg
+
+
+def test_bad_spec_on_the_command_line_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["ir", "examples/demo.py:step", "--arg", "f32[4,x]"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "'f32[4,x]'" in err and "f32[4,8]" in err
+
+
+@pytest.mark.parametrize("target, path, name", [
+    ("examples/demo.py:step", Path("examples/demo.py"), "step"),
+    ("C:/x/m.py:f", Path("C:/x/m.py"), "f"),
+])
+def test_parse_target(target, path, name):
+    assert cli.parse_target(target) == (path, name)
+
+
+@pytest.mark.parametrize("target", ["demo.py", "demo.py:", ":step", "demo.py:not-a-name"])
+def test_bad_target(target):
+    with pytest.raises(cli.SpecError, match="FILE.py:FUNCTION"):
+        cli.parse_target(target)
+
+
+_MODULE = '''
+import functools
+RAN_AS = __name__
+def plain(x):
+    return x
+def _jit(fn):
+    @functools.wraps(fn)   # sets __wrapped__, as a jit wrapper would
+    def wrapper(*a):
+        raise AssertionError("the CLI must compile the plain function, not call the wrapper")
+    return wrapper
+@_jit
+def jitted(x):
+    return x + 1
+class HasFn:
+    def __init__(self, fn):
+        self.fn = fn
+    def __call__(self, *a):
+        raise AssertionError("unwrapped via .fn")
+held = HasFn(plain)
+NOT_A_FUNCTION = 3
+if __name__ == "__main__":
+    raise SystemExit("the CLI must not run the script part")
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path):
+    path = tmp_path / "user_mod.py"
+    path.write_text(_MODULE)
+    return path
+
+
+def test_load_function_imports_not_as_main(user_module):
+    fn = cli.load_function(user_module, "plain")
+    assert fn(5) == 5
+    assert fn.__globals__["RAN_AS"] != "__main__"
+
+
+def test_unwrap_jitted_and_fn_holder(user_module):
+    assert cli.unwrap(cli.load_function(user_module, "jitted"))(1) == 2
+    assert cli.unwrap(cli.load_function(user_module, "held"))(4) == 4
+    plain = cli.load_function(user_module, "plain")
+    assert cli.unwrap(plain) is plain
+
+
+def test_load_function_errors(user_module, tmp_path):
+    with pytest.raises(cli.SpecError, match="no attribute 'missing'.*jitted, plain"):
+        cli.load_function(user_module, "missing")
+    with pytest.raises(cli.SpecError, match="int, not a function"):
+        cli.load_function(user_module, "NOT_A_FUNCTION")
+    with pytest.raises(cli.SpecError, match="no such file"):
+        cli.load_function(tmp_path / "nope.py", "f")
+
+
+def test_format_stage_truncates_with_hint():
+    text = "\n".join(f"line {i}" for i in range(10))
+    out = cli.format_stage("llvm", text, max_lines=3, hint="see all: kiln ir ...")
+    assert out.split("\n") == ["=== stage: llvm ===", "line 0", "line 1", "line 2",
+                               "... (7 more lines; see all: kiln ir ...)"]
+    assert cli.format_stage("llvm", text).count("\n") == 10
+
+
+@pytest.fixture
+def fake_compiler(monkeypatch):
+    """Stands in for compile_stages and the random inputs, to test the command's plumbing."""
+    seen = {}
+
+    def fake_compile(fn, args):
+        seen["fn"], seen["args"] = fn, args
+        return FAKE_STAGES
+
+    monkeypatch.setattr(cli, "_compile_stages", fake_compile)
+    monkeypatch.setattr(cli, "make_inputs", lambda specs, seed: list(specs))
+    return seen
+
+
+def test_ir_prints_every_stage_with_headers(fake_compiler, user_module, capsys):
+    assert cli.main(["ir", f"{user_module}:jitted", "--arg", "f32[4]", "--arg", "2.0"]) == 0
+    out = capsys.readouterr().out
+    headers = re.findall(r"^=== stage: (\w+) ===$", out, re.M)
+    assert headers == ["traced", "canonicalize", "asm", "asm"]
+    assert fake_compiler["fn"](1) == 2   # the plain function under the wrapper
+    assert fake_compiler["args"] == [cli.TensorSpec("f32", (4,)), 2.0]
+
+
+def test_ir_one_stage_and_list(fake_compiler, user_module, capsys):
+    assert cli.main(["ir", f"{user_module}:plain", "--stage", "asm"]) == 0
+    assert capsys.readouterr().out == "kernel 0\nkernel 1\n"
+    assert cli.main(["ir", f"{user_module}:plain", "--list-stages"]) == 0
+    assert capsys.readouterr().out == "traced\ncanonicalize\nasm\n"
+
+
+def test_ir_unknown_stage_lists_available(fake_compiler, user_module, capsys):
+    assert cli.main(["ir", f"{user_module}:plain", "--stage", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stage 'nope'" in err and "traced, canonicalize, asm" in err
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "kiln ir examples/demo.py:step" in capsys.readouterr().out
+
+
+def run_kiln(*argv, timeout=300):
+    return subprocess.run([sys.executable, "-m", "kiln", *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_python_m_kiln_help():
+    for argv in (["--help"], ["ir", "--help"]):
+        r = run_kiln(*argv, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "kiln ir examples/demo.py:step --arg f32[1024]" in r.stdout
+
+
+def _stage_texts(out: str) -> dict[str, str]:
+    parts = re.split(r"^=== stage: (\S+) ===$", out, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+# NOTE: the tests below need the whole pipeline (kiln.jit, compile_stages, passes, codegen).
+def test_ir_demo_step_end_to_end():
+    r = run_kiln("ir", "examples/demo.py:step", "--arg", "f32[1024]")
+    assert r.returncode == 0, r.stderr
+    stages = _stage_texts(r.stdout)
+    names = list(stages)
+    for name in ("traced", "canonicalize", "mlir", "llvm", "asm"):
+        assert name in names, f"no stage {name!r} in {names}"
+    assert names[0] == "traced" and names[-3:] == ["mlir", "llvm", "asm"]
+    assert "f32[1024]" in stages["traced"]
+    assert _kernel_lines(stages["traced"]) == []
+    # NOTE: the graph after the last pass is what runs: the whole expression, one kernel.
+    fused = stages[names[names.index("mlir") - 1]]
+    assert len(_kernel_lines(fused)) == 1, fused
+    assert "func.func" in stages["mlir"] and "define" in stages["llvm"]
+
+
+def _kernel_lines(ir_text: str) -> list[str]:
+    return re.findall(r"^.*=\s*kernel\b.*$", ir_text, flags=re.M)
+
+
+def test_ir_demo_step_one_stage_and_unknown_stage():
+    r = run_kiln("ir", "examples/demo.py:step", "--arg", "f32[1024]", "--stage", "mlir")
+    assert r.returncode == 0, r.stderr
+    assert "=== stage:" not in r.stdout and "func.func" in r.stdout
+    r = run_kiln("ir", "examples/demo.py:step", "--arg", "f32[1024]", "--stage", "nope")
+    assert r.returncode == 2
+    assert "unknown stage 'nope'" in r.stderr and "traced, " in r.stderr

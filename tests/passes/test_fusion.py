@@ -1,0 +1,236 @@
+"""fuse_elementwise: exact IR for the shapes of fusion that matter, the kernel contract the
+code generator relies on, and equal results on random graphs."""
+import collections
+
+import numpy as np
+import pytest
+from pass_helpers import assert_same_results, finish, full, ir, start
+
+from kiln.ir.builder import Sym
+from kiln.ir.registry import P, get_op
+from kiln.passes.canonicalize import canonicalize
+from kiln.passes.fusion import fuse_elementwise
+
+
+def _broadcasts(src, dst) -> bool:
+    if len(src) > len(dst):
+        return False
+    return all(s in (1, d) for s, d in zip(reversed(src), reversed(dst)))
+
+
+def check_kernels(g):
+    """The rules codegen relies on (fusion.py's docstring), for every kernel in `g`."""
+    names = []
+    for node in g.nodes:
+        if node.op != "kernel":
+            assert get_op(node.op).kind != "elementwise", f"{node.op} left outside a kernel"
+            continue
+        body = node.attrs.body
+        names.append(node.attrs.name)
+        space = body.outputs[0].shape
+        assert all(v.shape == space for v in body.outputs)
+        assert [v.type for v in body.inputs] == [v.type for v in node.inputs]
+        assert len(set(node.inputs)) == len(node.inputs), "operands must not repeat"
+        read = {v for n in body.nodes for v in n.inputs}
+        assert all(v in read for v in body.inputs), "every body input is used"
+        assert any(get_op(n.op).kind == "elementwise" for n in body.nodes)
+        for n in body.nodes:
+            assert get_op(n.op).kind == "elementwise" or n.op in ("full", "expand")
+            assert all(_broadcasts(v.shape, space) for v in n.outputs)
+        assert all(_broadcasts(v.shape, space) for v in body.inputs)
+    assert names == [f"fused_{i}" for i in range(len(names))]
+
+
+def fuse(g, rng, **kw):
+    counts = collections.Counter()
+    out = fuse_elementwise(g, counts)
+    check_kernels(out)
+    assert_same_results(g, out, rng, **kw)
+    return out, counts
+
+
+def test_w1_becomes_one_kernel_with_one_operand_and_one_output(rng):
+    b, (x,) = start("w1", x="f32[1024]")
+    half = P.expand(full(x, 0.5, shape=()), shape=(1024,))
+    g = finish(b, P.add(P.mul(P.mul(x, P.sigmoid(x)), half), P.tanh(x)))
+    out, counts = fuse(g, rng)
+    assert str(out) == ir("""
+        graph @w1(%x: f32[1024]) {
+          %0: f32[1024] = kernel %x {name="fused_0"} {
+            body @fused_0(%1: f32[1024]) {
+              %2: f32[1024] = sigmoid %1
+              %3: f32[1024] = mul %1, %2
+              %4: f32[] = full {value=0.5, shape=[], dtype=f32}
+              %5: f32[1024] = expand %4 {shape=[1024]}
+              %6: f32[1024] = mul %3, %5
+              %7: f32[1024] = tanh %1
+              %8: f32[1024] = add %6, %7
+              return %8
+            }
+          }
+          return %0
+        }
+        """)
+    assert counts == {"kernel": 1, "fused_op": 5, "copied_full": 1, "copied_expand": 1}
+    # after canonicalize the expand of the fill is itself a fill: still one kernel
+    assert len(fuse_elementwise(canonicalize(g)).nodes) == 1
+
+
+def test_diamond_is_one_kernel(rng):
+    b, (x,) = start("f", x="f32[4,8]")
+    a = P.exp(x)
+    out, _ = fuse(finish(b, P.add(P.sigmoid(a), P.tanh(a))), rng)
+    assert [n.op for n in out.nodes] == ["kernel"]
+    assert len(out.nodes[0].attrs.body.nodes) == 4
+
+
+def test_reduction_between_two_chains_gives_two_kernels(rng):
+    b, (x,) = start("f", x="f32[4,8]")
+    s = P.sum(P.tanh(P.exp(x)), axes=(1,), keepdim=False)
+    out, counts = fuse(finish(b, P.sigmoid(P.neg(s))), rng)
+    assert [n.op for n in out.nodes] == ["kernel", "sum", "kernel"]
+    assert counts == {"kernel": 2, "fused_op": 4}
+
+
+def test_value_used_inside_and_outside_is_a_kernel_output(rng):
+    b, (x,) = start("f", x="f32[4,8]")
+    a = P.exp(x)
+    out, _ = fuse(finish(b, P.mul(a, a), P.sum(a, axes=(0,), keepdim=False)), rng)
+    assert str(out) == ir("""
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8], %1: f32[4,8] = kernel %x {name="fused_0"} {
+            body @fused_0(%2: f32[4,8]) {
+              %3: f32[4,8] = exp %2
+              %4: f32[4,8] = mul %3, %3
+              return %3, %4
+            }
+          }
+          %5: f32[8] = sum %0 {axes=[0], keepdim=false}
+          return %1, %5
+        }
+        """)
+
+
+def test_broadcast_operand_keeps_its_small_shape(rng):
+    b, (x, y) = start("f", x="f32[8]", y="f32[4,8]")
+    out, _ = fuse(finish(b, P.add(P.expand(x, shape=(4, 8)), y)), rng)
+    assert str(out) == ir("""
+        graph @f(%x: f32[8], %y: f32[4,8]) {
+          %0: f32[4,8] = kernel %x, %y {name="fused_0"} {
+            body @fused_0(%1: f32[8], %2: f32[4,8]) {
+              %3: f32[4,8] = expand %1 {shape=[4,8]}
+              %4: f32[4,8] = add %3, %2
+              return %4
+            }
+          }
+          return %0
+        }
+        """)
+
+
+def test_no_cycle_through_a_reduction(rng):
+    # a -> sum -> expand -> b, and a -> b: one kernel for a and b would read its own output
+    b, (x,) = start("f", x="f32[4,8]")
+    a = P.exp(x)
+    s = P.sum(a, axes=(1,), keepdim=True)
+    out, _ = fuse(finish(b, P.mul(P.expand(s, shape=(4, 8)), a)), rng)
+    assert str(out) == ir("""
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8] = kernel %x {name="fused_0"} {
+            body @fused_0(%1: f32[4,8]) {
+              %2: f32[4,8] = exp %1
+              return %2
+            }
+          }
+          %3: f32[4,1] = sum %0 {axes=[1], keepdim=true}
+          %4: f32[4,8] = kernel %3, %0 {name="fused_1"} {
+            body @fused_1(%5: f32[4,1], %6: f32[4,8]) {
+              %7: f32[4,8] = expand %5 {shape=[4,8]}
+              %8: f32[4,8] = mul %7, %6
+              return %8
+            }
+          }
+          return %4
+        }
+        """)
+
+
+def test_no_cycle_when_the_outside_path_starts_mid_group(rng):
+    # c = a*b reads a (group) and d = matmul(...) of a; e = c + d: d sits between the groups
+    b, (x, w) = start("f", x="f32[4,4]", w="f32[4,4]")
+    a = P.exp(x)
+    c = P.mul(a, P.tanh(x))
+    d = P.matmul(a, w)
+    out, counts = fuse(finish(b, P.add(c, d)), rng)
+    assert [n.op for n in out.nodes] == ["kernel", "matmul", "kernel"]
+    assert counts["kernel"] == 2
+
+
+def test_different_iteration_shapes_are_different_kernels(rng):
+    b, (x, y) = start("f", x="f32[8]", y="f32[4,8]")
+    out, _ = fuse(finish(b, P.mul(P.expand(P.exp(x), shape=(4, 8)), y)), rng)
+    assert [len(n.inputs) for n in out.nodes] == [1, 2]
+    assert out.nodes[1].inputs[0] is out.nodes[0].outputs[0]
+
+
+def test_movement_and_fills_alone_are_not_kernels():
+    b, (x, w) = start("f", x="f32[8]", w="f32[8,3]")
+    e = P.expand(x, shape=(4, 8))
+    g = finish(b, P.matmul(e, w), full(x, 1.0, shape=(2,)))
+    out = fuse_elementwise(g)
+    assert str(out) == str(g)
+
+
+def test_fill_used_inside_and_outside_is_copied_into_the_body(rng):
+    b, (x, w) = start("f", x="f32[3,3]", w="f32[3,3]")
+    ones = full(x, 1.0)
+    g = finish(b, P.matmul(ones, w), P.add(x, ones))
+    out, counts = fuse(g, rng)
+    assert [n.op for n in out.nodes] == ["full", "matmul", "kernel"]
+    assert out.nodes[2].inputs == (x.value,)
+    assert counts["copied_full"] == 1
+
+
+def test_kernels_are_named_in_order_and_unfusable_nodes_stay(rng):
+    b, (x,) = start("f", x="f32[6]")
+    r = P.reshape(P.exp(x), shape=(2, 3))
+    p = P.permute(P.neg(r), perm=(1, 0))
+    out, _ = fuse(finish(b, P.sigmoid(p)), rng)
+    assert [n.op for n in out.nodes] == ["kernel", "reshape", "kernel", "permute", "kernel"]
+
+
+def _random_graph(rng, size=16):
+    """Elementwise ops, reductions, expands and fills over shapes [4,8], [4,1], [8], []."""
+    b, (x, y, z) = start("r", x="f32[4,8]", y="f32[4,1]", z="f32[8]")
+    pool = {(4, 8): [x], (4, 1): [y], (8,): [z], (): []}
+
+    def pick(shape):
+        # NOTE: mostly recent values, so chains get deep and paths reconverge
+        values = pool[shape]
+        return values[max(0, len(values) - 1 - rng.geometric(0.5) + 1)]
+    for _ in range(size):
+        kind = rng.integers(6)
+        if kind == 0:
+            v = [P.tanh, P.sigmoid, P.neg, P.abs][rng.integers(4)](pick((4, 8)))
+        elif kind in (1, 2):
+            shape = [(4, 8), (4, 1), (8,)][rng.integers(3)]
+            v = [P.add, P.mul, P.sub, P.maximum][rng.integers(4)](pick(shape), pick(shape))
+        elif kind == 3:
+            src = [(4, 1), (8,)][rng.integers(2)]
+            v = P.expand(pick(src), shape=(4, 8))
+        elif kind == 4:
+            v = P.sum(pick((4, 8)), axes=(1,), keepdim=True)
+        else:
+            v = P.mul(pick((4, 8)), P.expand(full(x, 0.25, shape=()), shape=(4, 8)))
+        pool[tuple(v.shape)].append(v)
+    g = b.graph
+    read = {v for n in g.nodes for v in n.inputs}
+    return finish(b, *[Sym(b, v) for n in g.nodes for v in n.outputs if v not in read])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_graphs_keep_meaning_and_contract(seed):
+    rng = np.random.default_rng(seed)
+    g = _random_graph(rng)
+    fuse(g, rng, rtol=1e-5)
+    fuse(canonicalize(g), rng, rtol=1e-5)

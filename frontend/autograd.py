@@ -22,17 +22,22 @@ def set_grad_enabled(mode: bool) -> None:
     _state.enabled = bool(mode)
 
 
-@contextlib.contextmanager
-def _grad_mode(mode: bool):
-    prev = is_grad_enabled()
-    set_grad_enabled(mode)
-    try:
-        yield
-    finally:
-        set_grad_enabled(prev)
+class set_grad_mode(contextlib.ContextDecorator):
+    """Set gradient recording on or off inside a `with` block or a decorated function."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        set_grad_enabled(self.mode)
+
+    def __exit__(self, *exc):
+        set_grad_enabled(self._prev)
+        return False
 
 
-class no_grad(contextlib.ContextDecorator):
+class no_grad(set_grad_mode):
     """Disable gradient recording, as a context manager or a decorator.
 
     >>> import kiln
@@ -43,23 +48,15 @@ class no_grad(contextlib.ContextDecorator):
     False
     """
 
-    def __enter__(self):
-        self._prev = is_grad_enabled()
-        set_grad_enabled(False)
-
-    def __exit__(self, *exc):
-        set_grad_enabled(self._prev)
-        return False
+    def __init__(self):
+        super().__init__(False)
 
 
-class enable_grad(contextlib.ContextDecorator):
-    def __enter__(self):
-        self._prev = is_grad_enabled()
-        set_grad_enabled(True)
+class enable_grad(set_grad_mode):
+    """Enable gradient recording (inside a `no_grad` region, say)."""
 
-    def __exit__(self, *exc):
-        set_grad_enabled(self._prev)
-        return False
+    def __init__(self):
+        super().__init__(True)
 
 
 class TapeNode:
@@ -132,7 +129,7 @@ def backward(root, gradient) -> None:
         raise KilnError("element 0 of tensors does not require grad and does not have a "
                         "grad_fn")
     cot: dict = {(id(root.grad_fn), root._out_index): gradient}
-    with _grad_mode(False):
+    with no_grad():
         for node in _topo_order(root.grad_fn):
             _run_vjp(node, cot)
 

@@ -166,8 +166,9 @@ def compile_trace(trace: Trace, out_spec):
     graph = trace.builder.graph
     optimized, stages = run_passes(graph)
     executable = build_executable(optimized)
+    # NOTE: the pass manager's "input" stage is the traced graph itself; show it once.
     return _Compiled(trace, out_spec, optimized, executable, [("traced", graph)] + [
-        (s.name, s.graph) for s in stages])
+        (s.name, s.graph) for s in stages if s.name != "input"])
 
 
 def compile_stages(fn, args, kwargs=None) -> list[tuple[str, str]]:

@@ -4,13 +4,12 @@ The backward nodes come from each op's VJP in the registry, the same rules eager
 runs, applied to `Sym` values so that `P.mul(...)` inside a rule appends nodes to the graph
 being built. Eager and compiled gradients therefore cannot disagree.
 
-    >>> from kiln.ir.builder import GraphBuilder, Sym
-    >>> from kiln.ir.registry import P
-    >>> from kiln.ir.types import TensorType
-    >>> from kiln.ir.dtypes import DType
-    >>> b = GraphBuilder("f")
-    >>> x = Sym(b, b.add_input(TensorType(DType.float32, (), ), "x"))
-    >>> g = grad_graph(b.finish([P.exp(x).value]), wrt=[0])
+    >>> from kiln.ir.parser import parse
+    >>> g = grad_graph(parse('''
+    ... graph @f(%x: f32[]) {
+    ...   %0: f32[] = exp %x
+    ...   return %0
+    ... }'''), wrt=[0])
     >>> print(g, end="")
     graph @f_grad(%x: f32[]) {
       %0: f32[] = exp %x
@@ -21,20 +20,32 @@ being built. Eager and compiled gradients therefore cannot disagree.
 """
 from __future__ import annotations
 
+import collections
+
 from kiln.ir.builder import GraphBuilder, Sym
 from kiln.ir.errors import DTypeError, KilnError, NotSupportedError
 from kiln.ir.graph import Graph, Node, Value
 from kiln.ir.registry import NOT_DIFFERENTIABLE, VJPContext, apply, get_op
 
 
-def grad_graph(graph: Graph, wrt: list[int], output: int = 0, seed=None) -> Graph:
+def grad_graph(graph: Graph, wrt: list[int], output: int = 0, seed=None,
+               fired: collections.Counter | None = None) -> Graph:
     """A graph with `graph`'s inputs whose outputs are `graph`'s outputs followed by the
     gradients of `graph.outputs[output]` with respect to `graph.inputs[i]` for i in `wrt`.
 
     The output's cotangent (the seed): 1 for a scalar output; `seed` (a number) fills it when
     given; otherwise a non-scalar output gets a new last input `%cotangent` of its type.
     Only nodes on a path from the chosen inputs to the output are differentiated; an input the
-    output does not depend on gets a zero gradient.
+    output does not depend on gets a zero gradient. `fired` counts `vjp_<op>` per VJP applied.
+
+    >>> from kiln.ir.parser import parse
+    >>> g = grad_graph(parse('''
+    ... graph @f(%x: f32[2,3], %w: f32[3,4]) {
+    ...   %0: f32[2,4] = matmul %x, %w
+    ...   return %0
+    ... }'''), wrt=[1])
+    >>> [str(v.type) for v in g.inputs], [n.op for n in g.nodes]
+    (['f32[2,3]', 'f32[3,4]', 'f32[2,4]'], ['matmul', 'permute', 'matmul'])
     """
     b = GraphBuilder(f"{graph.name}_grad")
     b.graph.inputs = list(graph.inputs)
@@ -44,12 +55,16 @@ def grad_graph(graph: Graph, wrt: list[int], output: int = 0, seed=None) -> Grap
         raise DTypeError(f"grad_graph: output {output} is {y.type}; only floating-point "
                          "outputs have gradients")
     sources = [graph.inputs[i] for i in wrt]
+    for i, x in zip(wrt, sources):
+        if not x.dtype.is_float:
+            raise DTypeError(f"grad_graph: input {i} is {x.type}; only floating-point inputs "
+                             "have gradients")
     grads = {y: _seed(b, y, seed)}
     active = _active(graph, sources, y)
     differentiated = set(sources) | {v for n in active for v in n.outputs}
     for node in reversed(graph.nodes):
-        if node in active:
-            _backward(b, node, grads, differentiated)
+        if node in active and _backward(b, node, grads, differentiated) and fired is not None:
+            fired[f"vjp_{node.op}"] += 1
     outs = [grads[x].value if x in grads else _zeros(b, x) for x in sources]
     return b.finish(list(graph.outputs) + outs)
 
@@ -67,8 +82,8 @@ def _zeros(b: GraphBuilder, x: Value) -> Value:
 
 
 def _active(graph: Graph, sources: list[Value], y: Value) -> set[Node]:
-    """Nodes on a path from `sources` to `y`, reading float values (only those carry
-    cotangents)."""
+    """Nodes on a path from `sources` to `y`; paths run through float values only (integer
+    and bool values carry no cotangent)."""
     reached = set(sources)
     forward = set()
     for node in graph.nodes:
@@ -84,15 +99,16 @@ def _active(graph: Graph, sources: list[Value], y: Value) -> set[Node]:
     return active
 
 
-def _backward(b: GraphBuilder, node: Node, grads: dict, differentiated: set[Value]):
-    """Add the cotangents of `node`'s inputs to `grads`, from the op's VJP rule."""
-    if not any(v in grads for v in node.outputs):
-        return
+def _backward(b: GraphBuilder, node: Node, grads: dict, differentiated: set[Value]) -> bool:
+    """Add the cotangents of `node`'s inputs to `grads`, from the op's VJP rule; say whether
+    it applied one (a node whose outputs got no cotangent has nothing to pass back)."""
+    # NOTE: only float values on the path from the chosen inputs carry cotangents.
+    needs = [v in differentiated and v.dtype.is_float for v in node.inputs]
+    if not any(v in grads for v in node.outputs) or not any(needs):
+        return False
     if len(node.outputs) != 1:
         raise NotSupportedError(f"not supported yet: autograd through multi-output op "
                                 f"'{node.op}'", node=node, loc=node.loc)
-    # NOTE: only float values on the path from the chosen inputs carry cotangents.
-    needs = [v in differentiated and v.dtype.is_float for v in node.inputs]
     opdef = get_op(node.op)
     if opdef.vjp == NOT_DIFFERENTIABLE:
         raise KilnError(f"op '{node.op}' is not differentiable, but the output's gradient "
@@ -104,6 +120,7 @@ def _backward(b: GraphBuilder, node: Node, grads: dict, differentiated: set[Valu
     for v, need, ct in zip(node.inputs, needs, cotangents):
         if need and ct is not None:
             _accumulate(grads, v, ct, node)
+    return True
 
 
 def _accumulate(grads: dict, v: Value, ct: Sym, node: Node):

@@ -2,8 +2,9 @@
 
 Each stage records the pass name, the graph it produced, its wall time and which rewrite rules
 fired (like Lightning Thunder's stamped traces). `KILN_PRINT_AFTER=canonicalize` (a
-comma-separated list of pass names, or `all`) prints the IR after those passes to stderr;
-`KILN_VERIFY=1` runs the IR verifier after every pass (tests pass `verify=True`).
+comma-separated list of pass names, `input`, or `all`) prints the IR after those passes to
+stderr; `KILN_VERIFY=1` runs the IR verifier on the input and after every pass (tests pass
+`verify=True`).
 
     >>> from kiln.passes.manager import run_passes, DEFAULT_PIPELINE
     >>> [p.name for p in DEFAULT_PIPELINE]
@@ -20,7 +21,9 @@ from typing import Callable
 
 from kiln.ir.errors import KilnError, VerifyError
 from kiln.ir.graph import Graph
+from kiln.ir.verifier import verify as verify_graph
 
+from .autograd import grad_graph
 from .canonicalize import canonicalize
 from .fusion import fuse_elementwise
 
@@ -57,19 +60,29 @@ DEFAULT_PIPELINE: list[Pass] = [
 ]
 
 
+def autograd(wrt: list[int], output: int = 0, seed=None) -> Pass:
+    """The autograd transform as a pass, for a pipeline such as `[autograd([0]),
+    *DEFAULT_PIPELINE]` (see `grad_graph` for the arguments).
+
+    >>> autograd([0, 1]).name
+    'autograd'
+    """
+    return Pass("autograd", lambda g, fired: grad_graph(g, wrt, output, seed, fired))
+
+
 def run_passes(graph: Graph, passes=DEFAULT_PIPELINE, verify: bool | None = None):
     """Run `passes` in order; return `(final graph, stages)`.
 
     The first stage is named `input` and holds the graph given. `verify=None` reads
     `KILN_VERIFY`.
 
-    >>> from kiln.ir.builder import GraphBuilder, Sym
-    >>> from kiln.ir.registry import P
-    >>> from kiln.ir.types import TensorType
-    >>> from kiln.ir.dtypes import DType
-    >>> b = GraphBuilder("f")
-    >>> x = Sym(b, b.add_input(TensorType(DType.float32, (4,)), "x"))
-    >>> g = b.finish([P.neg(P.neg(x)).value])
+    >>> from kiln.ir.parser import parse
+    >>> g = parse('''
+    ... graph @f(%x: f32[4]) {
+    ...   %0: f32[4] = neg %x
+    ...   %1: f32[4] = neg %0
+    ...   return %1
+    ... }''')
     >>> out, stages = run_passes(g)
     >>> [s.name for s in stages], stages[1].fired
     (['input', 'canonicalize', 'fusion'], {'neg_neg': 1, 'dce': 1})
@@ -78,17 +91,13 @@ def run_passes(graph: Graph, passes=DEFAULT_PIPELINE, verify: bool | None = None
         verify = os.environ.get("KILN_VERIFY", "") not in ("", "0")
     show = _print_after()
     stages = [Stage("input", graph, 0.0, {})]
+    _check(stages[0], show, verify)
     for p in passes:
         fired: collections.Counter = collections.Counter()
         start = time.perf_counter()
         graph = p.run(graph, fired)
-        ms = (time.perf_counter() - start) * 1e3
-        stage = Stage(p.name, graph, ms, dict(fired))
-        stages.append(stage)
-        if "all" in show or p.name in show:
-            print(stage, file=sys.stderr)
-        if verify:
-            _verify(graph, p.name)
+        stages.append(Stage(p.name, graph, (time.perf_counter() - start) * 1e3, dict(fired)))
+        _check(stages[-1], show, verify)
     return graph, stages
 
 
@@ -97,15 +106,15 @@ def _print_after() -> set[str]:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
-def _verify(graph: Graph, pass_name: str):
+def _check(stage: Stage, show: set[str], verify: bool):
+    """Print the stage if asked to; verify its graph, naming the pass that broke it."""
+    if "all" in show or stage.name in show:
+        print(stage, file=sys.stderr)
+    if not verify:
+        return
     try:
-        from kiln.ir.verifier import verify
-    except ModuleNotFoundError as e:
-        if e.name != "kiln.ir.verifier":
-            raise
-        return      # NOTE: the verifier is optional while it is being written
-    try:
-        verify(graph)
+        verify_graph(stage.graph)
     except KilnError as e:
-        raise VerifyError(f"IR invalid after pass '{pass_name}': {e.message}", node=e.node,
-                          loc=e.loc, hint=e.hint) from e
+        where = "the input graph" if stage.name == "input" else f"pass '{stage.name}'"
+        raise VerifyError(f"IR invalid after {where}: {e.message}", node=e.node, loc=e.loc,
+                          hint=e.hint) from e

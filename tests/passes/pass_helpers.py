@@ -1,9 +1,8 @@
-"""Helpers for pass tests: build small graphs, compare printed IR, run graphs on random data.
-
-Graphs are built with `GraphBuilder` + `Sym` + `P` (the same way the tracer builds them).
-"""
+"""Helpers for pass tests: IR text in -> IR text out, small graph builders (for generated
+graphs), and running graphs on random data."""
 from __future__ import annotations
 
+import collections
 import re
 import textwrap
 
@@ -13,8 +12,10 @@ from kiln.ir.builder import GraphBuilder, Sym
 from kiln.ir.dtypes import from_short
 from kiln.ir.graph import Graph
 from kiln.ir.interpreter import interpret
+from kiln.ir.parser import parse
 from kiln.ir.registry import apply
 from kiln.ir.types import TensorType
+from kiln.ir.verifier import verify
 
 
 def ty(text: str) -> TensorType:
@@ -50,6 +51,25 @@ def constant(like: Sym, data, dtype=None) -> Sym:
 def ir(text: str) -> str:
     """Expected IR text written indented in a test."""
     return textwrap.dedent(text).lstrip("\n")
+
+
+def graph(text: str) -> Graph:
+    """Parse and verify IR text written indented in a test."""
+    return verify(parse(ir(text)))
+
+
+def check_pass(run, before: str, after: str, fired: dict | None = None):
+    """`run(graph, counter)` turns IR `before` into exactly `after` (verified, and printing
+    the same after a parse round trip); `fired`, when given, is exactly the rules counted.
+    Returns (input graph, output graph)."""
+    g = graph(before)
+    counts = collections.Counter()
+    out = verify(run(g, counts))
+    assert str(out) == ir(after)
+    assert str(parse(str(out))) == str(out)
+    if fired is not None:
+        assert dict(counts) == fired
+    return g, out
 
 
 def random_inputs(graph: Graph, rng: np.random.Generator, positive=False) -> list[np.ndarray]:

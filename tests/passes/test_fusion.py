@@ -4,10 +4,11 @@ import collections
 
 import numpy as np
 import pytest
-from pass_helpers import assert_same_results, finish, full, ir, start
+from pass_helpers import assert_same_results, check_pass, finish, full, graph, start
 
 from kiln.ir.builder import Sym
 from kiln.ir.registry import P, get_op
+from kiln.ir.verifier import verify
 from kiln.passes.canonicalize import canonicalize
 from kiln.passes.fusion import fuse_elementwise
 
@@ -43,18 +44,41 @@ def check_kernels(g):
 
 def fuse(g, rng, **kw):
     counts = collections.Counter()
-    out = fuse_elementwise(g, counts)
+    out = verify(fuse_elementwise(g, counts))
     check_kernels(out)
     assert_same_results(g, out, rng, **kw)
     return out, counts
 
 
+def check_fusion(before, after, rng, fired=None):
+    """IR text in -> IR text out, plus the kernel contract and equal results."""
+    g, out = check_pass(fuse_elementwise, before, after, fired)
+    check_kernels(out)
+    assert_same_results(g, out, rng)
+    return out
+
+
+def ops(text, rng):
+    """The outer ops after fusing IR `text` (contract and results checked)."""
+    out, _ = fuse(graph(text), rng)
+    return [n.op for n in out.nodes]
+
+
 def test_w1_becomes_one_kernel_with_one_operand_and_one_output(rng):
-    b, (x,) = start("w1", x="f32[1024]")
-    half = P.expand(full(x, 0.5, shape=()), shape=(1024,))
-    g = finish(b, P.add(P.mul(P.mul(x, P.sigmoid(x)), half), P.tanh(x)))
-    out, counts = fuse(g, rng)
-    assert str(out) == ir("""
+    # x * sigmoid(x) * 0.5 + tanh(x), as the frontend traces it (full + expand for 0.5)
+    w1 = """
+        graph @w1(%x: f32[1024]) {
+          %0: f32[] = full {value=0.5, shape=[], dtype=f32}
+          %1: f32[1024] = expand %0 {shape=[1024]}
+          %2: f32[1024] = sigmoid %x
+          %3: f32[1024] = mul %x, %2
+          %4: f32[1024] = mul %3, %1
+          %5: f32[1024] = tanh %x
+          %6: f32[1024] = add %4, %5
+          return %6
+        }
+        """
+    check_fusion(w1, """
         graph @w1(%x: f32[1024]) {
           %0: f32[1024] = kernel %x {name="fused_0"} {
             body @fused_0(%1: f32[1024]) {
@@ -70,33 +94,77 @@ def test_w1_becomes_one_kernel_with_one_operand_and_one_output(rng):
           }
           return %0
         }
-        """)
-    assert counts == {"kernel": 1, "fused_op": 5, "copied_full": 1, "copied_expand": 1}
-    # after canonicalize the expand of the fill is itself a fill: still one kernel
-    assert len(fuse_elementwise(canonicalize(g)).nodes) == 1
+        """, rng, {"kernel": 1, "fused_op": 5, "copied_full": 1, "copied_expand": 1})
+    # after canonicalize the expand of the fill is itself a fill: still one kernel, one node
+    assert len(fuse_elementwise(canonicalize(graph(w1))).nodes) == 1
 
 
 def test_diamond_is_one_kernel(rng):
-    b, (x,) = start("f", x="f32[4,8]")
-    a = P.exp(x)
-    out, _ = fuse(finish(b, P.add(P.sigmoid(a), P.tanh(a))), rng)
-    assert [n.op for n in out.nodes] == ["kernel"]
-    assert len(out.nodes[0].attrs.body.nodes) == 4
+    check_fusion("""
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8] = exp %x
+          %1: f32[4,8] = sigmoid %0
+          %2: f32[4,8] = tanh %0
+          %3: f32[4,8] = add %1, %2
+          return %3
+        }
+        """, """
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8] = kernel %x {name="fused_0"} {
+            body @fused_0(%1: f32[4,8]) {
+              %2: f32[4,8] = exp %1
+              %3: f32[4,8] = sigmoid %2
+              %4: f32[4,8] = tanh %2
+              %5: f32[4,8] = add %3, %4
+              return %5
+            }
+          }
+          return %0
+        }
+        """, rng, {"kernel": 1, "fused_op": 4})
 
 
 def test_reduction_between_two_chains_gives_two_kernels(rng):
-    b, (x,) = start("f", x="f32[4,8]")
-    s = P.sum(P.tanh(P.exp(x)), axes=(1,), keepdim=False)
-    out, counts = fuse(finish(b, P.sigmoid(P.neg(s))), rng)
-    assert [n.op for n in out.nodes] == ["kernel", "sum", "kernel"]
-    assert counts == {"kernel": 2, "fused_op": 4}
+    check_fusion("""
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8] = exp %x
+          %1: f32[4,8] = tanh %0
+          %2: f32[4] = sum %1 {axes=[1], keepdim=false}
+          %3: f32[4] = neg %2
+          %4: f32[4] = sigmoid %3
+          return %4
+        }
+        """, """
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8] = kernel %x {name="fused_0"} {
+            body @fused_0(%1: f32[4,8]) {
+              %2: f32[4,8] = exp %1
+              %3: f32[4,8] = tanh %2
+              return %3
+            }
+          }
+          %4: f32[4] = sum %0 {axes=[1], keepdim=false}
+          %5: f32[4] = kernel %4 {name="fused_1"} {
+            body @fused_1(%6: f32[4]) {
+              %7: f32[4] = neg %6
+              %8: f32[4] = sigmoid %7
+              return %8
+            }
+          }
+          return %5
+        }
+        """, rng, {"kernel": 2, "fused_op": 4})
 
 
 def test_value_used_inside_and_outside_is_a_kernel_output(rng):
-    b, (x,) = start("f", x="f32[4,8]")
-    a = P.exp(x)
-    out, _ = fuse(finish(b, P.mul(a, a), P.sum(a, axes=(0,), keepdim=False)), rng)
-    assert str(out) == ir("""
+    check_fusion("""
+        graph @f(%x: f32[4,8]) {
+          %0: f32[4,8] = exp %x
+          %1: f32[4,8] = mul %0, %0
+          %2: f32[8] = sum %0 {axes=[0], keepdim=false}
+          return %1, %2
+        }
+        """, """
         graph @f(%x: f32[4,8]) {
           %0: f32[4,8], %1: f32[4,8] = kernel %x {name="fused_0"} {
             body @fused_0(%2: f32[4,8]) {
@@ -108,13 +176,17 @@ def test_value_used_inside_and_outside_is_a_kernel_output(rng):
           %5: f32[8] = sum %0 {axes=[0], keepdim=false}
           return %1, %5
         }
-        """)
+        """, rng)
 
 
 def test_broadcast_operand_keeps_its_small_shape(rng):
-    b, (x, y) = start("f", x="f32[8]", y="f32[4,8]")
-    out, _ = fuse(finish(b, P.add(P.expand(x, shape=(4, 8)), y)), rng)
-    assert str(out) == ir("""
+    check_fusion("""
+        graph @f(%x: f32[8], %y: f32[4,8]) {
+          %0: f32[4,8] = expand %x {shape=[4,8]}
+          %1: f32[4,8] = add %0, %y
+          return %1
+        }
+        """, """
         graph @f(%x: f32[8], %y: f32[4,8]) {
           %0: f32[4,8] = kernel %x, %y {name="fused_0"} {
             body @fused_0(%1: f32[8], %2: f32[4,8]) {
@@ -125,16 +197,20 @@ def test_broadcast_operand_keeps_its_small_shape(rng):
           }
           return %0
         }
-        """)
+        """, rng, {"kernel": 1, "fused_op": 1, "copied_expand": 1})
 
 
 def test_no_cycle_through_a_reduction(rng):
     # a -> sum -> expand -> b, and a -> b: one kernel for a and b would read its own output
-    b, (x,) = start("f", x="f32[4,8]")
-    a = P.exp(x)
-    s = P.sum(a, axes=(1,), keepdim=True)
-    out, _ = fuse(finish(b, P.mul(P.expand(s, shape=(4, 8)), a)), rng)
-    assert str(out) == ir("""
+    check_fusion("""
+        graph @f(%x: f32[4,8]) {
+          %a: f32[4,8] = exp %x
+          %s: f32[4,1] = sum %a {axes=[1], keepdim=true}
+          %e: f32[4,8] = expand %s {shape=[4,8]}
+          %b: f32[4,8] = mul %e, %a
+          return %b
+        }
+        """, """
         graph @f(%x: f32[4,8]) {
           %0: f32[4,8] = kernel %x {name="fused_0"} {
             body @fused_0(%1: f32[4,8]) {
@@ -152,51 +228,104 @@ def test_no_cycle_through_a_reduction(rng):
           }
           return %4
         }
-        """)
+        """, rng)
 
 
-def test_no_cycle_when_the_outside_path_starts_mid_group(rng):
-    # c = a*b reads a (group) and d = matmul(...) of a; e = c + d: d sits between the groups
-    b, (x, w) = start("f", x="f32[4,4]", w="f32[4,4]")
-    a = P.exp(x)
-    c = P.mul(a, P.tanh(x))
-    d = P.matmul(a, w)
-    out, counts = fuse(finish(b, P.add(c, d)), rng)
-    assert [n.op for n in out.nodes] == ["kernel", "matmul", "kernel"]
-    assert counts["kernel"] == 2
+def test_no_cycle_when_the_outside_path_leaves_mid_group(rng):
+    # d = matmul(a, w) sits between a's group and e = c + d
+    assert ops("""
+        graph @f(%x: f32[4,4], %w: f32[4,4]) {
+          %a: f32[4,4] = exp %x
+          %t: f32[4,4] = tanh %x
+          %c: f32[4,4] = mul %a, %t
+          %d: f32[4,4] = matmul %a, %w
+          %e: f32[4,4] = add %c, %d
+          return %e
+        }
+        """, rng) == ["kernel", "matmul", "kernel"]
 
 
 def test_different_iteration_shapes_are_different_kernels(rng):
-    b, (x, y) = start("f", x="f32[8]", y="f32[4,8]")
-    out, _ = fuse(finish(b, P.mul(P.expand(P.exp(x), shape=(4, 8)), y)), rng)
+    out, _ = fuse(graph("""
+        graph @f(%x: f32[8], %y: f32[4,8]) {
+          %0: f32[8] = exp %x
+          %1: f32[4,8] = expand %0 {shape=[4,8]}
+          %2: f32[4,8] = mul %1, %y
+          return %2
+        }
+        """), rng)
     assert [len(n.inputs) for n in out.nodes] == [1, 2]
     assert out.nodes[1].inputs[0] is out.nodes[0].outputs[0]
 
 
-def test_movement_and_fills_alone_are_not_kernels():
-    b, (x, w) = start("f", x="f32[8]", w="f32[8,3]")
-    e = P.expand(x, shape=(4, 8))
-    g = finish(b, P.matmul(e, w), full(x, 1.0, shape=(2,)))
-    out = fuse_elementwise(g)
-    assert str(out) == str(g)
+def test_movement_and_fills_alone_are_not_kernels(rng):
+    text = """
+        graph @f(%x: f32[8], %w: f32[8,3]) {
+          %0: f32[4,8] = expand %x {shape=[4,8]}
+          %1: f32[4,3] = matmul %0, %w
+          %2: f32[2] = full {value=1.0, shape=[2], dtype=f32}
+          return %1, %2
+        }
+        """
+    check_fusion(text, text, rng, {})
 
 
 def test_fill_used_inside_and_outside_is_copied_into_the_body(rng):
-    b, (x, w) = start("f", x="f32[3,3]", w="f32[3,3]")
-    ones = full(x, 1.0)
-    g = finish(b, P.matmul(ones, w), P.add(x, ones))
-    out, counts = fuse(g, rng)
-    assert [n.op for n in out.nodes] == ["full", "matmul", "kernel"]
-    assert out.nodes[2].inputs == (x.value,)
-    assert counts["copied_full"] == 1
+    out = check_fusion("""
+        graph @f(%x: f32[3,3], %w: f32[3,3]) {
+          %0: f32[3,3] = full {value=1.0, shape=[3,3], dtype=f32}
+          %1: f32[3,3] = matmul %0, %w
+          %2: f32[3,3] = add %x, %0
+          return %1, %2
+        }
+        """, """
+        graph @f(%x: f32[3,3], %w: f32[3,3]) {
+          %0: f32[3,3] = full {value=1.0, shape=[3,3], dtype=f32}
+          %1: f32[3,3] = matmul %0, %w
+          %2: f32[3,3] = kernel %x {name="fused_0"} {
+            body @fused_0(%3: f32[3,3]) {
+              %4: f32[3,3] = full {value=1.0, shape=[3,3], dtype=f32}
+              %5: f32[3,3] = add %3, %4
+              return %5
+            }
+          }
+          return %1, %2
+        }
+        """, rng, {"kernel": 1, "fused_op": 1, "copied_full": 1})
+    assert out.nodes[0].outputs[0] is not out.nodes[2].attrs.body.nodes[0].outputs[0]
+
+
+def test_dead_code_is_dropped_first(rng):
+    check_fusion("""
+        graph @f(%x: f32[4]) {
+          %0: f32[4] = exp %x
+          %1: f32[4] = tanh %x
+          return %0
+        }
+        """, """
+        graph @f(%x: f32[4]) {
+          %0: f32[4] = kernel %x {name="fused_0"} {
+            body @fused_0(%1: f32[4]) {
+              %2: f32[4] = exp %1
+              return %2
+            }
+          }
+          return %0
+        }
+        """, rng, {"dce": 1, "kernel": 1, "fused_op": 1})
 
 
 def test_kernels_are_named_in_order_and_unfusable_nodes_stay(rng):
-    b, (x,) = start("f", x="f32[6]")
-    r = P.reshape(P.exp(x), shape=(2, 3))
-    p = P.permute(P.neg(r), perm=(1, 0))
-    out, _ = fuse(finish(b, P.sigmoid(p)), rng)
-    assert [n.op for n in out.nodes] == ["kernel", "reshape", "kernel", "permute", "kernel"]
+    assert ops("""
+        graph @f(%x: f32[6]) {
+          %0: f32[6] = exp %x
+          %1: f32[2,3] = reshape %0 {shape=[2,3]}
+          %2: f32[2,3] = neg %1
+          %3: f32[3,2] = permute %2 {perm=[1,0]}
+          %4: f32[3,2] = sigmoid %3
+          return %4
+        }
+        """, rng) == ["kernel", "reshape", "kernel", "permute", "kernel"]
 
 
 def _random_graph(rng, size=16):

@@ -72,7 +72,7 @@ class TapeNode:
     def __init__(self, op: str, vjp, inputs, outputs, attrs):
         self.op = op
         self.vjp = vjp
-        self.inputs = [t.detach() for t in inputs]
+        self.inputs = [t._snapshot() for t in inputs]
         self.outputs = outputs
         self.attrs = attrs
         self.edges = [_edge(t) for t in inputs]
@@ -155,5 +155,5 @@ def _run_vjp(node: TapeNode, cot: dict):
 
 
 def _accumulate_leaf(t, g):
-    g = g.detach()
-    t.grad = g if t.grad is None else (t.grad + g).detach()
+    g = g._snapshot()
+    t.grad = g if t.grad is None else (t.grad + g)._snapshot()

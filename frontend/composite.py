@@ -5,14 +5,15 @@ Autograd and the JIT see only primitives, so these need no VJP of their own.
 from __future__ import annotations
 
 import math
+import warnings
 
 from kiln.ir import dtypes
-from kiln.ir.errors import ShapeError
+from kiln.ir.errors import DTypeError, ShapeError
+from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
 from . import functional as F
 from . import reductions as R
-from .creation import arange
 from .tensor import Tensor
 
 
@@ -58,10 +59,16 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps: float =
 
 
 def one_hot(labels: Tensor, num_classes: int, dtype=dtypes.float32) -> Tensor:
-    classes = arange(num_classes)
-    return F.cast(F.eq(F.unsqueeze(labels, -1), classes), dtype)
+    """labels [...] -> [..., num_classes] with a 1 at each label; a label outside
+    [0, num_classes) is an error (the `scatter_add` primitive checks every call)."""
+    labels = F.as_tensor(labels)
+    shape = tuple(labels.shape) + (int(num_classes),)
+    ones = F.full(tuple(labels.shape) + (1,), 1, dtypes.as_dtype(dtype))
+    return apply("scatter_add", [ones, F.unsqueeze(labels, -1)],
+                 {"shape": shape, "axis": len(shape) - 1})
 
 
+# ---- losses (PyTorch's formulas and reductions) ----------------------------------------------
 def _reduce_loss(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return R.mean(loss)
@@ -72,18 +79,156 @@ def _reduce_loss(loss: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"{reduction} is not a valid value for reduction")
 
 
-def cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy of (N, C) logits against class indices (N,) or probabilities (N, C)."""
-    logp = log_softmax(logits, dim=1 if logits.ndim > 1 else 0)
-    if target.dtype.is_float:
-        return _reduce_loss(-R.sum(target * logp, 1), reduction)
-    if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
-        raise ShapeError(f"cross_entropy: expected logits [N, C] and targets [N], got "
-                         f"{list(logits.shape)} and {list(target.shape)}", loc=user_loc())
-    picked = R.sum(logp * one_hot(target, logits.shape[1], logp.dtype), 1)
-    return _reduce_loss(-picked, reduction)
+def _warn_size(input: Tensor, target: Tensor):
+    if tuple(input.shape) != tuple(target.shape):
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
+                      f"size ({input.shape}). This will likely lead to incorrect results due "
+                      "to broadcasting. Please ensure they have the same size.", stacklevel=3)
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    _warn_size(input, target)
     diff = input - target
     return _reduce_loss(diff * diff, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    _warn_size(input, target)
+    return _reduce_loss(F.abs(input - target), reduction)
+
+
+def _class_axis(input: Tensor) -> int:
+    return 1 if input.ndim > 1 else 0
+
+
+def _check_class_targets(op: str, input: Tensor, target: Tensor, weight):
+    """input [N, C, d...] (or [C]) against integer targets [N, d...] (or [])."""
+    if input.ndim == 0:
+        raise ShapeError(f"{op}: input must have a class dimension, got a 0-d tensor",
+                         loc=user_loc())
+    want = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:])
+    if tuple(target.shape) != want:
+        raise ShapeError(f"{op}: expected target of shape {list(want)} for input of shape "
+                         f"{list(input.shape)}, got {list(target.shape)}", loc=user_loc())
+    if not target.dtype.is_int:
+        raise DTypeError(f"{op}: expected integer class indices (kiln.int64) as target, got "
+                         f"{target.dtype}", loc=user_loc())
+    classes = input.shape[_class_axis(input)]
+    if weight is not None and tuple(weight.shape) != (classes,):
+        raise ShapeError(f"{op}: weight tensor should be defined either for all {classes} "
+                         f"classes or no classes but got weight tensor of shape: "
+                         f"{list(weight.shape)}", loc=user_loc())
+
+
+def _class_weights(target: Tensor, keep: Tensor, weight, dtype) -> Tensor:
+    """Per-target weight: weight[target] (1 without weights), 0 where the target is ignored."""
+    w = F.cast(keep, dtype)
+    if weight is None:
+        return w
+    flat = F.reshape(F.where(keep, target, 0), (-1,))
+    picked = apply("gather", [F.cast(weight, dtype), flat], {"axis": 0})
+    return w * F.reshape(picked, tuple(target.shape))
+
+
+def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """-input[n, target[n]] * weight[target[n]], over log-probabilities [N, C, d...] or [C];
+    targets equal to ignore_index count for nothing, and "mean" divides by the total weight
+    of the targets that count."""
+    _check_class_targets("nll_loss", input, target, weight)
+    axis = _class_axis(input)
+    keep = F.ne(target, ignore_index)
+    index = F.unsqueeze(F.where(keep, target, 0), axis)
+    picked = F.squeeze(apply("gather", [input, index], {"axis": axis}), axis)
+    w = _class_weights(target, keep, weight, input.dtype)
+    loss = F.where(keep, F.neg(picked) * w, 0.0)
+    if reduction == "mean":
+        return R.sum(loss) / R.sum(w)
+    return _reduce_loss(loss, reduction)
+
+
+def _class_view(weight: Tensor, input: Tensor) -> Tensor:
+    """weight [C] shaped to broadcast along input's class axis."""
+    axis = _class_axis(input)
+    return F.reshape(weight, tuple(-1 if i == axis else 1 for i in range(input.ndim)))
+
+
+def _smoothing_term(logp: Tensor, target: Tensor, weight, ignore_index: int, reduction: str):
+    """PyTorch's label-smoothing part: -sum over classes of (weighted) log-probabilities."""
+    lw = logp if weight is None else logp * _class_view(weight, logp)
+    keep = F.ne(target, ignore_index)
+    loss = F.where(keep, F.neg(R.sum(lw, _class_axis(logp))), 0.0)
+    if reduction == "mean":
+        return R.sum(loss) / R.sum(_class_weights(target, keep, weight, logp.dtype))
+    return _reduce_loss(loss, reduction)
+
+
+def _soft_cross_entropy(logp: Tensor, target: Tensor, weight, reduction: str,
+                        label_smoothing: float) -> Tensor:
+    """Cross-entropy against class probabilities of the input's shape."""
+    if tuple(target.shape) != tuple(logp.shape):
+        raise ShapeError(f"cross_entropy: probability targets must have the input's shape "
+                         f"{list(logp.shape)}, got {list(target.shape)}", loc=user_loc())
+    axis = _class_axis(logp)
+    classes = logp.shape[axis]
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+    lw = logp if weight is None else logp * _class_view(weight, logp)
+    loss = F.neg(R.sum(lw * target, axis))
+    if reduction == "mean":
+        return R.sum(loss) / (logp.numel() // classes)
+    return _reduce_loss(loss, reduction)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of logits [N, C, d...] (or [C]) against class indices [N, d...] or
+    class probabilities [N, C, d...], with PyTorch's weight, ignore_index, label_smoothing
+    and reductions."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if input.ndim == 0:
+        raise ShapeError("cross_entropy: input must have a class dimension, got a 0-d tensor",
+                         loc=user_loc())
+    axis = _class_axis(input)
+    logp = log_softmax(input, dim=axis)
+    if target.dtype.is_float:
+        return _soft_cross_entropy(logp, target, weight, reduction, label_smoothing)
+    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    if label_smoothing == 0:
+        return nll
+    smooth = _smoothing_term(logp, target, weight, ignore_index, reduction)
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / input.shape[axis])
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight=None,
+                         reduction: str = "mean") -> Tensor:
+    """-(t log(x) + (1 - t) log(1 - x)), each log clamped at -100 as in PyTorch."""
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Using a target size ({target.shape}) that is different to the "
+                         f"input size ({input.shape}) is deprecated. Please ensure they have "
+                         "the same size.")
+    log_x = F.clamp(F.log(input), min=-100.0)
+    log_1mx = F.clamp(F.log(1.0 - input), min=-100.0)
+    loss = F.neg(target * log_x + (1.0 - target) * log_1mx)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce_loss(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight=None,
+                                     reduction: str = "mean", pos_weight=None) -> Tensor:
+    """BCE of sigmoid(input), in the stable form (1 - t) x + w_t softplus(-x), where
+    softplus(-x) = max(-x, 0) + log(1 + exp(-|x|)) never overflows."""
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Target size ({target.shape}) must be the same as input size "
+                         f"({input.shape})")
+    # NOTE: `maximum` (not relu) splits a tie at x = 0 evenly, so the gradient there is
+    # sigmoid(0) - t = 0.5 - t like PyTorch's, e.g. for zero-initialized logits.
+    softplus_neg = F.maximum(F.neg(input), 0.0) + F.log(F.exp(F.neg(F.abs(input))) + 1.0)
+    if pos_weight is not None:
+        softplus_neg = softplus_neg * ((pos_weight - 1.0) * target + 1.0)
+    loss = (1.0 - target) * input + softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce_loss(loss, reduction)

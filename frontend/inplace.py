@@ -31,6 +31,8 @@ def rebind(x: Tensor, result: Tensor) -> Tensor:
         result = F.expand_to(result, tuple(x.shape))
     x._data = result._data
     x._trace = result._trace
+    if x._base is not None or x._aliases:
+        x._share_data()
     if result.grad_fn is not None:
         x.grad_fn = result.grad_fn
         x._out_index = result._out_index

@@ -5,6 +5,8 @@ appends a node to the active trace, and records the op on the autograd tape.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from kiln.ir import dtypes
@@ -63,7 +65,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "_trace", "_requires_grad", "grad", "grad_fn", "_out_index",
-                 "__weakref__")
+                 "_base", "_aliases", "__weakref__")
     __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
 
     def __init__(self, data=None):
@@ -79,6 +81,8 @@ class Tensor:
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
+        self._base = None        # the tensor this one shares its data with (detach, .data)
+        self._aliases = None     # weakrefs to tensors sharing this one's data
 
     @classmethod
     def _wrap(cls, data, trace=None) -> "Tensor":
@@ -176,8 +180,11 @@ class Tensor:
 
     @data.setter
     def data(self, value: "Tensor"):
+        # NOTE: like swapping storage in PyTorch: earlier aliases keep the old data.
         self._data = value._data
         self._trace = value._trace
+        self._base = None
+        self._aliases = None
 
     # ---- conversion -------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -218,7 +225,29 @@ class Tensor:
         return arr if dtype is None else arr.astype(dtype)
 
     def detach(self) -> "Tensor":
+        """A tensor outside autograd that shares this one's data: an in-place op on either
+        one is seen by both, as in PyTorch (`p.data.add_(u)` updates p)."""
+        root = self._base if self._base is not None else self
+        alias = Tensor._wrap(self._data, self._trace)
+        alias._base = root
+        if root._aliases is None:
+            root._aliases = []
+        root._aliases = [r for r in root._aliases if r() is not None]
+        root._aliases.append(weakref.ref(alias))
+        return alias
+
+    def _snapshot(self) -> "Tensor":
+        """The current value, outside autograd and unaffected by later in-place ops."""
         return Tensor._wrap(self._data, self._trace)
+
+    def _share_data(self) -> None:
+        """After an in-place op on self: every tensor sharing its data sees the new value."""
+        root = self._base if self._base is not None else self
+        group = [root] + [r() for r in (root._aliases or ())]
+        for t in group:
+            if t is not None and t is not self:
+                t._data = self._data
+                t._trace = self._trace
 
     def clone(self) -> "Tensor":
         from . import functional as F
@@ -273,7 +302,7 @@ class Tensor:
         elif tuple(gradient.shape) != tuple(self.shape):
             raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
                             f"tensor shape {list(self.shape)}", loc=user_loc())
-        autograd.backward(self, gradient.detach())
+        autograd.backward(self, gradient._snapshot())
 
     def __repr__(self) -> str:
         from .format import format_tensor
@@ -310,7 +339,7 @@ def _eager(opdef, inputs, attrs) -> list[Tensor]:
 def _record(opdef, inputs, results, attrs):
     from kiln.ir.attrs import Attrs
     a = attrs if isinstance(attrs, Attrs) else opdef.make_attrs(attrs)
-    saved = [r.detach() for r in results]
+    saved = [r._snapshot() for r in results]
     node = autograd.TapeNode(opdef.name, opdef.vjp, list(inputs), saved, a)
     for i, r in enumerate(results):
         if r.dtype.is_float:

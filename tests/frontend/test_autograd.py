@@ -127,3 +127,27 @@ def test_inplace_on_captured_tensor_under_jit_falls_back():
     with pytest.warns(KilnJitWarning, match="in-place update"):
         out = f(kiln.ones(2))
     assert out.tolist() == [1.0, 1.0] and state.tolist() == [1.0, 1.0]
+
+
+def test_data_and_detach_share_values_like_pytorch():
+    p = kiln.ones(3, requires_grad=True)
+    p.data.add_(1.0)                     # custom optimizers and init code do this
+    assert p.tolist() == [2.0, 2.0, 2.0] and p.requires_grad and p.is_leaf
+    d = p.detach()
+    with kiln.no_grad():
+        p.mul_(3.0)
+    assert d.tolist() == [6.0, 6.0, 6.0]
+    d.zero_()
+    assert p.tolist() == [0.0, 0.0, 0.0]
+    p.data = kiln.full((3,), 5.0)        # a new storage: old aliases keep the old values
+    assert p.tolist() == [5.0, 5.0, 5.0] and d.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_gradient_snapshots_ignore_later_alias_writes():
+    w = kiln.tensor([1.0, 2.0], requires_grad=True)
+    x = kiln.tensor([3.0, 4.0])
+    y = (w * x).sum()
+    x.detach().fill_(100.0)              # writes x through an alias after mul saved it
+    y.backward()
+    np.testing.assert_allclose(w.grad.numpy(), [3.0, 4.0])
+    assert x.tolist() == [100.0, 100.0]

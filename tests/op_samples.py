@@ -25,7 +25,7 @@ from kiln.ir.dtypes import from_numpy
 from kiln.ir.graph import Graph
 from kiln.ir.types import Loc, TensorType
 
-f64, f32, i64, i32, b1 = np.float64, np.float32, np.int64, np.int32, np.bool_
+f64, f32, i64, i32 = np.float64, np.float32, np.int64, np.int32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,6 +451,32 @@ def _avg_pool2d_grad(g: _Gen):
                    dict(input_shape=xs, **at)) for id, xs, at in _AVG_CONFIGS]
 
 
+# ---- indexing ------------------------------------------------------------------------------
+# NOTE: indices repeat, so scatter_add (and gather's gradient) must accumulate duplicates.
+_GATHER_CONFIGS = (  # id, x shape, index shape, axis
+    ("f64-axis1", (3, 4), (3, 5), 1),
+    ("f64-axis0-smaller", (4, 3), (5, 2), 0),
+    ("f32-rank3-axis2", (2, 3, 4), (2, 2, 3), 2),
+    ("f64-rank1", (6,), (4,), 0),
+)
+
+
+def _gather(g: _Gen):
+    cases = [g.case(id, [g.normal(_dt(id), xs), g.ints(i64, ix, 0, xs[ax])], {"axis": ax})
+             for id, xs, ix, ax in _GATHER_CONFIGS]
+    cases.append(g.case("i64-x-i32-index", [g.ints(i64, (3, 4)), g.ints(i32, (3, 2), 0, 3)],
+                        {"axis": 0}))
+    return cases
+
+
+def _scatter_add(g: _Gen):
+    cases = [g.case(id, [g.normal(_dt(id), ix), g.ints(i64, ix, 0, xs[ax])],
+                    {"shape": xs, "axis": ax}) for id, xs, ix, ax in _GATHER_CONFIGS]
+    cases.append(g.case("i64-i32-index", [g.ints(i64, (3, 2)), g.ints(i32, (3, 2), 0, 3)],
+                        {"shape": (3, 4), "axis": 0}))
+    return cases
+
+
 # ---- the table -----------------------------------------------------------------------------
 _TABLE = {
     "neg": _unary("normal", (i32, i64)),
@@ -504,6 +530,8 @@ _TABLE = {
     "max_pool2d_gather": _max_pool2d_pair,
     "avg_pool2d": _avg_pool2d,
     "avg_pool2d_grad": _avg_pool2d_grad,
+    "gather": _gather,
+    "scatter_add": _scatter_add,
 }
 
 SAMPLED_OPS: tuple[str, ...] = tuple(sorted(_TABLE))

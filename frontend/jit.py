@@ -62,11 +62,16 @@ def _tensor_guard(t: Tensor):
     return (t.dtype, tuple(t.shape), t.requires_grad)
 
 
+_GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",
+                "grad mode", "module train/eval flags")
+
+
 def _describe_guard(old, new) -> str:
-    for i, (a, b) in enumerate(zip(old, new)):
+    """Which part of the cache key changed since the last trace."""
+    for name, a, b in zip(_GUARD_NAMES, old, new):
         if a != b:
-            return f"guard {i} changed: {a!r} -> {b!r}"
-    return "argument structure changed"
+            return f"the {name} guard failed: {a!r} -> {b!r}"
+    return "a captured tensor's shape or dtype changed"
 
 
 # ---- cache entries --------------------------------------------------------------------------
@@ -197,6 +202,8 @@ class JitFunction:
     def __init__(self, fn, recompile_limit: int = 8):
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+        self.modules = _modules_of(fn)
         self.recompile_limit = recompile_limit
         self.cache: dict = {}
         self.traces = 0
@@ -208,7 +215,7 @@ class JitFunction:
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
         grad_on = autograd.is_grad_enabled()
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on)
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on, self._mode_guard())
         entry = self.cache.get(key)
         if entry is None or not entry.guards_hold():
             entry = self._compile(key, args, kwargs, leaves, grad_on)
@@ -216,9 +223,14 @@ class JitFunction:
             return self.fn(*args, **kwargs)
         return entry(leaves)
 
+    def _mode_guard(self) -> tuple:
+        """The train/eval flags of the jitted module and its submodules (they change what
+        the traced program computes: dropout, batch-norm statistics)."""
+        return tuple(m.training for m in self.modules)
+
     def _compile(self, key, args, kwargs, leaves, grad_on):
         if self.traces >= self.recompile_limit:
-            why = _describe_guard(self._last_key[1], key[1]) if self._last_key else "?"
+            why = _describe_guard(self._last_key, key) if self._last_key else "?"
             return self._eager(key, f"recompile limit ({self.recompile_limit}) reached; {why}")
         self.traces += 1
         self._last_key = key
@@ -239,7 +251,7 @@ class JitFunction:
         return entry
 
     def _eager(self, key, reason: str):
-        warnings.warn(f"@kiln.jit({self.fn.__name__}): running eagerly: {reason}",
+        warnings.warn(f"@kiln.jit({self.name}): running eagerly: {reason}",
                       KilnJitWarning, stacklevel=4)
         entry = _Eager(self.fn, reason)
         self.cache[key] = entry
@@ -250,9 +262,20 @@ class JitFunction:
         self(*args, **kwargs)
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled())
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
+               self._mode_guard())
         entry = self.cache[key]
         return getattr(entry, "graph", None)
+
+
+def _modules_of(fn) -> list:
+    """The nn.Module being jitted (`kiln.jit(model)` or `kiln.jit(model.forward)`) and all its
+    submodules; empty for a plain function."""
+    owner = fn if hasattr(fn, "modules") and hasattr(fn, "training") else getattr(
+        fn, "__self__", None)
+    if owner is None or not hasattr(owner, "modules"):
+        return []
+    return list(owner.modules())
 
 
 def jit(fn=None, *, recompile_limit: int = 8):

@@ -313,10 +313,34 @@ class Tensor:
     def __hash__(self):
         return id(self)
 
+    def __deepcopy__(self, memo):
+        """A new leaf with copied values (no shared data, no alias links), like PyTorch."""
+        if self.grad_fn is not None:
+            raise KilnError("Only Tensors created explicitly by the user (graph leaves) "
+                            "support the deepcopy protocol at the moment")
+        if id(self) in memo:
+            return memo[id(self)]
+        out = Tensor._wrap(self._array("deepcopy").copy())
+        out._requires_grad = self._requires_grad
+        memo[id(self)] = out
+        if self.grad is not None:
+            import copy
+            out.grad = copy.deepcopy(self.grad, memo)
+        return out
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild_tensor, (self._array("pickle"), self._requires_grad))
+
     def __iter__(self):
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
+
+
+def _rebuild_tensor(array: np.ndarray, requires_grad: bool) -> Tensor:
+    t = Tensor._wrap(array)
+    t._requires_grad = requires_grad
+    return t
 
 
 def _eager(opdef, inputs, attrs) -> list[Tensor]:

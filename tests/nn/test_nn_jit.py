@@ -1,8 +1,8 @@
 """kiln.nn under @kiln.jit: layers trace into graphs that match eager mode, parameters are
 graph inputs (not constants), and the indexing ops check their indices in compiled code too.
 
-The strict xfails below are known frontend gaps, each naming the file to fix; they start
-failing (and should then be removed) once the gap is closed."""
+Train/eval switches are guards, Modules can be jitted directly, and copies of modules are
+independent of the original."""
 import copy
 import pickle
 import warnings
@@ -56,8 +56,6 @@ def test_embedding_and_losses_compile():
         _no_fallback(jl, x, kiln.tensor([0, 1, 2, 1, 7]))
 
 
-@pytest.mark.xfail(strict=True, reason="frontend/jit.py: module.training is not a guard; a "
-                                       "train()/eval() switch reuses the stale graph")
 def test_switching_to_train_mode_retraces():
     net, x = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5)).eval(), kiln.randn(5, 4)
     jf = kiln.jit(net)
@@ -70,9 +68,6 @@ def test_switching_to_train_mode_retraces():
     assert not np.array_equal(before, after)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="frontend/jit.py: the eager fallback's warning reads fn.__name__, "
-                          "which a Module lacks")
 def test_training_batch_norm_falls_back_to_eager_with_a_warning():
     net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     with kiln.no_grad(), warnings.catch_warnings(record=True) as caught:
@@ -82,8 +77,6 @@ def test_training_batch_norm_falls_back_to_eager_with_a_warning():
     assert net[1].num_batches_tracked.item() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="frontend/tensor.py: deepcopy/pickle of a Tensor keep "
-                                       "its detach() alias links (weakrefs)")
 def test_copies_after_state_dict_are_independent():
     bn = nn.BatchNorm1d(2)
     saved = bn.state_dict()

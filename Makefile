@@ -44,6 +44,7 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+	$(PY) examples/digits_classifier.py
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

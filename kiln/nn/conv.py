@@ -9,7 +9,6 @@ padding modes, written with other registry ops so autograd and @kiln.jit see thr
 """
 from __future__ import annotations
 
-import math
 import operator
 
 from kiln.frontend import functional as F
@@ -202,12 +201,7 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, input):
         if self.padding_mode == "zeros":

@@ -1,7 +1,6 @@
 """`Linear`, `Identity`, `Flatten` and `Unflatten`."""
 from __future__ import annotations
 
-import math
 
 from kiln.frontend import functional as K
 from kiln.frontend.creation import zeros
@@ -54,11 +53,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)

@@ -16,6 +16,7 @@ from kiln.ir.errors import KilnError
 
 from . import autograd
 from .tensor import Tensor
+from .jit_grad import JitBackward, differentiable_inputs
 from .trace import GraphBreak, Trace, current_trace, tracing
 
 
@@ -84,26 +85,30 @@ class _Compiled:
         self.graph = graph
         self.executable = executable
         self.stages = stages
+        self.backward = None        # a JitBackward when some input requires grad
 
     def guards_hold(self) -> bool:
-        """Captured outside tensors still have the shape and dtype they were traced with."""
-        for kind, t, shape, dt in self.sources:
-            if kind == "capture" and (t._data.shape != shape or t._data.dtype != dt):
+        """Captured outside tensors still have the shape, dtype and requires_grad they were
+        traced with."""
+        for kind, t, guard in self.sources:
+            if kind == "capture" and _capture_guard(t) != guard:
                 return False
         return True
 
     def __call__(self, leaves):
         from .creation import SEEDS
         arrays = []
-        for kind, ref, _, _ in self.sources:
+        for kind, ref, _ in self.sources:
             if kind == "arg":
                 arrays.append(leaves[ref]._data)
             elif kind == "capture":
                 arrays.append(ref._data)
             else:
                 arrays.append(_seed_array(SEEDS.next()))
-        outs = self.executable(arrays)
-        return _unflatten(self.out_spec, [Tensor._wrap(a) for a in outs])
+        outs = [Tensor._wrap(a) for a in self.executable(arrays)]
+        if self.backward is not None and autograd.is_grad_enabled():
+            self.backward.record(arrays, outs, leaves)
+        return _unflatten(self.out_spec, outs)
 
 
 def _seed_array(seed):
@@ -111,18 +116,24 @@ def _seed_array(seed):
     return np.array(seed, dtype=np.int64)
 
 
+def _capture_guard(t: Tensor) -> tuple:
+    return (t._data.shape, t._data.dtype, t._requires_grad)
+
+
 def _input_sources(trace: Trace):
+    """Where each graph input comes from at call time: ("arg", leaf index, None),
+    ("capture", tensor, guard) or ("seed", None, None)."""
     arg_index = {v: i for i, v in enumerate(trace.arg_values)}
     captured = {v: t for t, v in trace.captured.values()}
     out = []
     for v in trace.input_order():
         if v in arg_index:
-            out.append(("arg", arg_index[v], None, None))
+            out.append(("arg", arg_index[v], None))
         elif v in captured:
             t = captured[v]
-            out.append(("capture", t, t._data.shape, t._data.dtype))
+            out.append(("capture", t, _capture_guard(t)))
         else:
-            out.append(("seed", None, None, None))
+            out.append(("seed", None, None))
     return out
 
 
@@ -234,17 +245,15 @@ class JitFunction:
             return self._eager(key, f"recompile limit ({self.recompile_limit}) reached; {why}")
         self.traces += 1
         self._last_key = key
-        if grad_on and any(t.requires_grad for t in leaves):
-            return self._eager(key, "not supported yet: gradients through @kiln.jit outputs")
         try:
             trace, out_spec = trace_function(self.fn, args, kwargs)
         except GraphBreak as e:
             return self._eager(key, str(e))
-        if grad_on and any(t.requires_grad for t, _ in trace.captured.values()):
-            return self._eager(key, "not supported yet: gradients through @kiln.jit outputs "
-                                    "(a captured tensor requires grad)")
         try:
             entry = compile_trace(trace, out_spec)
+            wrt = differentiable_inputs(entry.sources, leaves) if grad_on else []
+            if wrt:
+                entry.backward = JitBackward(self.name, trace.builder.graph, entry.sources, wrt)
         except Exception as e:  # NOTE: a compiler failure must never stop the user's program
             return self._eager(key, f"compilation failed ({type(e).__name__}: {e})")
         self.cache[key] = entry

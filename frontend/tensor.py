@@ -227,6 +227,9 @@ class Tensor:
     def detach(self) -> "Tensor":
         """A tensor outside autograd that shares this one's data: an in-place op on either
         one is seen by both, as in PyTorch (`p.data.add_(u)` updates p)."""
+        if self._trace is not None:
+            # NOTE: in a trace, a node: the graph autograd pass must not differentiate through
+            return Tensor._kiln_apply("stop_gradient", [self], {}, self)
         root = self._base if self._base is not None else self
         alias = Tensor._wrap(self._data, self._trace)
         alias._base = root

@@ -133,6 +133,14 @@ def _unary(domain: str, int_dtypes=()):
     return make
 
 
+def _stop_gradient(g: _Gen):
+    """The identity with a zero cotangent: its gradient is deliberately not the derivative, so
+    no input is marked differentiable (tests/ops checks the blocking directly)."""
+    return [g.case("f64", [g.normal(f64, (3, 4))], differentiable=()),
+            g.case("f32-rank0", [g.normal(f32, ())], differentiable=()),
+            g.case("i64", [g.ints(i64, (4,))], differentiable=())]
+
+
 def _cast(g: _Gen):
     x = g.normal(f64, (3, 4), scale=3.0)
     return [g.case("f64-to-f32", [x], {"dtype": "f32"}),
@@ -480,6 +488,7 @@ def _scatter_add(g: _Gen):
 # ---- the table -----------------------------------------------------------------------------
 _TABLE = {
     "neg": _unary("normal", (i32, i64)),
+    "stop_gradient": _stop_gradient,
     "exp": _unary("normal"),
     "log": _unary("positive"),
     "sqrt": _unary("positive"),

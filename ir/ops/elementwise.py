@@ -84,6 +84,13 @@ _unary("abs", np.abs,
        lambda b, x: b.abs(x), float_only=False)
 
 
+# NOTE: the identity whose cotangent is zero: `detach()` inside a traced function, so the
+# graph autograd pass does not differentiate through it. Eager detach needs no node.
+register(OpDef("stop_gradient", "elementwise", 1, {}, lambda types, attrs: [types[0]],
+               lambda xs, a: xs[0], lambda c, g: [None], lambda b, attrs, x: x,
+               "The input, with no gradient flowing back (a traced `detach()`)."))
+
+
 def _cast_infer(types, attrs):
     return [types[0].with_dtype(attrs.dtype)]
 

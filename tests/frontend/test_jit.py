@@ -101,15 +101,6 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     np.testing.assert_allclose(got.numpy(), w1(x).numpy())
 
 
-def test_requires_grad_runs_eagerly_and_keeps_gradients():
-    f = kiln.jit(w1)
-    x = kiln.randn(4, requires_grad=True)
-    with pytest.warns(KilnJitWarning, match="gradients"):
-        y = f(x)
-    y.sum().backward()
-    assert x.grad is not None and x.grad.shape == (4,)
-
-
 def test_shape_error_under_jit_points_at_user_line():
     @kiln.jit
     def f(x, y):

@@ -115,3 +115,19 @@ def test_jit_matches_eager(case):
         np.testing.assert_allclose(g.numpy(), w.numpy(), **_tolerance(w.numpy().dtype))
     if get_op(case.op).kind == "elementwise":
         assert jf.graph_for(*tensors).count("kernel") == 1
+
+
+def test_stop_gradient_blocks_gradients_eagerly_and_in_the_graph_pass():
+    from kiln.ir.builder import GraphBuilder, Sym
+    from kiln.ir.registry import P
+    from kiln.ir.types import TensorType
+    from kiln.passes.autograd import grad_graph
+    x = kiln.tensor([1.0, 2.0, 3.0], dtype=kiln.float64, requires_grad=True)
+    (x * apply("stop_gradient", [x])).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 2.0, 3.0])      # not 2x
+    b = GraphBuilder("f")
+    s = Sym(b, b.add_input(TensorType(kiln.float64, (3,)), "x"))
+    y = P.sum(P.mul(s, P.stop_gradient(s)), axes=(0,), keepdim=False)
+    g = grad_graph(b.finish([y.value]), wrt=[0])
+    _, grad = interpret(g, [np.array([1.0, 2.0, 3.0])])
+    np.testing.assert_allclose(grad, [1.0, 2.0, 3.0])

@@ -31,13 +31,17 @@ from ..errors import DTypeError, ShapeError
 from ..registry import OpDef, P, register
 from ..types import TensorType
 from . import rules
-from .movement import contiguous
 
 _CONV = {"stride": "ints", "padding": "ints", "dilation": "ints", "groups": "int"}
 _MAX = {"kernel_size": "ints", "stride": "ints", "padding": "ints", "dilation": "ints",
         "ceil_mode": "bool"}
 _AVG = {"kernel_size": "ints", "stride": "ints", "padding": "ints", "ceil_mode": "bool",
         "count_include_pad": "bool"}
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy if needed; keeps 0-d arrays 0-d (unlike ascontiguousarray)."""
+    return np.require(a, requirements="C")
 
 
 # ---- shape rules -----------------------------------------------------------------------------

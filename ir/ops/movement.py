@@ -9,9 +9,9 @@ from ..types import TensorType
 from . import rules
 
 
-def contiguous(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy if needed; keeps 0-d arrays 0-d (unlike ascontiguousarray)."""
-    return np.require(a, requirements="C")
+# NOTE: movement references return NumPy views, never copies: arrays are never written in
+# place in Kiln, NumPy's matmul and ufuncs take strided views directly, and the runtime makes
+# a contiguous copy only where a compiled kernel needs one (runtime/executable.py).
 
 
 def _reshape_infer(types, attrs):
@@ -47,7 +47,7 @@ def _permute_vjp(c, g):
 
 
 register(OpDef("permute", "movement", 1, {"perm": "ints"}, _permute_infer,
-               lambda xs, a: contiguous(np.transpose(xs[0], a.perm)),
+               lambda xs, a: np.transpose(xs[0], a.perm),
                _permute_vjp, doc="Reorder axes: out.shape[i] = x.shape[perm[i]]."))
 
 
@@ -57,7 +57,7 @@ def _expand_infer(types, attrs):
 
 
 register(OpDef("expand", "movement", 1, {"shape": "shape"}, _expand_infer,
-               lambda xs, a: contiguous(np.broadcast_to(xs[0], a.shape)),
+               lambda xs, a: np.broadcast_to(xs[0], a.shape),
                lambda c, g: [P.sum_to(g, c.inputs[0].shape)],
                doc="Broadcast to `shape` (NumPy rules; leading axes may be added)."))
 
@@ -87,7 +87,7 @@ def _slices(a):
 
 
 register(OpDef("slice", "movement", 1, _SLICE, _slice_infer,
-               lambda xs, a: contiguous(xs[0][_slices(a)]),
+               lambda xs, a: xs[0][_slices(a)],
                lambda c, g: [P.unslice(g, shape=c.inputs[0].shape, starts=c.attrs.starts,
                                        stops=c.attrs.stops, steps=c.attrs.steps)],
                doc="x[start:stop:step] on every axis (normalized, step >= 1)."))

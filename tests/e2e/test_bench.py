@@ -1,0 +1,26 @@
+"""The benchmark harnesses run end to end at tiny sizes (their correctness checks included),
+so `make bench` cannot rot unnoticed. No timing is asserted."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(*args) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_w1_harness_checks_and_prints_a_table():
+    out = _run("bench/w1_elementwise.py", "--n", "65536", "--reps", "3", "--warmup", "1",
+               "--peers", "kiln,numpy")
+    assert "| kiln |" in out and "| numpy |" in out and "wrong" not in out
+
+
+def test_w5_harness_checks_losses_and_prints_a_table():
+    out = _run("bench/w5_mlp_train.py", "--batches", "8", "--reps", "2", "--peers",
+               "kiln,kiln-jit")
+    assert "| 8 | kiln |" in out and "| 8 | kiln-jit |" in out and "wrong" not in out

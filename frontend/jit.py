@@ -64,7 +64,7 @@ def _tensor_guard(t: Tensor):
 
 
 _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",
-                "grad mode", "module train/eval flags")
+                "grad mode")
 
 
 def _describe_guard(old, new) -> str:
@@ -72,7 +72,8 @@ def _describe_guard(old, new) -> str:
     for name, a, b in zip(_GUARD_NAMES, old, new):
         if a != b:
             return f"the {name} guard failed: {a!r} -> {b!r}"
-    return "a captured tensor's shape or dtype changed"
+    return "a captured tensor's shape, dtype or requires_grad, or a module's train/eval mode, " \
+        "changed"
 
 
 # ---- cache entries --------------------------------------------------------------------------
@@ -86,14 +87,16 @@ class _Compiled:
         self.executable = executable
         self.stages = stages
         self.backward = None        # a JitBackward when some input requires grad
+        self.module_guards = list(trace.modules.values())
 
     def guards_hold(self) -> bool:
         """Captured outside tensors still have the shape, dtype and requires_grad they were
-        traced with."""
+        traced with, and every nn.Module the trace called is still in the same train/eval
+        mode (found by recording Module calls, so a global model is guarded too)."""
         for kind, t, guard in self.sources:
             if kind == "capture" and _capture_guard(t) != guard:
                 return False
-        return True
+        return all(m.training == flag for m, flag in self.module_guards)
 
     def __call__(self, leaves):
         from .creation import SEEDS
@@ -214,7 +217,6 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
-        self.modules = _modules_of(fn)
         self.recompile_limit = recompile_limit
         self.cache: dict = {}
         self.traces = 0
@@ -226,18 +228,21 @@ class JitFunction:
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
         grad_on = autograd.is_grad_enabled()
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on, self._mode_guard())
-        entry = self.cache.get(key)
-        if entry is None or not entry.guards_hold():
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on)
+        entry = self._lookup(key)
+        if entry is None:
             entry = self._compile(key, args, kwargs, leaves, grad_on)
         if isinstance(entry, _Eager):
             return self.fn(*args, **kwargs)
         return entry(leaves)
 
-    def _mode_guard(self) -> tuple:
-        """The train/eval flags of the jitted module and its submodules (they change what
-        the traced program computes: dropout, batch-norm statistics)."""
-        return tuple(m.training for m in self.modules)
+    def _lookup(self, key):
+        """The first entry for `key` whose per-call guards hold (one per train/eval mode, or
+        per captured-tensor shape, that has been traced)."""
+        for entry in self.cache.get(key, ()):
+            if entry.guards_hold():
+                return entry
+        return None
 
     def _compile(self, key, args, kwargs, leaves, grad_on):
         if self.traces >= self.recompile_limit:
@@ -256,14 +261,14 @@ class JitFunction:
                 entry.backward = JitBackward(self.name, trace.builder.graph, entry.sources, wrt)
         except Exception as e:  # NOTE: a compiler failure must never stop the user's program
             return self._eager(key, f"compilation failed ({type(e).__name__}: {e})")
-        self.cache[key] = entry
+        self.cache.setdefault(key, []).append(entry)
         return entry
 
     def _eager(self, key, reason: str):
         warnings.warn(f"@kiln.jit({self.name}): running eagerly: {reason}",
                       KilnJitWarning, stacklevel=4)
         entry = _Eager(self.fn, reason)
-        self.cache[key] = entry
+        self.cache.setdefault(key, []).append(entry)
         return entry
 
     def graph_for(self, *args, **kwargs):
@@ -271,20 +276,9 @@ class JitFunction:
         self(*args, **kwargs)
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
-               self._mode_guard())
-        entry = self.cache[key]
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled())
+        entry = self._lookup(key)
         return getattr(entry, "graph", None)
-
-
-def _modules_of(fn) -> list:
-    """The nn.Module being jitted (`kiln.jit(model)` or `kiln.jit(model.forward)`) and all its
-    submodules; empty for a plain function."""
-    owner = fn if hasattr(fn, "modules") and hasattr(fn, "training") else getattr(
-        fn, "__self__", None)
-    if owner is None or not hasattr(owner, "modules"):
-        return []
-    return list(owner.modules())
 
 
 def jit(fn=None, *, recompile_limit: int = 8):

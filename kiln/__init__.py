@@ -17,6 +17,7 @@ from kiln.frontend.functional import (abs, add, cast, cat, clamp, div, eq, erf, 
                                       ge, gt, le, log, lt, matmul, maximum, minimum, mul, ne,
                                       neg, permute, pow, relu, reshape, rsqrt, sigmoid, sqrt,
                                       squeeze, stack, sub, tanh, transpose, unsqueeze, where)
+from kiln.frontend.explain import explain
 from kiln.frontend.jit import KilnJitWarning, compile_stages, jit
 from kiln.frontend.reductions import amax, amin, argmax, argmin, max, mean, min, sum
 from kiln.frontend.tensor import Size, Tensor, device

@@ -8,6 +8,7 @@ import collections
 import collections.abc
 from collections import OrderedDict
 
+from kiln.frontend.trace import current_trace
 from kiln.frontend.autograd import no_grad
 from kiln.frontend.tensor import Tensor
 from kiln.ir import dtypes
@@ -95,6 +96,9 @@ class Module:
                                   '"forward" function')
 
     def __call__(self, *args, **kwargs):
+        trace = current_trace()
+        if trace is not None:
+            trace.note_module(self)     # NOTE: its train/eval flag becomes a jit guard
         return self.forward(*args, **kwargs)
 
     # ---- registration ----------------------------------------------------------------------

@@ -223,3 +223,11 @@ def test_ir_demo_step_one_stage_and_unknown_stage():
     r = run_kiln("ir", "examples/demo.py:step", "--arg", "f32[1024]", "--stage", "nope")
     assert r.returncode == 2
     assert "unknown stage 'nope'" in r.stderr and "traced, " in r.stderr
+
+
+def test_explain_command_prints_the_report():
+    proc = subprocess.run([sys.executable, "-m", "kiln", "explain", "examples/demo.py:step",
+                           "--arg", "f32[64]"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert "1 compiled kernel(s)" in proc.stdout and "tensor argument 0: f32[64]" in proc.stdout

@@ -160,3 +160,25 @@ def test_outputs_are_freed_without_garbage_collection():
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_explain_reports_guards_kernels_captures_and_breaks():
+    import kiln.nn as nn
+    model = nn.Linear(8, 4)
+
+    def loss(x, k):
+        return (kiln.tanh(model(x)) * k).sum()
+    report = kiln.explain(loss, kiln.randn(2, 8), 3.0)
+    text = str(report)
+    assert report.graphs == 1 and len(report.kernels) == 1
+    assert "tensor argument 0: f32[2, 8]" in text and "static argument: 3.0" in text
+    assert "Linear (called during the trace).training == True" in text
+    assert "%c0: f32[4,8], first used by permute at test_jit.py" in text
+    assert any(r.startswith("matmul") for r in report.reference_ops)
+
+    def branchy(x):
+        if x.sum() > 0:  # the break's line
+            return x
+        return -x
+    report = kiln.explain(branchy, kiln.ones(3))
+    assert report.graphs == 0 and "the break's line" in report.graph_break

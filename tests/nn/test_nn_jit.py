@@ -84,3 +84,21 @@ def test_copies_after_state_dict_are_independent():
     clone(kiln.randn(4, 2))
     assert saved["running_mean"].tolist() == [0.0, 0.0]
     pickle.loads(pickle.dumps(bn))
+
+
+def test_global_module_train_eval_switch_is_guarded():
+    """A plain jitted function calling a global model: the model's mode is still a guard
+    (Module calls are recorded during the trace), and both graphs stay cached."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5))
+    jf = kiln.jit(lambda x: net(x))
+    x = kiln.randn(64, 4)
+    with kiln.no_grad():
+        net.eval()
+        evaluated = jf(x).numpy()
+        np.testing.assert_allclose(evaluated, net(x).numpy(), rtol=1e-6)
+        net.train()
+        trained = jf(x).numpy()
+        assert (trained == 0).mean() > 0.3          # dropout is active again
+        net.eval()
+        np.testing.assert_allclose(jf(x).numpy(), evaluated, rtol=1e-6)
+    assert jf.traces == 2

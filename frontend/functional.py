@@ -16,7 +16,6 @@ from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
 from .tensor import Tensor
-from .trace import current_trace
 
 
 def _is_scalar(x) -> bool:
@@ -210,11 +209,11 @@ def erf(x):
 
 
 def clone(x: Tensor) -> Tensor:
-    # NOTE: arrays are never written in place, so sharing the buffer is a faithful copy.
-    if current_trace() is None and x._trace is None:
-        out = Tensor._wrap(x._data.copy())
-        return out if not x.requires_grad else reshape(x, tuple(x.shape)) * 1
-    return reshape(x, tuple(x.shape))
+    """A new tensor with x's values and (differentiably) its history; never x itself, so an
+    in-place op on the clone cannot reach x."""
+    # NOTE: the `reshape` primitive to the same shape: a new Tensor sharing the array (arrays
+    # are never written in place), an identity VJP, and canonicalize drops it from graphs.
+    return apply("reshape", [x], {"shape": tuple(x.shape)})
 
 
 # ---- movement -------------------------------------------------------------------------------

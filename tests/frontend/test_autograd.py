@@ -151,3 +151,21 @@ def test_gradient_snapshots_ignore_later_alias_writes():
     y.backward()
     np.testing.assert_allclose(w.grad.numpy(), [3.0, 4.0])
     assert x.tolist() == [100.0, 100.0]
+
+
+def test_clone_is_a_new_tensor_with_history():
+    x = kiln.tensor([1.0, 2.0], requires_grad=True)
+    c = x.clone()
+    assert c is not x and c.grad_fn is not None
+    c.add_(1.0)
+    assert x.tolist() == [1.0, 2.0] and c.tolist() == [2.0, 3.0]
+    (c * c).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 6.0])
+
+    @kiln.jit
+    def f(t):
+        y = t.clone()
+        y.mul_(3.0)
+        return t, y
+    a, b = f(kiln.tensor([1.0, 2.0]))
+    assert a.tolist() == [1.0, 2.0] and b.tolist() == [3.0, 6.0]

@@ -60,7 +60,8 @@ def _build(s, it):
 
 
 def _tensor_guard(t: Tensor):
-    return (t.dtype, tuple(t.shape), t.requires_grad)
+    # NOTE: the NumPy dtype and shape directly: this runs for every argument of every call.
+    return (t._data.dtype, t._data.shape, t._requires_grad)
 
 
 _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",

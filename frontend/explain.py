@@ -83,8 +83,9 @@ def _first_use(graph, value) -> str:
 def _describe_graph(report: Explanation, trace, compiled) -> None:
     graph = trace.builder.graph
     report.traced_nodes = len(graph.nodes)
-    report.guards += [f"{type(m).__name__} (called during the trace).training == {flag}"
-                      for m, flag in trace.modules.values()]
+    for m, state in trace.modules.values():
+        attrs = ", ".join(f"{k}={v!r}" for k, v in state)
+        report.guards.append(f"{type(m).__name__} called during the trace: {attrs}")
     for t, v in trace.captured.values():
         report.captured.append(f"%{v.hint}: {v.type}, {_first_use(graph, v)}")
     report.seeds = [f"%{v.hint}: {_first_use(graph, v)}" for v in trace.seed_inputs]
@@ -111,6 +112,8 @@ def explain(fn, *args, **kwargs) -> Explanation:
     _flatten((args, kwargs), leaves)
     report = Explanation(getattr(inner, "__name__", type(inner).__name__),
                          _guards(args, kwargs, leaves))
+    report.guards += [f"global or closure value: {name} == {value!r}"
+                      for name, value in JitFunction(inner)._read_values()]
     try:
         trace, out_spec = trace_function(inner, args, kwargs)
     except GraphBreak as e:

@@ -16,6 +16,7 @@ from kiln.ir.errors import KilnError
 
 from . import autograd
 from .tensor import Tensor
+from .bytecode import is_scalar, module_state, scalar_reads
 from .jit_grad import JitBackward, differentiable_inputs
 from .trace import GraphBreak, Trace, current_trace, tracing
 
@@ -65,7 +66,7 @@ def _tensor_guard(t: Tensor):
 
 
 _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",
-                "grad mode")
+                "grad mode", "global or closure value")
 
 
 def _describe_guard(old, new) -> str:
@@ -73,8 +74,7 @@ def _describe_guard(old, new) -> str:
     for name, a, b in zip(_GUARD_NAMES, old, new):
         if a != b:
             return f"the {name} guard failed: {a!r} -> {b!r}"
-    return "a captured tensor's shape, dtype or requires_grad, or a module's train/eval mode, " \
-        "changed"
+    return "a captured tensor's shape, dtype or requires_grad, or a module's attributes, changed"
 
 
 # ---- cache entries --------------------------------------------------------------------------
@@ -92,12 +92,12 @@ class _Compiled:
 
     def guards_hold(self) -> bool:
         """Captured outside tensors still have the shape, dtype and requires_grad they were
-        traced with, and every nn.Module the trace called is still in the same train/eval
-        mode (found by recording Module calls, so a global model is guarded too)."""
+        traced with, and every nn.Module the trace called still has the same plain attributes,
+        train/eval mode included (Module calls are recorded, so a global model is guarded)."""
         for kind, t, guard in self.sources:
             if kind == "capture" and _capture_guard(t) != guard:
                 return False
-        return all(m.training == flag for m, flag in self.module_guards)
+        return all(module_state(m) == state for m, state in self.module_guards)
 
     def __call__(self, leaves):
         from .creation import SEEDS
@@ -218,6 +218,7 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
+        self.reads = scalar_reads(fn)
         self.recompile_limit = recompile_limit
         self.cache: dict = {}
         self.traces = 0
@@ -229,13 +230,23 @@ class JitFunction:
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
         grad_on = autograd.is_grad_enabled()
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on)
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on, self._read_values())
         entry = self._lookup(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, leaves, grad_on)
         if isinstance(entry, _Eager):
             return self.fn(*args, **kwargs)
         return entry(leaves)
+
+    def _read_values(self) -> tuple:
+        """Plain values of the globals and closure variables the function reads: a traced
+        graph bakes them in, so they are guarded like static arguments."""
+        out = []
+        for name, get in self.reads:
+            value = get()
+            if is_scalar(value):
+                out.append((name, value))
+        return tuple(out)
 
     def _lookup(self, key):
         """The first entry for `key` whose per-call guards hold (one per train/eval mode, or
@@ -277,7 +288,8 @@ class JitFunction:
         self(*args, **kwargs)
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled())
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
+               self._read_values())
         entry = self._lookup(key)
         return getattr(entry, "graph", None)
 

@@ -27,7 +27,7 @@ class Trace:
         self.arg_values: list = []          # graph inputs for the function's tensor args
         self.captured: dict = {}            # id(tensor) -> (tensor, Value)
         self.seed_inputs: list = []         # graph inputs filled with a fresh seed per call
-        self.modules: dict = {}             # id -> (nn.Module called, its training flag)
+        self.modules: dict = {}             # id -> (nn.Module called, its plain attributes)
 
     def add_arg(self, type: TensorType, hint: str):
         v = self.builder.add_input(type, hint)
@@ -48,8 +48,10 @@ class Trace:
         return self.captured[key][1]
 
     def note_module(self, module) -> None:
-        """An nn.Module ran during the trace: what it computes depends on `training`."""
-        self.modules.setdefault(id(module), (module, module.training))
+        """An nn.Module ran during the trace: what it computes depends on `training` and its
+        other plain attributes (dropout's p, batch norm's eps, ...)."""
+        from .bytecode import module_state
+        self.modules.setdefault(id(module), (module, module_state(module)))
 
     def new_seed(self):
         v = self.builder.add_input(TensorType(DType.int64, ()), hint=f"seed{len(self.seed_inputs)}")

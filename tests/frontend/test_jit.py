@@ -172,7 +172,7 @@ def test_explain_reports_guards_kernels_captures_and_breaks():
     text = str(report)
     assert report.graphs == 1 and len(report.kernels) == 1
     assert "tensor argument 0: f32[2, 8]" in text and "static argument: 3.0" in text
-    assert "Linear (called during the trace).training == True" in text
+    assert "Linear called during the trace: training=True, in_features=8" in text
     assert "%c0: f32[4,8], first used by permute at test_jit.py" in text
     assert any(r.startswith("matmul") for r in report.reference_ops)
 
@@ -182,3 +182,39 @@ def test_explain_reports_guards_kernels_captures_and_breaks():
         return -x
     report = kiln.explain(branchy, kiln.ones(3))
     assert report.graphs == 0 and "the break's line" in report.graph_break
+
+
+SCALE = 2.0
+
+
+def test_global_and_closure_scalars_are_guarded():
+    """Plain values the function reads are baked into the graph, so they are guards."""
+    global SCALE
+    offset = 1.0
+
+    @kiln.jit
+    def f(x):
+        return x * SCALE + offset
+    x = kiln.ones(2)
+    assert f(x).tolist() == [3.0, 3.0]
+    SCALE = 5.0
+    try:
+        assert f(x).tolist() == [6.0, 6.0]
+    finally:
+        SCALE = 2.0
+    offset = 10.0  # noqa: F841  (read through the closure)
+    assert f(x).tolist() == [12.0, 12.0]
+    assert f.traces == 3
+    assert f(x).tolist() == [12.0, 12.0] and f.traces == 3
+
+
+def test_module_attributes_are_guarded():
+    import kiln.nn as nn
+    drop = nn.Dropout(0.0)
+    f = kiln.jit(lambda x: drop(x))
+    x = kiln.ones(1000)
+    with kiln.no_grad():
+        assert (f(x).numpy() == 1.0).all()
+        drop.p = 0.5
+        out = f(x).numpy()
+    assert 300 < (out == 0).sum() < 700 and f.traces == 2

@@ -93,6 +93,12 @@ def neg_neg(ins, attrs):
     return inner.inputs[0] if inner is not None else None
 
 
+def stop_gradient_identity(ins, attrs):
+    # NOTE: only the graph autograd pass reads stop_gradient; every pipeline differentiates
+    # before it canonicalizes (passes/manager.py enforces it), so here it is the identity.
+    return ins[0]
+
+
 def cast_same(ins, attrs):
     return ins[0] if ins[0].dtype == attrs.dtype else None
 
@@ -155,6 +161,7 @@ RULES = {
     "sub": [sub_zero],
     "div": [div_one],
     "neg": [neg_neg],
+    "stop_gradient": [stop_gradient_identity],
     "cast": [cast_same],
     "reshape": [reshape_same, reshape_reshape, movement_of_full],
     "permute": [permute_identity, permute_permute, movement_of_full],

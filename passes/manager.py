@@ -89,6 +89,7 @@ def run_passes(graph: Graph, passes=DEFAULT_PIPELINE, verify: bool | None = None
     """
     if verify is None:
         verify = os.environ.get("KILN_VERIFY", "") not in ("", "0")
+    _check_order(passes)
     show = _print_after()
     stages = [Stage("input", graph, 0.0, {})]
     _check(stages[0], show, verify)
@@ -99,6 +100,15 @@ def run_passes(graph: Graph, passes=DEFAULT_PIPELINE, verify: bool | None = None
         stages.append(Stage(p.name, graph, (time.perf_counter() - start) * 1e3, dict(fired)))
         _check(stages[-1], show, verify)
     return graph, stages
+
+
+def _check_order(passes) -> None:
+    """Autograd must see the program before canonicalize turns `stop_gradient` (a traced
+    `detach()`) into the identity."""
+    names = [p.name for p in passes]
+    if "autograd" in names and "canonicalize" in names[:names.index("autograd")]:
+        raise KilnError(f"pass order {names}: autograd must run before canonicalize, which "
+                        "drops stop_gradient")
 
 
 def _print_after() -> set[str]:

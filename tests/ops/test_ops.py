@@ -25,6 +25,7 @@ def _all_float64(case) -> bool:
 GRAD_CASES = [c for c in CASES if c.differentiable_inputs and _all_float64(c)]
 # NOTE: codegen compiles elementwise bodies only; a kernel whose body holds a reduction is
 # valid IR (the interpreter runs it) and must fail loudly until CPU codegen supports it.
+IDENTITY_AFTER_AUTOGRAD = {"stop_gradient"}
 NOT_COMPILED = {"kernel[f32-two-results]": "not supported yet: reductions inside CPU kernels"}
 FD_EPS = 1e-6
 
@@ -114,7 +115,9 @@ def test_jit_matches_eager(case):
         assert g.dtype == w.dtype and g.shape == w.shape
         np.testing.assert_allclose(g.numpy(), w.numpy(), **_tolerance(w.numpy().dtype))
     if get_op(case.op).kind == "elementwise":
-        assert jf.graph_for(*tensors).count("kernel") == 1
+        # NOTE: canonicalize removes identities (stop_gradient) before fusion: no kernel left
+        expected = 0 if case.op in IDENTITY_AFTER_AUTOGRAD else 1
+        assert jf.graph_for(*tensors).count("kernel") == expected
 
 
 def test_stop_gradient_blocks_gradients_eagerly_and_in_the_graph_pass():

@@ -49,6 +49,18 @@ CASES = [
           return %2
         }
         """, X4, {"div_one": 1, "dce": 1}),
+    ("stop_gradient_is_the_identity_after_autograd", """
+        graph @f(%x: f32[4]) {
+          %1: f32[4] = stop_gradient %x
+          %2: f32[4] = exp %1
+          return %2
+        }
+        """, """
+        graph @f(%x: f32[4]) {
+          %0: f32[4] = exp %x
+          return %0
+        }
+        """, {"stop_gradient_identity": 1}),
     ("neg_neg_chain", """
         graph @f(%x: f32[4]) {
           %1: f32[4] = neg %x

@@ -104,3 +104,11 @@ def test_docstring_examples(name):
     module = importlib.import_module(f"kiln.passes.{name}")
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_autograd_after_canonicalize_is_refused():
+    from kiln.ir.errors import KilnError
+    from kiln.passes.manager import autograd, run_passes
+    g = graph("graph @f(%x: f32[]) {\n  %0: f32[] = exp %x\n  return %0\n}\n")
+    with pytest.raises(KilnError, match="autograd must run before canonicalize"):
+        run_passes(g, [DEFAULT_PIPELINE[0], autograd([0])])

@@ -1,0 +1,311 @@
+"""What the benchmark scripts share: thread limits, pinning, peer processes, checking, timing,
+floors (copy bandwidth, BLAS rate) and the table (BENCHMARKS.md, bench/RESULTS.md).
+
+Import it BEFORE NumPy: importing it sets the thread variables that thread pools read once.
+A script's parent process spawns one child per peer (`script ... --peer NAME`); the child
+pins itself to THREADS cores, checks and times, and prints one `RESULT {json}` line.
+"""
+from __future__ import annotations
+
+import os
+
+THREADS = 2
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+    os.environ[_var] = str(THREADS)
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                      f"intra_op_parallelism_threads={THREADS}")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+COPY_BYTES = 256 * 2**20
+BLAS_N = 2048
+
+
+def pin_cpus() -> None:
+    # NOTE: env variables cover OpenMP/BLAS pools; pinning covers every other pool (Kiln's).
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:THREADS])
+
+
+def kiln_module():
+    """kiln, with @kiln.jit's eager fallback an error: timing it would credit the compiler."""
+    import warnings
+
+    import kiln
+    warnings.simplefilter("error", kiln.KilnJitWarning)
+    return kiln
+
+
+def torch_module():
+    import torch
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+def version_of(peer: str) -> str:
+    return getattr(sys.modules.get(peer.split(".")[0].split("-")[0]), "__version__", "?")
+
+
+def scaled_error(got, want: np.ndarray) -> float:
+    """max |got - want| / max |want| (for outputs with entries near 0: softmax, matmul)."""
+    got = np.asarray(got, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
+
+
+def time_calls(f, args, reps: int, inner: int = 1) -> list[float]:
+    """Seconds per call of f(*args), one entry per repetition of `inner` calls."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            f(*args)
+        times.append((time.perf_counter() - t0) / inner)
+    return times
+
+
+def measure(peer: str, maker, inputs, want, ns, error=scaled_error, inner: int = 1) -> dict:
+    """maker(inputs) -> (args, f, to_numpy). Check f(*args) against `want` (a wrong result
+    voids the timing), warm up, then the median of ns.reps timed repetitions."""
+    try:
+        args, f, back = maker(inputs)
+    except ImportError as e:
+        return {"peer": peer, "status": "skipped", "why": f"not installed ({e.name})"}
+    try:
+        t0 = time.perf_counter()
+        got = back(f(*args))
+        first_s = time.perf_counter() - t0
+    except Exception as e:  # NOTE: one broken peer must not hide the others' numbers
+        return {"peer": peer, "status": "error", "why": f"{type(e).__name__}: {e}"}
+    err = error(got, want)
+    if not err <= ns.tol:
+        return {"peer": peer, "status": "wrong", "err": err,
+                "why": f"error {err:.2e} > {ns.tol:.0e}: timing void"}
+    time_calls(f, args, ns.warmup, inner)
+    times = time_calls(f, args, ns.reps, inner)
+    out = {"peer": peer, "status": "ok", "err": err, "first_s": first_s,
+           "median_s": statistics.median(times), "min_s": min(times), "reps": ns.reps,
+           "version": version_of(peer)}
+    if peer == "kiln-jit":
+        out["profile"] = kiln_profile(f, args)
+    return out
+
+
+def kiln_profile(jitted, args, reps: int = 7) -> dict:
+    """Median ms of a jitted call, of its executable alone, and of each executable step
+    (compiled kernels by name, NumPy reference ops by op name)."""
+    # NOTE: reads Kiln's internals (cache entries, executable steps); a change there makes
+    # the profile say so, never fails the benchmark.
+    try:
+        entry = next(e for es in jitted.cache.values() for e in es if hasattr(e, "executable"))
+        exe = entry.executable
+        arrays = [args[ref]._data if kind == "arg" else ref._data
+                  for kind, ref, _ in entry.sources]
+        steps = [[] for _ in exe.steps]
+        for _ in range(reps):
+            env = [None] * exe.slots
+            for a, s in zip(arrays, exe.input_slots):
+                env[s] = a
+            for i, (step, dead) in enumerate(zip(exe.steps, exe.frees)):
+                t0 = time.perf_counter()
+                step(env)
+                steps[i].append(time.perf_counter() - t0)
+                for s in dead:
+                    env[s] = None
+        names = [f"[{' '.join(n.op for n in s.node.attrs.body.nodes)}]"
+                 if s.node.op == "kernel" else f"{s.node.op} (NumPy)" for s in exe.steps]
+        med = [1e3 * statistics.median(t) for t in steps]
+        return {"call": 1e3 * statistics.median(time_calls(jitted, args, reps)),
+                "executable": 1e3 * statistics.median(time_calls(exe, [arrays], reps)),
+                "steps": list(zip(names, med))}
+    except Exception as e:
+        return {"unavailable": f"{type(e).__name__}: {e}"}
+
+
+def profile_line(profile: dict) -> str:
+    if "unavailable" in profile:
+        return f"kiln-jit profile unavailable ({profile['unavailable']})"
+    unit, k = ("µs", 1e3) if profile["call"] < 1 else ("ms", 1)
+    steps = ", ".join(f"{n} {k * ms:.3g}" for n, ms in profile["steps"])
+    return (f"kiln-jit profile (median {unit}): call {k * profile['call']:.3g}, executable "
+            f"{k * profile['executable']:.3g}; steps: {steps}")
+
+
+def parallel_copy(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
+    """np.copyto in `threads` equal slices at once (NumPy releases the GIL while copying)."""
+    edges = np.linspace(0, src.size, threads + 1).astype(int)
+    workers = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b]))
+               for a, b in zip(edges[:-1], edges[1:])]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def copy_bandwidth(reps: int) -> dict:
+    """Bytes read + written per second by np.copyto of 256 MiB: the best of 1 and THREADS."""
+    src = np.random.default_rng(1).random(COPY_BYTES // 8)
+    dst = np.empty_like(src)
+    rates = {}
+    for t in sorted({1, THREADS}):
+        times = time_calls(lambda t=t: parallel_copy(dst, src, t), [], reps + 2)
+        rates[t] = 2 * src.nbytes / statistics.median(times[2:])
+    return {"peer": "copy", "status": "ok", "per_s": max(rates.values()), "by_threads": rates,
+            "what": "copy bandwidth, np.copyto of 256 MiB"}
+
+
+def blas_rate(reps: int) -> dict:
+    """Float32 flop/s of a NumPy (BLAS_N)^2 @ (BLAS_N)^2 product, median after one warm-up."""
+    a = np.random.default_rng(2).standard_normal((BLAS_N, BLAS_N), dtype=np.float32)
+    times = time_calls(np.matmul, [a, a], reps + 1)[1:]
+    return {"peer": "blas", "status": "ok", "per_s": 2 * BLAS_N**3 / statistics.median(times),
+            "what": f"BLAS rate, NumPy float32 {BLAS_N}^3 matmul"}
+
+
+# ---- the command line, and the parent process --------------------------------------------
+def parser(doc: str, peers, tol: float) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=20, help="timed repetitions, median (20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls after the check (3)")
+    p.add_argument("--peers", default=",".join(peers), help=f"subset of {','.join(peers)}")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per peer process (600)")
+    p.add_argument("--tol", type=float, default=tol, help=f"error voiding a timing ({tol:g})")
+    p.add_argument("--peer", help=argparse.SUPPRESS)   # NOTE: internal: run one peer
+    return p
+
+
+def child(ns, run) -> int:
+    """In a peer process: pin, run `run(peer)` (or a floor), print its RESULT line."""
+    pin_cpus()
+    floors = {"copy": copy_bandwidth, "blas": blas_rate}
+    if ns.peer in floors:
+        result = floors[ns.peer](max(ns.reps, 20))   # NOTE: the floor must not be noisy
+    else:
+        result = run(ns.peer)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+def spawn(script: str, peer: str, argv: list, timeout: int) -> dict:
+    """Run `script argv --peer peer` in a fresh process; its RESULT dict."""
+    cmd = [sys.executable, script, *argv, "--peer", peer]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"peer": peer, "status": "error", "why": f"timed out after {timeout} s"}
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {"peer": peer, "status": "error", "why": f"exit {r.returncode}: {tail}"}
+
+
+def run_peers(script: str, ns, argv: list, peers) -> list[dict]:
+    chosen = [p.strip() for p in ns.peers.split(",") if p.strip()]
+    unknown = set(chosen) - set(peers)
+    if unknown:
+        sys.exit(f"unknown peers {sorted(unknown)}; choose from {', '.join(peers)}")
+    return [spawn(script, p, argv, ns.timeout) for p in chosen]
+
+
+def header(title: str, ns) -> None:
+    print(f"{title}, {THREADS} threads per peer, median of {ns.reps} after {ns.warmup} warm-up "
+          f"calls, tolerance {ns.tol:.0e}", flush=True)
+    busy = cpu_busy()
+    warn = " (other processes compete for the cores: timings unreliable)" if busy > 0.1 else ""
+    print(f"CPUs busy before the run: {busy:.0%}{warn}\n", flush=True)
+
+
+def cpu_busy(seconds: float = 0.5) -> float:
+    """Fraction of all CPUs busy over `seconds` while this process sleeps (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]          # NOTE: idle + iowait
+    try:
+        (t0, i0), _, (t1, i1) = sample(), time.sleep(seconds), sample()
+    except OSError:
+        return 0.0
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def compare(script: str, ns, argv: list, peers, floor_peer: str | None, amount: float,
+            columns, base: str = "kiln-jit") -> int:
+    """The parent: the floor's process (`amount` bytes or flops over its rate; none without
+    `floor_peer`), one process per peer, the table and notes; the exit status."""
+    floor = None
+    if floor_peer:
+        measured = spawn(script, floor_peer, argv, ns.timeout)
+        if measured["status"] != "ok":
+            sys.exit(f"could not measure the floor ({floor_peer}): {measured['why']}")
+        floor = {**measured, "seconds": amount / measured["per_s"]}
+    results = run_peers(script, ns, argv, peers)
+    print(table(results, columns, floor, base))
+    print("\n" + notes(results, floor))
+    return exit_status(results)
+
+
+def time_column(header: str = "median ms", scale: float = 1e3, fmt: str = ".2f"):
+    return header, lambda r: f"{scale * r['median_s']:{fmt}}"
+
+
+def rate_column(header: str, amount: float, unit: float = 1e9, fmt: str = ".1f"):
+    """amount (bytes, flops) per second, in `unit`s."""
+    return header, lambda r: f"{amount / r['median_s'] / unit:{fmt}}"
+
+
+def table(results, columns, floor: dict | None = None, base: str = "kiln-jit",
+          ratio: str = "time") -> str:
+    """columns: [(header, fn(result) -> str)]; then fraction of floor and median / base's."""
+    ok = {r["peer"]: r for r in results if r["status"] == "ok"}
+    base_s = ok[base]["median_s"] if base in ok else None
+    heads = [h for h, _ in columns] + (["fraction of floor"] if floor else [])
+    rows = ["| system | " + " | ".join(heads + [f"{ratio} / {base}'s"]) + " |",
+            "| --- |" + " ---: |" * (len(heads) + 1)]
+    if floor:
+        cells = [fn({"median_s": floor["seconds"]}) for _, fn in columns] + ["1.00", ""]
+        rows.append(f"| floor ({floor['what']}) | " + " | ".join(cells) + " |")
+    for r in results:
+        if r["status"] != "ok":
+            rows.append(f"| {r['peer']} | {r['status']}: {r['why']} |" + " |" * len(heads))
+            continue
+        t = r["median_s"]
+        cells = [fn(r) for _, fn in columns]
+        cells += [f"{floor['seconds'] / t:.2f}"] if floor else []
+        cells.append(f"{t / base_s:.2f}" if base_s else "n/a")
+        rows.append(f"| {r['peer']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def notes(results, floor: dict | None = None) -> str:
+    lines = []
+    if floor and "by_threads" in floor:
+        lines.append(f"{floor['what']} (read + write), by threads: " + ", ".join(
+            f"{k}: {v / 1e9:.1f} GB/s" for k, v in sorted(floor["by_threads"].items())))
+    for r in results:
+        if r["status"] == "ok":
+            lines.append(f"{r['peer']}: first call {r['first_s']:.3f} s, min "
+                         f"{1e3 * r['min_s']:.3f} ms, error {r['err']:.1e}, version "
+                         f"{r.get('version', '?')}")
+        if "profile" in r:
+            lines.append(profile_line(r["profile"]))
+    return "\n".join(lines)
+
+
+def exit_status(results, must=("kiln", "kiln-jit")) -> int:
+    """Non-zero when a Kiln peer gave no valid timing (wrong, error)."""
+    failed = [r["peer"] for r in results if r["peer"] in must and r["status"] != "ok"]
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)} gave no valid timing", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,130 @@
+"""W7 (BENCHMARKS.md): compile time of the jitted W5 training step, in a fresh process.
+
+    python bench/w7_compile.py                                  # all peers, the table
+    python bench/w7_compile.py --batch 8 --reps 3 --peers kiln-jit   # a quick look
+
+Each peer runs in its own fresh process pinned to harness.THREADS cores and builds the W5 step
+of bench/w5_mlp_train.py (the loss function, forward + backward, under the peer's compiler;
+SGD eager). First step = import done, nothing compiled: trace, compile, run. Compile time =
+first step - median steady step. The losses of the first steps must match W5's NumPy float64
+run (1e-4 relative) or the timing is void. Warm cache: torch.compile runs a second fresh
+process on the same inductor cache directory; Kiln has no disk cache, so its row says so.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+
+import harness
+import w5_mlp_train as w5
+
+PEERS = ("kiln-jit", "kiln-jit-warm", "torch.compile", "torch.compile-warm")
+# NOTE: Kiln's compile stages, wrapped to add up their seconds (internals; bench only).
+STAGES = (("trace", "kiln.frontend.jit", "trace_function"),
+          ("graph passes", "kiln.passes.manager", "run_passes"),
+          ("backward graph", "kiln.frontend.jit_grad", "vjp_graph"),
+          ("lower to MLIR", "kiln.codegen.cpu_kernel", "lower_kernel"),
+          ("MLIR to LLVM IR", "kiln.codegen.cpu_kernel", "mlir_to_llvm_ir"),
+          ("LLVM compile", "kiln.codegen.cpu_kernel", "compile_llvm_ir"))
+
+
+def time_stages() -> dict:
+    spent: dict = {}
+    for label, module_name, name in STAGES:
+        module = importlib.import_module(module_name)
+
+        def timed(*a, _fn=getattr(module, name), _label=label, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - t0
+        setattr(module, name, timed)
+    return spent
+
+
+def library(peer: str):
+    """The library namespace w5's step maker uses, its `jit` being the peer's compiler."""
+    if peer.startswith("kiln"):
+        return harness.kiln_module()
+    torch = harness.torch_module()
+    return types.SimpleNamespace(nn=torch.nn, optim=torch.optim, from_numpy=torch.from_numpy,
+                                 jit=torch.compile)
+
+
+def run(peer: str, ns) -> dict:
+    if peer == "kiln-jit-warm":
+        return {"peer": peer, "status": "n/a", "why": "Kiln has no disk cache yet: every fresh "
+                "process compiles cold (the row above)"}
+    if peer == "torch.compile-warm" and not os.listdir(os.environ["TORCHINDUCTOR_CACHE_DIR"]):
+        return {"peer": peer, "status": "error", "why": "its cache is empty: run torch.compile"
+                " first, in the same invocation"}
+    t0 = time.perf_counter()
+    try:
+        lib = library(peer)
+    except ImportError as e:
+        return {"peer": peer, "status": "skipped", "why": f"not installed ({e.name})"}
+    import_s = time.perf_counter() - t0
+    stages = time_stages() if peer == "kiln-jit" else {}
+    step = w5._make_step(lib, True, ns.batch)
+    try:
+        t0 = time.perf_counter()
+        losses = [step().item()]
+        first_s = time.perf_counter() - t0
+        losses += [step().item() for _ in range(w5.CHECK_STEPS - 1)]
+    except Exception as e:  # NOTE: a compiler failure (or Kiln's eager fallback) voids it
+        return {"peer": peer, "status": "error", "why": f"{type(e).__name__}: {e}"}
+    want = w5.reference_losses(ns.batch, w5.CHECK_STEPS)
+    err = max(abs(a - b) / abs(b) for a, b in zip(losses, want))
+    if not err <= ns.tol:
+        return {"peer": peer, "status": "wrong", "why": f"loss rel err {err:.1e}: timing void"}
+    harness.time_calls(step, [], ns.warmup)
+    steady_s = statistics.median(harness.time_calls(step, [], ns.reps))
+    kernels = sys.modules.get("kiln.codegen.cpu_kernel")
+    return {"peer": peer, "status": "ok", "import_s": import_s, "first_s": first_s,
+            "steady_s": steady_s, "median_s": first_s - steady_s, "err": err,
+            "stages": dict(stages), "version": harness.version_of(peer),
+            "kernels": kernels.STATS["compiled"] if kernels and stages else None}
+
+
+def stage_line(r: dict) -> str:
+    spent = r["stages"]
+    rest = r["median_s"] - sum(spent.values())
+    parts = [f"{k} {v:.3f}" for k, v in spent.items()] + [f"rest {rest:.3f}"]
+    return (f"{r['peer']} compile ({r['kernels']} kernels), by stage (s): "
+            + ", ".join(parts))
+
+
+def main(argv=None) -> int:
+    p = harness.parser(__doc__, PEERS, w5.TOLERANCE)
+    p.add_argument("--batch", type=int, default=64, help="batch size of the W5 step (64)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = p.parse_args(argv)
+    if ns.peer:
+        return harness.child(ns, lambda peer: run(peer, ns))
+    harness.header(f"W7 compile: the W5 step (batch {ns.batch}), first call in a fresh "
+                   "process; steady = median step", ns)
+    with tempfile.TemporaryDirectory(prefix="w7_inductor_") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache   # NOTE: cold for the first, warm after
+        results = harness.run_peers(__file__, ns, argv, PEERS)
+    print(harness.table(results, [
+        ("import s", lambda r: f"{r['import_s']:.2f}"),
+        ("first step s", lambda r: f"{r['first_s']:.2f}"),
+        ("steady step ms", lambda r: f"{1e3 * r['steady_s']:.2f}"),
+        ("compile s (first - steady)", lambda r: f"{r['median_s']:.2f}")], ratio="compile"))
+    print()
+    for r in results:
+        if r["status"] == "ok":
+            print(f"{r['peer']}: loss rel err {r['err']:.1e}, version {r['version']}")
+        if r.get("stages"):
+            print(stage_line(r))
+    return harness.exit_status(results, must=("kiln-jit",))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -309,3 +309,11 @@ def exit_status(results, must=("kiln", "kiln-jit")) -> int:
     if failed:
         print(f"\nFAILED: {', '.join(failed)} gave no valid timing", file=sys.stderr)
     return 1 if failed else 0
+
+
+def makers(peer_kiln, peer_numpy, peer_torch) -> dict:
+    """The five standard peers from three builders: `peer_kiln(x, jit=False)`,
+    `peer_numpy(x)`, `peer_torch(x, compiled=False)`."""
+    return {"kiln": peer_kiln, "kiln-jit": lambda x: peer_kiln(x, jit=True),
+            "numpy": peer_numpy, "torch": peer_torch,
+            "torch.compile": lambda x: peer_torch(x, compiled=True)}

@@ -51,9 +51,7 @@ def peer_torch(x, compiled=False):
     return (torch.from_numpy(x),), torch.compile(f) if compiled else f, lambda y: y.numpy()
 
 
-MAKERS = {"kiln": peer_kiln, "kiln-jit": lambda x: peer_kiln(x, jit=True),
-          "numpy": peer_numpy, "torch": peer_torch,
-          "torch.compile": lambda x: peer_torch(x, compiled=True)}
+MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch)
 
 
 def main(argv=None) -> int:

@@ -62,9 +62,7 @@ def peer_torch(inputs, compiled=False):
     return args, torch.compile(f) if compiled else f, lambda y: y.numpy()
 
 
-MAKERS = {"kiln": peer_kiln, "kiln-jit": lambda i: peer_kiln(i, jit=True),
-          "numpy": peer_numpy, "torch": peer_torch,
-          "torch.compile": lambda i: peer_torch(i, compiled=True)}
+MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch)
 
 
 def main(argv=None) -> int:

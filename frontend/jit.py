@@ -12,12 +12,15 @@ import functools
 import inspect
 import warnings
 
+import numpy as np
+
 from kiln.ir.errors import KilnError
 
 from . import autograd
-from .tensor import Tensor
 from .bytecode import is_scalar, module_state, scalar_reads
+from .creation import SEEDS
 from .jit_grad import JitBackward, differentiable_inputs
+from .tensor import Tensor
 from .trace import GraphBreak, Trace, current_trace, tracing
 
 
@@ -89,18 +92,18 @@ class _Compiled:
         self.stages = stages
         self.backward = None        # a JitBackward when some input requires grad
         self.module_guards = list(trace.modules.values())
+        self.capture_guards = [(t, g) for kind, t, g in self.sources if kind == "capture"]
 
     def guards_hold(self) -> bool:
         """Captured outside tensors still have the shape, dtype and requires_grad they were
         traced with, and every nn.Module the trace called still has the same plain attributes,
         train/eval mode included (Module calls are recorded, so a global model is guarded)."""
-        for kind, t, guard in self.sources:
-            if kind == "capture" and _capture_guard(t) != guard:
+        for t, guard in self.capture_guards:
+            if _capture_guard(t) != guard:
                 return False
         return all(module_state(m) == state for m, state in self.module_guards)
 
     def __call__(self, leaves):
-        from .creation import SEEDS
         arrays = []
         for kind, ref, _ in self.sources:
             if kind == "arg":
@@ -108,16 +111,11 @@ class _Compiled:
             elif kind == "capture":
                 arrays.append(ref._data)
             else:
-                arrays.append(_seed_array(SEEDS.next()))
+                arrays.append(np.array(SEEDS.next(), dtype=np.int64))
         outs = [Tensor._wrap(a) for a in self.executable(arrays)]
         if self.backward is not None and autograd.is_grad_enabled():
             self.backward.record(arrays, outs, leaves)
         return _unflatten(self.out_spec, outs)
-
-
-def _seed_array(seed):
-    import numpy as np
-    return np.array(seed, dtype=np.int64)
 
 
 def _capture_guard(t: Tensor) -> tuple:
@@ -227,16 +225,22 @@ class JitFunction:
     def __call__(self, *args, **kwargs):
         if current_trace() is not None:
             return self.fn(*args, **kwargs)   # NOTE: nested jit traces inline
-        leaves: list = []
-        spec = _flatten((args, kwargs), leaves)
-        grad_on = autograd.is_grad_enabled()
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), grad_on, self._read_values())
+        key, leaves = self._key(args, kwargs)
         entry = self._lookup(key)
         if entry is None:
-            entry = self._compile(key, args, kwargs, leaves, grad_on)
+            entry = self._compile(key, args, kwargs, leaves, key[2])
         if isinstance(entry, _Eager):
             return self.fn(*args, **kwargs)
         return entry(leaves)
+
+    def _key(self, args, kwargs) -> tuple:
+        """(cache key, tensor leaves): argument structure and static values, tensor guards,
+        grad mode, and the plain globals/closure values the function reads."""
+        leaves: list = []
+        spec = _flatten((args, kwargs), leaves)
+        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
+               self._read_values())
+        return key, leaves
 
     def _read_values(self) -> tuple:
         """Plain values of the globals and closure variables the function reads: a traced
@@ -286,11 +290,7 @@ class JitFunction:
     def graph_for(self, *args, **kwargs):
         """The optimized ir.Graph used for these arguments (compiling if needed)."""
         self(*args, **kwargs)
-        leaves: list = []
-        spec = _flatten((args, kwargs), leaves)
-        key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
-               self._read_values())
-        entry = self._lookup(key)
+        entry = self._lookup(self._key(args, kwargs)[0])
         return getattr(entry, "graph", None)
 
 

@@ -60,10 +60,13 @@ def register(op: OpDef) -> OpDef:
 
 
 def get_op(name: str) -> OpDef:
-    _load()
-    if name not in _OPS:
-        raise KilnError(f"unknown op '{name}'")
-    return _OPS[name]
+    op = _OPS.get(name)
+    if op is None:
+        _load()
+        op = _OPS.get(name)
+        if op is None:
+            raise KilnError(f"unknown op '{name}'")
+    return op
 
 
 def all_ops() -> list[OpDef]:
@@ -72,7 +75,9 @@ def all_ops() -> list[OpDef]:
 
 
 def _load():
-    from . import ops  # noqa: F401  (declarations register themselves on import)
+    # NOTE: only reached on a miss (every op eager mode runs goes through get_op): importing
+    # the declarations registers them, once.
+    from . import ops  # noqa: F401
 
 
 @dataclasses.dataclass

@@ -4,29 +4,24 @@ class indices, SGD lr 0.01 (forward, backward, update), batch 64 and 512.
     python bench/w5_mlp_train.py                       # all peers, both batch sizes
     python bench/w5_mlp_train.py --peers kiln,kiln-jit --reps 10
 
-Peers, each in its own process pinned to THREADS cores: Kiln eager, Kiln with the loss (forward
+Peers, each in its own process pinned to 2 cores: Kiln eager, Kiln with the loss (forward
 and backward) under @kiln.jit (optimizer.step eager), PyTorch eager where installed. Before any
 time counts, each peer's losses over the first steps must match a NumPy float64 run of the same
 weights and batches within 1e-4 relative. Floor: 6 * batch * weights flops (forward 2, backward
-4) over the BLAS rate measured here (a large float32 NumPy matmul).
+4) over the BLAS rate measured here (harness.blas_rate, pinned like the peers).
 """
 from __future__ import annotations
 
-import os
+import harness  # noqa: F401  (sets the thread variables: before NumPy)
 
-THREADS = 2
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
-    os.environ[_var] = str(THREADS)
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 SIZES = (784, 128, 64, 10)
 PEERS = ("kiln", "kiln-jit", "torch")
@@ -108,7 +103,7 @@ def run_peer(name: str, n: int, reps: int) -> dict:
             import torch
         except ImportError:
             return {"peer": name, "status": "skipped", "why": "torch not installed"}
-        torch.set_num_threads(THREADS)
+        torch.set_num_threads(harness.THREADS)
         lib = torch
     else:
         import kiln as lib
@@ -128,21 +123,11 @@ def run_peer(name: str, n: int, reps: int) -> dict:
     return {"peer": name, "status": "ok", "median_s": statistics.median(times), "err": err}
 
 
-def blas_flops() -> float:
-    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-    a @ a
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t0)
-    return 2 * 1024 ** 3 / min(times)
-
-
 def parent(ns) -> int:
-    flops = blas_flops()
+    harness.pin_cpus()          # NOTE: the floor is measured on the cores the peers get
+    flops = harness.blas_rate(10)["per_s"]
     n_weights = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
-    print(f"W5 mlp_train, {THREADS} threads, median of {ns.reps} steps; BLAS "
+    print(f"W5 mlp_train, {harness.THREADS} threads, median of {ns.reps} steps; BLAS "
           f"{flops / 1e9:.1f} GFLOP/s\n")
     print("| batch | system | µs/step | steps/s | fraction of floor | time / kiln-jit's |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
@@ -177,8 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int)
     ns = ap.parse_args(argv)
     if ns.peer:
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:THREADS])
+        harness.pin_cpus()
         print(json.dumps(run_peer(ns.peer, ns.batch, ns.reps)))
         return 0
     return parent(ns)

@@ -114,8 +114,7 @@ class Tensor:
     def _array(self, why: str) -> np.ndarray:
         """The NumPy value; under tracing this needs the data, which a graph cannot give."""
         if self._trace is not None:
-            raise GraphBreak(f"not supported yet: {why} on a traced tensor inside @kiln.jit "
-                             "(a graph break)", loc=user_loc())
+            return self._trace.read_value(self, why)
         return self._data
 
     # ---- properties -------------------------------------------------------------------------

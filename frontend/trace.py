@@ -53,6 +53,12 @@ class Trace:
         from .bytecode import module_state
         self.modules.setdefault(id(module), (module, module_state(module)))
 
+    def read_value(self, t, why: str):
+        """The NumPy value of traced tensor `t`, which the graph cannot give: a graph break."""
+        from kiln.ir.types import user_loc
+        raise GraphBreak(f"not supported yet: {why} on a traced tensor inside @kiln.jit "
+                         "(a graph break)", loc=user_loc())
+
     def new_seed(self):
         v = self.builder.add_input(TensorType(DType.int64, ()), hint=f"seed{len(self.seed_inputs)}")
         self.seed_inputs.append(v)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import numpy as np
+
 from kiln.ir.errors import KilnError
 from kiln.ir.registry import VJPContext
 
@@ -60,11 +62,9 @@ class enable_grad(set_grad_mode):
 
 
 class TapeNode:
-    """One recorded op: its VJP, attrs, snapshots of inputs and outputs, and one edge per
+    """One recorded op: its VJP, attrs, the saved inputs and outputs (aliases of their storage,
+    checked against the storage's version counter when a VJP reads them), and one edge per
     input: ("node", producer TapeNode, output index), ("leaf", tensor) or None.
-
-    Snapshots hold the arrays as they were when the op ran; in-place ops replace a tensor's
-    array instead of writing into it, so later in-place updates cannot change a gradient.
     """
 
     __slots__ = ("op", "vjp", "inputs", "outputs", "attrs", "edges", "retained")
@@ -72,17 +72,64 @@ class TapeNode:
     def __init__(self, op: str, vjp, inputs, outputs, attrs):
         self.op = op
         self.vjp = vjp
-        self.inputs = [t._snapshot() for t in inputs]
+        self.inputs = [save(t) for t in inputs]
         self.outputs = outputs
         self.attrs = attrs
         self.edges = [_edge(t) for t in inputs]
         self.retained: dict = {}
+        for i, t in enumerate(outputs):
+            t._saved = (t._saved[0], self, i)
 
     def name(self) -> str:
         return "".join(p.capitalize() for p in self.op.split("_")) + "Backward0"
 
     def __repr__(self):
         return f"<{self.name()}>"
+
+    def free(self) -> None:
+        """Release the saved values (after a backward without retain_graph=True)."""
+        for t in self.inputs + self.outputs:
+            t._saved = _FREED
+            if t._trace is None:
+                # NOTE: keeps shape and dtype (VJPs read them) and drops the memory
+                t._data = np.broadcast_to(np.zeros((), t._data.dtype), t._data.shape)
+
+
+_FREED = ("freed",)
+
+
+def save(t):
+    """An alias of t that a VJP may read: using it after t's storage was written in place,
+    or after the graph was freed, raises (`check_saved`)."""
+    s = t._alias()
+    s._saved = (t._version[0], t.grad_fn, t._out_index)
+    return s
+
+
+def check_saved(t) -> None:
+    """t is a saved value a VJP reads now: refuse if it changed since it was saved."""
+    if t._saved is _FREED:
+        raise KilnError("Trying to backward through the graph a second time (or directly "
+                        "access saved tensors after they have already been freed). Saved "
+                        "intermediate values of the graph are freed when you call .backward()"
+                        ". Specify retain_graph=True if you need to backward through the "
+                        "graph a second time or if you need to access saved tensors after "
+                        "calling backward.")
+    version, fn, index = t._saved
+    if t._version[0] != version:
+        what = f", which is output {index} of {fn.name()}," if fn is not None else ""
+        raise KilnError(f"one of the variables needed for gradient computation has been "
+                        f"modified by an inplace operation: [{t.dtype.value}{list(t.shape)}]"
+                        f"{what} is at version {t._version[0]}; expected version {version} "
+                        "instead. Hint: the operation that failed was an in-place op on a "
+                        "tensor autograd had saved; use an out-of-place op (or clone()) "
+                        "there.")
+
+
+def cut_history(t) -> "TapeNode":
+    """A node for t after a write that replaced all its values: no gradient flows back."""
+    node = TapeNode("overwrite", lambda ctx, g: [None], [], [save(t)], None)
+    return node
 
 
 def _edge(t):
@@ -120,8 +167,13 @@ def _accumulate(store: dict, key, g):
     store[key] = g if key not in store else store[key] + g
 
 
-def backward(root, gradient) -> None:
-    """Accumulate d(root)/d(leaf) * gradient into every leaf's `.grad`."""
+def backward(root, gradient, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) * gradient into every leaf's `.grad`; without
+    `retain_graph`, free the saved values of every node the backward ran through."""
+    if root._saved is None and root._base is not None and root._view_version != \
+            root._version[0]:
+        from .views import refresh_grad_fn
+        refresh_grad_fn(root)
     if root.grad_fn is None:
         if root.requires_grad:
             _accumulate_leaf(root, gradient)
@@ -132,6 +184,8 @@ def backward(root, gradient) -> None:
     with no_grad():
         for node in _topo_order(root.grad_fn):
             _run_vjp(node, cot)
+            if not retain_graph:
+                node.free()
 
 
 def _run_vjp(node: TapeNode, cot: dict):
@@ -141,7 +195,7 @@ def _run_vjp(node: TapeNode, cot: dict):
     for i, ref in node.retained.items():
         t = ref()
         if t is not None and gs[i] is not None:
-            t.grad = gs[i] if t.grad is None else t.grad + gs[i]
+            _accumulate_grad(t, gs[i])
     needs = [e is not None for e in node.edges]
     ctx = VJPContext(node.inputs, node.outputs, node.attrs, needs)
     grads = node.vjp(ctx, gs[0] if len(gs) == 1 else gs)
@@ -155,5 +209,13 @@ def _run_vjp(node: TapeNode, cot: dict):
 
 
 def _accumulate_leaf(t, g):
-    g = g._snapshot()
-    t.grad = g if t.grad is None else (t.grad + g)._snapshot()
+    _accumulate_grad(t, g)
+
+
+def _accumulate_grad(t, g) -> None:
+    """`t.grad = g` the first time (a copy: a cotangent may alias another gradient or the
+    user's `gradient=`), then `t.grad += g` in place, as PyTorch's AccumulateGrad does."""
+    if t.grad is None:
+        t.grad = g.clone().detach()
+    else:
+        t.grad.add_(g)

@@ -12,6 +12,7 @@ import numpy as np
 from kiln.ir import dtypes
 from kiln.ir.dtypes import DType
 from kiln.ir.errors import DTypeError, ShapeError
+from kiln.ir.ops.rules import reshape_strides
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
@@ -29,10 +30,18 @@ def as_tensor(x, dtype=None) -> Tensor:
     return tensor(x, dtype=dtype)
 
 
+_INT_RANGE = {d: (int(np.iinfo(d.np).min), int(np.iinfo(d.np).max))
+              for d in dtypes.DType if d.np.kind in "iu"}
+
+
 def full(shape, value, dtype: DType) -> Tensor:
     """A `full` node: inside a trace it becomes IR (foldable, fusible), else an array."""
     value = float(value) if dtype.is_float else (bool(value) if dtype == dtypes.bool_
                                                  else int(value))
+    if type(value) is int and not _INT_RANGE[dtype][0] <= value <= _INT_RANGE[dtype][1]:
+        # NOTE: as PyTorch: a graph would wrap the value silently, NumPy raises its own error
+        raise DTypeError(f"value cannot be converted to type {dtype.name} without overflow "
+                         f"({value})", loc=user_loc())
     return apply("full", [], {"value": value, "shape": tuple(shape), "dtype": dtype},
                  like=SOURCE)
 
@@ -211,9 +220,7 @@ def erf(x):
 def clone(x: Tensor) -> Tensor:
     """A new tensor with x's values and (differentiably) its history; never x itself, so an
     in-place op on the clone cannot reach x."""
-    # NOTE: the `reshape` primitive to the same shape: a new Tensor sharing the array (arrays
-    # are never written in place), an identity VJP, and canonicalize drops it from graphs.
-    return apply("reshape", [x], {"shape": tuple(x.shape)})
+    return apply("copy", [x])
 
 
 # ---- movement -------------------------------------------------------------------------------
@@ -233,9 +240,21 @@ def _infer_shape(numel: int, shape, src) -> tuple[int, ...]:
 
 
 def reshape(x: Tensor, *shape) -> Tensor:
+    """A view of x with `shape` when x's strides allow one, else a copy (PyTorch's rule)."""
     shape = _infer_shape(x.numel(), shape, x.shape)
-    if shape == tuple(x.shape):
-        return x
+    if reshape_strides(tuple(x.shape), x._elem_strides(), shape) is None:
+        x = apply("copy", [x])
+    return apply("reshape", [x], {"shape": shape})
+
+
+def view(x: Tensor, *shape) -> Tensor:
+    """A view of x with `shape`; an error when x's strides allow none (PyTorch's `view`)."""
+    shape = _infer_shape(x.numel(), shape, x.shape)
+    if reshape_strides(tuple(x.shape), x._elem_strides(), shape) is None:
+        raise ShapeError(f"view size is not compatible with input tensor's size and stride "
+                         f"(shape {list(x.shape)}, strides {list(x._elem_strides())}; at "
+                         "least one dimension spans across two contiguous subspaces). Use "
+                         ".reshape(...) instead.", loc=user_loc())
     return apply("reshape", [x], {"shape": shape})
 
 

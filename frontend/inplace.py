@@ -1,27 +1,51 @@
-"""In-place tensor updates (`add_`, `mul_`, `zero_`, `copy_`, `+=`, ...).
+"""In-place tensor updates (`add_`, `mul_`, `zero_`, `copy_`, `+=`, `t[i] = v`, ...).
 
-Kiln never writes into an array: an in-place op computes the result functionally and rebinds
-the tensor to it (rebasing its autograd history), so tapes that saved the old value stay right.
+The new value is computed out of place, then written into the tensor's storage, so its base
+and every other view see it (PyTorch's model). The storage's version counter goes up, which
+lets autograd refuse a backward through a value saved before the write. Inside `@kiln.jit`
+the write is a `copy_` node, which the functionalize pass turns into pure ops and write-backs.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from kiln.ir.errors import KilnError
 from kiln.ir.types import user_loc
 
-from . import autograd
+from . import autograd, views
 from . import functional as F
 from .tensor import Tensor
-from .trace import GraphBreak, current_trace
+from .trace import current_trace
 
 
 def rebind(x: Tensor, result: Tensor) -> Tensor:
-    """Make `x` hold `result` (same shape and dtype as x), as an in-place op would."""
-    if autograd.is_grad_enabled() and x.is_leaf and x.requires_grad:
+    """Write `result` (broadcast and cast to x's shape and dtype) into x's storage."""
+    _check_inplace_allowed(x)
+    result = _conform(x, result)
+    track = autograd.is_grad_enabled() and (
+        result._requires_grad or x._requires_grad
+        or (x._base is not None and x._base._requires_grad))
+    new_base = views.write_base_value(x, result) if track and x._base is not None else None
+    _write(x, result)
+    if track:
+        _rebase(x, result, new_base)
+    return x
+
+
+def _check_inplace_allowed(x: Tensor) -> None:
+    views.check_writable(x)
+    if not autograd.is_grad_enabled():
+        return
+    if x.is_leaf and x._requires_grad:
         raise KilnError("a leaf Variable that requires grad is being used in an in-place "
                         "operation (wrap it in `with kiln.no_grad():`)", loc=user_loc())
-    if current_trace() is not None and x._trace is None:
-        raise GraphBreak("not supported yet: in-place update of a tensor from outside the "
-                         "@kiln.jit function", loc=user_loc())
+    if x._base is not None and x._base.is_leaf and x._base._requires_grad:
+        raise KilnError("a view of a leaf Variable that requires grad is being used in an "
+                        "in-place operation (wrap it in `with kiln.no_grad():`)",
+                        loc=user_loc())
+
+
+def _conform(x: Tensor, result: Tensor) -> Tensor:
     result = F.cast(result, x.dtype)
     if tuple(result.shape) != tuple(x.shape):
         shape = F.broadcast_shapes("in-place op", tuple(result.shape), tuple(x.shape))
@@ -29,15 +53,35 @@ def rebind(x: Tensor, result: Tensor) -> Tensor:
             raise KilnError(f"output with shape {list(x.shape)} doesn't match the broadcast "
                             f"shape {list(result.shape)}", loc=user_loc())
         result = F.expand_to(result, tuple(x.shape))
-    x._data = result._data
-    x._trace = result._trace
-    if x._base is not None or x._aliases:
-        x._share_data()
-    if result.grad_fn is not None:
-        x.grad_fn = result.grad_fn
-        x._out_index = result._out_index
-        x._requires_grad = True
-    return x
+    return result
+
+
+def _write(x: Tensor, result: Tensor) -> None:
+    trace = current_trace()
+    if trace is not None:
+        trace.builder.emit("copy_", [trace.value_of(x), trace.value_of(result)], {},
+                           user_loc())
+    else:
+        np.copyto(x._data, result._data)
+    x._version[0] += 1
+
+
+def _rebase(x: Tensor, result: Tensor, new_base) -> None:
+    """x's autograd history after the write: result's (a view's base gets new_base's)."""
+    if new_base is not None:
+        base = x._base
+        _take_history(base, new_base)
+    _take_history(x, result)
+    x._view_version = x._version[0]
+
+
+def _take_history(t: Tensor, value: Tensor) -> None:
+    if value._requires_grad:
+        t.grad_fn, t._out_index, t._requires_grad = value.grad_fn, value._out_index, True
+    elif t._requires_grad:
+        # NOTE: the write replaced every value t had: nothing flows back through t's old
+        # history (PyTorch's FillBackward gives zeros; Kiln gives no gradient, the same sum).
+        t.grad_fn = autograd.cut_history(t)
 
 
 def _inplace(fn):

@@ -1,7 +1,8 @@
 """Tensor operators and methods, bound from the functional layer (one definition each)."""
 from __future__ import annotations
 
-from kiln.ir.errors import NotSupportedError
+from kiln.ir.errors import NotSupportedError, ShapeError
+from kiln.ir.types import user_loc
 
 from . import functional as F
 from . import reductions as R
@@ -14,13 +15,27 @@ def _swap(f):
     return lambda a, b: f(b, a)
 
 
-def _view(x, *shape):
-    return F.reshape(x, *shape)
-
-
 def _setitem(x, index, value):
-    raise NotSupportedError("not supported yet: in-place assignment into a tensor "
-                            "(`t[...] = v`)")
+    """`x[index] = value`: a write into the view `x[index]` (basic indexing)."""
+    INPLACE["copy_"](getitem(x, index), value)
+
+
+def _narrow(x, dim: int, start: int, length: int):
+    """`x.narrow(dim, start, length)`: a view of `length` entries of `dim` from `start`."""
+    d = F.norm_dim(dim, x.ndim, "narrow")
+    size = x.shape[d]
+    begin = start + size if start < 0 else start
+    if not 0 <= begin <= size or length < 0 or begin + length > size:
+        raise ShapeError(f"narrow: start {start} and length {length} do not fit dimension "
+                         f"{d} of size {size}", loc=user_loc())
+    index = [slice(None)] * x.ndim
+    index[d] = slice(begin, begin + length)
+    return getitem(x, tuple(index))
+
+
+def _select(x, dim: int, index: int):
+    d = F.norm_dim(dim, x.ndim, "select")
+    return getitem(x, (slice(None),) * d + (index,))
 
 
 _OPERATORS = {
@@ -41,10 +56,10 @@ _METHODS = {
     "eq": F.eq, "ne": F.ne, "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge,
     "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax,
     "amin": R.amin, "argmax": R.argmax, "argmin": R.argmin,
-    "reshape": F.reshape, "view": _view, "permute": F.permute, "transpose": F.transpose,
+    "reshape": F.reshape, "view": F.view, "narrow": _narrow, "select": _select, "permute": F.permute, "transpose": F.transpose,
     "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,
     "expand": F.expand, "expand_as": lambda x, o: F.expand(x, tuple(o.shape)),
-    "view_as": lambda x, o: F.reshape(x, tuple(o.shape)),
+    "view_as": lambda x, o: F.view(x, tuple(o.shape)),
     "reshape_as": lambda x, o: F.reshape(x, tuple(o.shape)),
     "clamp": F.clamp, "clip": F.clamp, "detach_": detach_,
 }

@@ -5,8 +5,6 @@ appends a node to the active trace, and records the op on the autograd tape.
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from kiln.ir import dtypes
@@ -15,7 +13,9 @@ from kiln.ir.errors import KilnError
 from kiln.ir.registry import get_op
 from kiln.ir.types import TensorType, user_loc
 
-from . import autograd
+from kiln.ir.ops.rules import contiguous_strides
+
+from . import autograd, views
 from .trace import GraphBreak, current_trace
 
 
@@ -64,8 +64,13 @@ class Tensor:
     tensor([6., 4.])
     """
 
+    # NOTE: the storage model is PyTorch's, on NumPy: `_data` is an ndarray, and a view's
+    # ndarray is a NumPy view of its base's memory, so in-place writes reach every alias.
+    # `_version` is the storage's version counter (a one-item list shared by every alias);
+    # `_base` and `_view_ops` link a differentiable view to the tensor it views, for autograd.
     __slots__ = ("_data", "_trace", "_requires_grad", "grad", "grad_fn", "_out_index",
-                 "_base", "_aliases", "__weakref__")
+                 "_version", "_base", "_view_ops", "_view_version", "_strides", "_saved",
+                 "__weakref__")
     __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
 
     def __init__(self, data=None):
@@ -81,8 +86,12 @@ class Tensor:
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
-        self._base = None        # the tensor this one shares its data with (detach, .data)
-        self._aliases = None     # weakrefs to tensors sharing this one's data
+        self._version = [0]
+        self._base = None          # the tensor this one is a differentiable view of
+        self._view_ops = ()        # the view ops from `_base` to this tensor: (op, attrs)
+        self._view_version = 0     # storage version when this view's grad_fn was made
+        self._strides = None       # traced tensors: strides in elements (None: row-major)
+        self._saved = None         # autograd's saved copies: (version, grad_fn, out_index)
 
     @classmethod
     def _wrap(cls, data, trace=None) -> "Tensor":
@@ -94,11 +103,18 @@ class Tensor:
     @staticmethod
     def _kiln_apply(op: str, inputs, attrs: dict, holder):
         opdef = get_op(op)
+        for t in inputs:
+            if t._saved is not None:
+                autograd.check_saved(t)
+            elif t._base is not None and t._view_version != t._version[0]:
+                views.refresh_grad_fn(t)
         trace = current_trace()
         if trace is not None:
             values = [trace.value_of(t) for t in inputs]
             outs = trace.builder.emit(op, values, attrs, user_loc())
             results = [Tensor._wrap(v, trace) for v in outs]
+            if opdef.view is not None:
+                views.link_traced(opdef, inputs[0], results[0], attrs)
         else:
             results = _eager(opdef, inputs, attrs)
         if (opdef.differentiable and autograd.is_grad_enabled()
@@ -179,11 +195,13 @@ class Tensor:
 
     @data.setter
     def data(self, value: "Tensor"):
-        # NOTE: like swapping storage in PyTorch: earlier aliases keep the old data.
+        # NOTE: like PyTorch, self now shares value's storage; earlier aliases keep the old one.
         self._data = value._data
         self._trace = value._trace
+        self._version = value._version
+        self._strides = value._strides
         self._base = None
-        self._aliases = None
+        self._view_ops = ()
 
     # ---- conversion -------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -224,32 +242,32 @@ class Tensor:
         return arr if dtype is None else arr.astype(dtype)
 
     def detach(self) -> "Tensor":
-        """A tensor outside autograd that shares this one's data: an in-place op on either
+        """A tensor outside autograd that shares this one's storage: an in-place op on either
         one is seen by both, as in PyTorch (`p.data.add_(u)` updates p)."""
         if self._trace is not None:
             # NOTE: in a trace, a node: the graph autograd pass must not differentiate through
             return Tensor._kiln_apply("stop_gradient", [self], {}, self)
-        root = self._base if self._base is not None else self
+        return self._alias()
+
+    def _alias(self) -> "Tensor":
+        """A new Tensor object over the same storage and version counter, with no history."""
         alias = Tensor._wrap(self._data, self._trace)
-        alias._base = root
-        if root._aliases is None:
-            root._aliases = []
-        root._aliases = [r for r in root._aliases if r() is not None]
-        root._aliases.append(weakref.ref(alias))
+        alias._version = self._version
+        alias._strides = self._strides
         return alias
 
     def _snapshot(self) -> "Tensor":
-        """The current value, outside autograd and unaffected by later in-place ops."""
-        return Tensor._wrap(self._data, self._trace)
+        """An alias of the current value, outside autograd."""
+        return self._alias()
 
-    def _share_data(self) -> None:
-        """After an in-place op on self: every tensor sharing its data sees the new value."""
-        root = self._base if self._base is not None else self
-        group = [root] + [r() for r in (root._aliases or ())]
-        for t in group:
-            if t is not None and t is not self:
-                t._data = self._data
-                t._trace = self._trace
+    def _elem_strides(self) -> tuple:
+        """Strides in elements: NumPy's for eager tensors, tracked ones for traced tensors."""
+        if self._trace is None:
+            size = self._data.itemsize
+            return tuple(s // size for s in self._data.strides)
+        if self._strides is not None:
+            return self._strides
+        return contiguous_strides(self._data.type.shape)
 
     def clone(self) -> "Tensor":
         from . import functional as F
@@ -351,24 +369,39 @@ def _eager(opdef, inputs, attrs) -> list[Tensor]:
         types = opdef.infer([t._type() for t in inputs], a)
     except KilnError as e:
         raise _attach_loc(e) from None
-    out = opdef.ref([t._data for t in inputs], a)
+    arrays = [t._data for t in inputs]
+    if opdef.view is not None:
+        view = views.eager_view(opdef, inputs[0], a, types[0])
+        if view is not None:
+            return [view]
+    out = opdef.ref(arrays, a)
     outs = out if isinstance(out, tuple) else (out,)
     results = []
     for arr, ty in zip(outs, types):
         arr = np.asarray(arr)
         if arr.dtype != ty.dtype.np:
             arr = arr.astype(ty.dtype.np)
-        results.append(Tensor._wrap(arr))
+        results.append(Tensor._wrap(_fresh(arr, arrays)))
     return results
+
+
+def _fresh(arr: np.ndarray, inputs) -> np.ndarray:
+    """`arr` as new, writable, row-major storage: a result that is not a view must never
+    share memory with an input (an in-place op on it would reach the input)."""
+    if (not arr.flags.c_contiguous or not arr.flags.writeable
+            or any(np.may_share_memory(arr, x) for x in inputs)):
+        return np.array(arr, order="C", copy=True)
+    return arr
 
 
 def _record(opdef, inputs, results, attrs):
     from kiln.ir.attrs import Attrs
     a = attrs if isinstance(attrs, Attrs) else opdef.make_attrs(attrs)
-    saved = [r._snapshot() for r in results]
+    saved = [autograd.save(r) for r in results]
     node = autograd.TapeNode(opdef.name, opdef.vjp, list(inputs), saved, a)
     for i, r in enumerate(results):
         if r.dtype.is_float:
             r._requires_grad = True
             r.grad_fn = node
             r._out_index = i
+            r._view_version = r._version[0]

@@ -18,7 +18,8 @@ from .errors import KilnError
 
 NOT_DIFFERENTIABLE = "not differentiable"
 
-KINDS = ("elementwise", "reduce", "matmul", "movement", "source", "random", "kernel")
+KINDS = ("elementwise", "reduce", "matmul", "movement", "source", "random", "kernel",
+         "mutation")
 
 
 @dataclasses.dataclass
@@ -29,6 +30,10 @@ class OpDef:
     ref(arrays, attrs) -> ndarray or tuple of ndarrays (NumPy reference semantics).
     vjp(ctx, g) -> one cotangent (or None) per input; or NOT_DIFFERENTIABLE.
     scalar(b, args, attrs) -> scalar: the elementwise body over a codegen ScalarBuilder.
+    view(shape, strides, attrs) -> (strides, offset) or None: set for ops whose output is a
+        view of their input (it shares the input's storage, as in PyTorch); strides and
+        offset count elements; None when this input layout cannot be viewed so (a reshape
+        of a transposed tensor), and the frontend copies first.
     """
 
     name: str
@@ -40,6 +45,7 @@ class OpDef:
     vjp: Callable | str
     scalar: Callable | None = None
     doc: str = ""
+    view: Callable | None = None
 
     def make_attrs(self, given: dict) -> Attrs:
         return Attrs.build(self.name, self.attrs, given)

@@ -99,6 +99,12 @@ def stop_gradient_identity(ins, attrs):
     return ins[0]
 
 
+def copy_identity(ins, attrs):
+    # NOTE: a copy only matters while values can be written in place; canonicalize runs after
+    # functionalize, where every value is immutable.
+    return ins[0]
+
+
 def cast_same(ins, attrs):
     return ins[0] if ins[0].dtype == attrs.dtype else None
 
@@ -162,6 +168,7 @@ RULES = {
     "div": [div_one],
     "neg": [neg_neg],
     "stop_gradient": [stop_gradient_identity],
+    "copy": [copy_identity],
     "cast": [cast_same],
     "reshape": [reshape_same, reshape_reshape, movement_of_full],
     "permute": [permute_identity, permute_permute, movement_of_full],
@@ -178,7 +185,7 @@ def fold(op: str, ins, attrs, out_types) -> New | None:
     inputs (`full`, `arange` are already as small as their folded form).
     """
     opdef = get_op(op)
-    if not ins or opdef.kind in ("random", "kernel") or len(out_types) != 1:
+    if not ins or opdef.kind in ("random", "kernel", "mutation") or len(out_types) != 1:
         return None
     if any(v.producer is None or v.producer.op not in CONSTANT_OPS for v in ins):
         return None
@@ -289,7 +296,8 @@ def canonicalize(graph: Graph, fired: collections.Counter | None = None) -> Grap
 
 
 def dce(graph: Graph, fired: collections.Counter | None = None) -> Graph:
-    """Drop nodes none of whose outputs the graph's outputs need (every op is pure).
+    """Drop nodes none of whose outputs the graph's outputs need (every op but the write-backs
+    of a functional graph is pure).
 
     >>> from kiln.ir.graph import Graph
     >>> dce(Graph("f")).nodes
@@ -298,7 +306,8 @@ def dce(graph: Graph, fired: collections.Counter | None = None) -> Graph:
     live = set(graph.outputs)
     kept = []
     for node in reversed(graph.nodes):
-        if any(v in live for v in node.outputs):
+        # NOTE: a write-back (`copy_` into an input) is an effect, never dead
+        if node.op == "copy_" or any(v in live for v in node.outputs):
             kept.append(node)
             live.update(node.inputs)
     if fired is not None and len(kept) < len(graph.nodes):

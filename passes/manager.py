@@ -8,7 +8,7 @@ stderr; `KILN_VERIFY=1` runs the IR verifier on the input and after every pass (
 
     >>> from kiln.passes.manager import run_passes, DEFAULT_PIPELINE
     >>> [p.name for p in DEFAULT_PIPELINE]
-    ['canonicalize', 'fusion']
+    ['functionalize', 'canonicalize', 'fusion']
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from kiln.ir.verifier import verify as verify_graph
 
 from .autograd import grad_graph
 from .canonicalize import canonicalize
+from .functionalize import functionalize
 from .fusion import fuse_elementwise
 
 
@@ -55,6 +56,7 @@ class Stage:
 
 
 DEFAULT_PIPELINE: list[Pass] = [
+    Pass("functionalize", functionalize),
     Pass("canonicalize", canonicalize),
     Pass("fusion", fuse_elementwise),
 ]
@@ -84,8 +86,8 @@ def run_passes(graph: Graph, passes=DEFAULT_PIPELINE, verify: bool | None = None
     ...   return %1
     ... }''')
     >>> out, stages = run_passes(g)
-    >>> [s.name for s in stages], stages[1].fired
-    (['input', 'canonicalize', 'fusion'], {'neg_neg': 1, 'dce': 1})
+    >>> [s.name for s in stages], stages[1].fired, stages[2].fired
+    (['input', 'functionalize', 'canonicalize', 'fusion'], {}, {'neg_neg': 1, 'dce': 1})
     """
     if verify is None:
         verify = os.environ.get("KILN_VERIFY", "") not in ("", "0")
@@ -109,6 +111,9 @@ def _check_order(passes) -> None:
     if "autograd" in names and "canonicalize" in names[:names.index("autograd")]:
         raise KilnError(f"pass order {names}: autograd must run before canonicalize, which "
                         "drops stop_gradient")
+    if "canonicalize" in names and "functionalize" in names[names.index("canonicalize"):]:
+        raise KilnError(f"pass order {names}: functionalize must run before canonicalize, "
+                        "whose rewrites assume values are never written in place")
 
 
 def _print_after() -> set[str]:

@@ -102,10 +102,14 @@ class _ReferenceStep:
 
 
 class Executable:
-    """A compiled graph: `exe(list_of_arrays) -> list_of_arrays` (the graph's outputs)."""
+    """A compiled graph: `exe(list_of_arrays) -> list_of_arrays` (the graph's outputs).
+
+    The write-backs that end a functional graph (`copy_ %input, %value`) are performed into
+    the arrays the caller passed (`writebacks`: (input index, slot)), after every other step.
+    """
 
     def __init__(self, graph: Graph, steps, slots: int, input_slots, output_slots, frees,
-                 kernels: list[CompiledKernel]):
+                 kernels: list[CompiledKernel], writebacks=()):
         self.graph = graph
         self.steps = steps
         self.slots = slots
@@ -113,6 +117,7 @@ class Executable:
         self.output_slots = output_slots
         self.frees = frees
         self.kernels = kernels
+        self.writebacks = list(writebacks)
         self._input_specs = [(tuple(v.type.shape), v.type.dtype.np, v.type)
                              for v in graph.inputs]
 
@@ -131,6 +136,8 @@ class Executable:
             step(env)
             for s in dead:
                 env[s] = None
+        for i, s in self.writebacks:
+            np.copyto(inputs[i], env[s])
         return [env[s] for s in self.output_slots]
 
 
@@ -151,8 +158,13 @@ def build_executable(graph: Graph, launcher: CpuLauncher | None = None) -> Execu
     slot: dict = {}
     for v in graph.inputs:
         slot.setdefault(v, len(slot))
-    steps, kernels, trusted = [], [], set()
+    steps, kernels, trusted, writebacks = [], [], set(), []
+    input_index = {v: i for i, v in enumerate(graph.inputs)}
     for node in graph.nodes:
+        if node.op == "copy_":      # NOTE: a write-back (the graph is functional)
+            writebacks.append((input_index[node.inputs[0]], _slot_of(slot, node.inputs[1],
+                                                                      node)))
+            continue
         ins = [_slot_of(slot, v, node) for v in node.inputs]
         outs = [slot.setdefault(v, len(slot)) for v in node.outputs]
         step = _make_step(node, ins, outs, launcher, trusted)
@@ -161,9 +173,10 @@ def build_executable(graph: Graph, launcher: CpuLauncher | None = None) -> Execu
             trusted.update(outs)
         steps.append(step)
     output_slots = [_slot_of(slot, v, None) for v in graph.outputs]
-    frees = _dead_after(steps, set(output_slots))
+    frees = _dead_after(steps, set(output_slots) | {s for _, s in writebacks})
     input_slots = [slot[v] for v in graph.inputs]
-    return Executable(graph, steps, len(slot), input_slots, output_slots, frees, kernels)
+    return Executable(graph, steps, len(slot), input_slots, output_slots, frees, kernels,
+                      writebacks)
 
 
 def _slot_of(slot: dict, v, node) -> int:

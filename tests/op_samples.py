@@ -252,6 +252,23 @@ def _unslice(g: _Gen):
             g.case("i64", [g.ints(i64, (2,))], dict(shape=(6,), **_window((1,), (5,), (2,))))]
 
 
+def _slice_update(g: _Gen):
+    return [g.case("f64-steps", [g.normal(f64, (5, 6)), g.normal(f64, (3, 3))],
+                   _window((1, 0), (4, 6), (1, 2))),
+            g.case("f32-row", [g.normal(f32, (3, 4)), g.normal(f32, (1, 4))],
+                   _window((1, 0), (2, 4), (1, 1))),
+            g.case("f64-empty", [g.normal(f64, (4, 3)), g.normal(f64, (0, 3))],
+                   _window((2, 0), (2, 3), (1, 1))),
+            g.case("i64", [g.ints(i64, (6,)), g.ints(i64, (2,))], _window((1,), (5,), (2,)))]
+
+
+def _copy_into(g: _Gen):
+    """The mutation op: run alone, its result is the value written (the dst after it)."""
+    return [g.case("f64", [g.normal(f64, (3, 4)), g.normal(f64, (3, 4))], differentiable=()),
+            g.case("f32-rank0", [g.normal(f32, ()), g.normal(f32, ())], differentiable=()),
+            g.case("i64", [g.ints(i64, (4,)), g.ints(i64, (4,))], differentiable=())]
+
+
 def _concat(g: _Gen):
     return [g.case("f64-axis0", [g.normal(f64, (2, 3)), g.normal(f64, (4, 3))], {"axis": 0}),
             g.case("f32-three-axis1", [g.normal(f32, (2, 1)), g.normal(f32, (2, 3)),
@@ -519,6 +536,9 @@ _TABLE = {
     "expand": _expand,
     "slice": _slice,
     "unslice": _unslice,
+    "slice_update": _slice_update,
+    "copy_": _copy_into,
+    "copy": _unary("normal", (i32, i64)),
     "concat": _concat,
     "sum": _reduce("normal", (i32, i64)),
     "mean": _reduce("normal"),

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..dtypes import DType
+from ..errors import DTypeError
 from ..registry import NOT_DIFFERENTIABLE, OpDef, P, register
 from . import rules
 
@@ -88,7 +89,30 @@ _unary("abs", np.abs,
 # graph autograd pass does not differentiate through it. Eager detach needs no node.
 register(OpDef("stop_gradient", "elementwise", 1, {}, lambda types, attrs: [types[0]],
                lambda xs, a: xs[0], lambda c, g: [None], lambda b, attrs, x: x,
-               "The input, with no gradient flowing back (a traced `detach()`)."))
+               "The input, with no gradient flowing back (a traced `detach()`).",
+               view=lambda shape, strides, offset, attrs: (tuple(strides), offset)))
+
+# NOTE: a real copy (`clone()`, a reshape that cannot view its input): a new value, never a
+# view, so a later in-place op on it cannot reach its input.
+register(OpDef("copy", "elementwise", 1, {}, lambda types, attrs: [types[0]],
+               lambda xs, a: np.array(xs[0], copy=True), lambda c, g: [g],
+               lambda b, attrs, x: x, "A copy of the input (new storage)."))
+
+
+def _copy_into_infer(types, attrs):
+    dst, src = types
+    if dst != src:
+        raise DTypeError(f"copy_: the value written ({src}) must have the type of the tensor "
+                         f"written into ({dst}); insert `cast` and `expand`")
+    return [dst]
+
+
+# NOTE: the one mutation op. `copy_ %dst, %src` writes src into dst's storage (and every view
+# of it); its result names dst after the write. Traced in-place ops and `t[i] = v` emit it; the
+# functionalize pass (the first pass) replaces it with pure ops and write-backs.
+register(OpDef("copy_", "mutation", 2, {}, _copy_into_infer,
+               lambda xs, a: np.array(xs[1], copy=True), NOT_DIFFERENTIABLE,
+               doc="Write the second operand into the first one's storage (in place)."))
 
 
 def _cast_infer(types, attrs):

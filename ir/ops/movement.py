@@ -9,9 +9,32 @@ from ..types import TensorType
 from . import rules
 
 
-# NOTE: movement references return NumPy views, never copies: arrays are never written in
-# place in Kiln, NumPy's matmul and ufuncs take strided views directly, and the runtime makes
-# a contiguous copy only where a compiled kernel needs one (runtime/executable.py).
+# NOTE: reshape, permute, expand and slice are views, as in PyTorch: their `view` rule gives
+# the output's strides and offset over the input's storage, and eager mode builds the output
+# as a NumPy view with exactly those strides, so an in-place op on either one is seen by both.
+# The functionalize pass reads the same rules to turn writes through views into pure ops.
+
+
+def _reshape_view(shape, strides, offset, attrs):
+    new = rules.reshape_strides(shape, strides, attrs.shape)
+    return None if new is None else (new, offset)
+
+
+def _permute_view(shape, strides, offset, attrs):
+    return tuple(strides[p] for p in attrs.perm), offset
+
+
+def _expand_view(shape, strides, offset, attrs):
+    lead = len(attrs.shape) - len(shape)
+    out = [0] * lead
+    for d, s, n in zip(shape, strides, attrs.shape[lead:]):
+        out.append(0 if d == 1 and n != 1 else s)
+    return tuple(out), offset
+
+
+def _slice_view(shape, strides, offset, attrs):
+    offset += sum(a * s for a, s in zip(attrs.starts, strides))
+    return tuple(s * k for s, k in zip(strides, attrs.steps)), offset
 
 
 def _reshape_infer(types, attrs):
@@ -28,7 +51,7 @@ def _reshape_infer(types, attrs):
 register(OpDef("reshape", "movement", 1, {"shape": "shape"}, _reshape_infer,
                lambda xs, a: np.reshape(xs[0], a.shape),
                lambda c, g: [P.reshape(g, shape=c.inputs[0].shape)],
-               doc="Same elements in row-major order, new shape."))
+               doc="Same elements in row-major order, new shape.", view=_reshape_view))
 
 
 def _permute_infer(types, attrs):
@@ -48,7 +71,8 @@ def _permute_vjp(c, g):
 
 register(OpDef("permute", "movement", 1, {"perm": "ints"}, _permute_infer,
                lambda xs, a: np.transpose(xs[0], a.perm),
-               _permute_vjp, doc="Reorder axes: out.shape[i] = x.shape[perm[i]]."))
+               _permute_vjp, doc="Reorder axes: out.shape[i] = x.shape[perm[i]].",
+               view=_permute_view))
 
 
 def _expand_infer(types, attrs):
@@ -59,7 +83,8 @@ def _expand_infer(types, attrs):
 register(OpDef("expand", "movement", 1, {"shape": "shape"}, _expand_infer,
                lambda xs, a: np.broadcast_to(xs[0], a.shape),
                lambda c, g: [P.sum_to(g, c.inputs[0].shape)],
-               doc="Broadcast to `shape` (NumPy rules; leading axes may be added)."))
+               doc="Broadcast to `shape` (NumPy rules; leading axes may be added).",
+               view=_expand_view))
 
 _SLICE = {"starts": "ints", "stops": "ints", "steps": "ints"}
 
@@ -90,7 +115,7 @@ register(OpDef("slice", "movement", 1, _SLICE, _slice_infer,
                lambda xs, a: xs[0][_slices(a)],
                lambda c, g: [P.unslice(g, shape=c.inputs[0].shape, starts=c.attrs.starts,
                                        stops=c.attrs.stops, steps=c.attrs.steps)],
-               doc="x[start:stop:step] on every axis (normalized, step >= 1)."))
+               doc="x[start:stop:step] on every axis (normalized, step >= 1).", view=_slice_view))
 
 
 def _unslice_infer(types, attrs):
@@ -114,6 +139,36 @@ register(OpDef("unslice", "movement", 1, dict(shape="shape", **_SLICE), _unslice
                lambda c, g: [P.slice(g, starts=c.attrs.starts, stops=c.attrs.stops,
                                      steps=c.attrs.steps)],
                doc="Zeros of `shape` with the input written at the slice (slice's adjoint)."))
+
+
+def _slice_update_infer(types, attrs):
+    t, v = types
+    _check_slice("slice_update", t.shape, attrs.starts, attrs.stops, attrs.steps)
+    want = tuple(rules.slice_len(a, b, s)
+                 for a, b, s in zip(attrs.starts, attrs.stops, attrs.steps))
+    if v.shape != want or v.dtype != t.dtype:
+        raise ShapeError(f"slice_update: the update {v} does not fill slice "
+                         f"{t.dtype.value}{list(want)} of {t}")
+    return [t]
+
+
+def _slice_update_ref(xs, a):
+    out = xs[0].copy()
+    out[_slices(a)] = xs[1]
+    return out
+
+
+def _slice_update_vjp(c, g):
+    window = dict(starts=c.attrs.starts, stops=c.attrs.stops, steps=c.attrs.steps)
+    gx = P.slice_update(g, P.zeros_like(c.inputs[1]), **window) if c.needs[0] else None
+    gv = P.slice(g, **window) if c.needs[1] else None
+    return [gx, gv]
+
+
+register(OpDef("slice_update", "movement", 2, _SLICE, _slice_update_infer, _slice_update_ref,
+               _slice_update_vjp,
+               doc="x with its slice [start:stop:step] replaced by the second operand (a write "
+                   "into a view, made pure by the functionalize pass)."))
 
 
 def _concat_infer(types, attrs):

@@ -61,3 +61,40 @@ def check_broadcastable(op: str, src: tuple, dst: tuple):
 
 def slice_len(start: int, stop: int, step: int) -> int:
     return max(0, (stop - start + step - 1) // step)
+
+
+def contiguous_strides(shape) -> tuple[int, ...]:
+    """Row-major strides, in elements."""
+    out, step = [], 1
+    for d in reversed(tuple(shape)):
+        out.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(out))
+
+
+def reshape_strides(shape, strides, new_shape) -> tuple[int, ...] | None:
+    """Strides that view a tensor of `shape`/`strides` as `new_shape`, or None when no
+    strides can (the reshape must copy). PyTorch's rule: the new dims must split or merge
+    runs of old dims that are contiguous with each other (size-1 dims never break a run)."""
+    shape, strides, new_shape = tuple(shape), tuple(strides), tuple(new_shape)
+    if not shape or any(d == 0 for d in shape):
+        return contiguous_strides(new_shape)
+    new = [0] * len(new_shape)
+    view_d = len(new_shape) - 1
+    base = strides[-1] if strides else 1
+    tensor_numel = view_numel = 1
+    for d in range(len(shape) - 1, -1, -1):
+        tensor_numel *= shape[d]
+        if d == 0 or (shape[d - 1] != 1 and strides[d - 1] != tensor_numel * base):
+            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+                new[view_d] = view_numel * base
+                view_numel *= new_shape[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return None
+            if d > 0:
+                base = strides[d - 1]
+                tensor_numel = view_numel = 1
+    if view_d != -1:
+        return None
+    return tuple(new)

@@ -61,6 +61,18 @@ CASES = [
           return %0
         }
         """, {"stop_gradient_identity": 1}),
+    ("copy_is_the_identity_after_functionalize", """
+        graph @f(%x: f32[4]) {
+          %1: f32[4] = copy %x
+          %2: f32[4] = exp %1
+          return %2
+        }
+        """, """
+        graph @f(%x: f32[4]) {
+          %0: f32[4] = exp %x
+          return %0
+        }
+        """, {"copy_identity": 1}),
     ("neg_neg_chain", """
         graph @f(%x: f32[4]) {
           %1: f32[4] = neg %x

@@ -30,11 +30,12 @@ def test_stages_record_every_pass():
     out, stages = run_passes(g, verify=True)
     assert [s.name for s in stages] == ["input"] + [p.name for p in DEFAULT_PIPELINE]
     assert stages[0].graph is g and stages[-1].graph is out
-    assert stages[1].fired == {"movement_of_full": 1, "dce": 1}
-    assert stages[2].fired == {"kernel": 1, "fused_op": 5, "copied_full": 1}
+    assert stages[1].fired == {} and stages[1].graph is g    # nothing written in place
+    assert stages[2].fired == {"movement_of_full": 1, "dce": 1}
+    assert stages[3].fired == {"kernel": 1, "fused_op": 5, "copied_full": 1}
     assert all(s.ms >= 0 for s in stages)
     assert [n.op for n in out.nodes] == ["kernel"]
-    assert str(stages[1]).startswith("# after canonicalize (")
+    assert str(stages[2]).startswith("# after canonicalize (")
 
 
 def test_autograd_as_a_pipeline_pass():
@@ -99,7 +100,8 @@ def test_verifier_runs_after_each_pass_and_names_it(monkeypatch):
         run_passes(_broken(graph(W1), None), [], verify=True)
 
 
-@pytest.mark.parametrize("name", ["manager", "canonicalize", "fusion", "autograd"])
+@pytest.mark.parametrize("name", ["manager", "canonicalize", "fusion", "autograd",
+                                  "functionalize"])
 def test_docstring_examples(name):
     module = importlib.import_module(f"kiln.passes.{name}")
     result = doctest.testmod(module)
@@ -111,4 +113,11 @@ def test_autograd_after_canonicalize_is_refused():
     from kiln.passes.manager import autograd, run_passes
     g = graph("graph @f(%x: f32[]) {\n  %0: f32[] = exp %x\n  return %0\n}\n")
     with pytest.raises(KilnError, match="autograd must run before canonicalize"):
-        run_passes(g, [DEFAULT_PIPELINE[0], autograd([0])])
+        run_passes(g, [*DEFAULT_PIPELINE[:2], autograd([0])])
+
+
+def test_functionalize_after_canonicalize_is_refused():
+    from kiln.ir.errors import KilnError
+    g = graph("graph @f(%x: f32[]) {\n  %0: f32[] = exp %x\n  return %0\n}\n")
+    with pytest.raises(KilnError, match="functionalize must run before canonicalize"):
+        run_passes(g, [DEFAULT_PIPELINE[1], DEFAULT_PIPELINE[0]])

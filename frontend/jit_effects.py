@@ -1,0 +1,95 @@
+"""What a compiled call does besides computing values: in-place writes into its inputs, and
+outputs that are the inputs themselves or views of them (PyTorch's aliasing, kept under jit).
+
+The functionalize pass turns a traced function's in-place writes into write-backs, which the
+executable performs into the callers' arrays; this module bumps those tensors' version counters
+(so autograd refuses a backward through a value saved before the call), refuses inputs that
+share memory when the function writes one of them, and rebuilds outputs: an output that was a
+view of an input in the trace is a view of the caller's tensor again, every other output is
+fresh storage that no input or other output shares.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.ir.errors import KilnError
+from kiln.passes.functionalize import output_aliases
+
+from .tensor import Tensor
+
+
+class CallEffects:
+    """Built once per compiled trace from the traced graph (before functionalization)."""
+
+    def __init__(self, traced_graph, executable):
+        self.aliases = output_aliases(traced_graph)
+        self.first = _first_occurrence(traced_graph.outputs)
+        self.written = sorted({i for i, _ in executable.writebacks})
+
+    def before(self, tensors: list, arrays: list) -> None:
+        """Refuse a call whose inputs overlap in memory when the function writes one."""
+        if self.written and len(arrays) > 1:
+            _check_no_overlap(tensors, arrays, self.written)
+
+    def after(self, tensors: list, results: list) -> list:
+        """Bump the written tensors' versions; the call's outputs as Tensors."""
+        for i in self.written:
+            tensors[i]._version[0] += 1
+        outs: list = []
+        taken = [id(a) for a in results]
+        for k, arr in enumerate(results):
+            if self.first[k] != k:
+                outs.append(outs[self.first[k]])    # NOTE: the same value returned twice
+            elif self.aliases[k] is not None:
+                i, ops = self.aliases[k]
+                outs.append(_view_of(tensors[i], ops))
+            else:
+                outs.append(Tensor._wrap(_fresh(arr, k, taken, tensors)))
+        return outs
+
+
+def _first_occurrence(values) -> list[int]:
+    first: dict = {}
+    return [first.setdefault(v, k) for k, v in enumerate(values)]
+
+
+def _view_of(t: Tensor, ops) -> Tensor:
+    """The caller's tensor viewed again through the traced view ops (eagerly: a real view)."""
+    from kiln.ir.registry import apply
+    out = t
+    for op, attrs in ops:
+        out = apply(op, [out], dict(attrs.items()))
+    return out
+
+
+def _fresh(arr: np.ndarray, k: int, taken: list, tensors: list) -> np.ndarray:
+    """arr, or a copy of it when it is an input's storage or another output's array (after
+    canonicalization two outputs, or an output and an input, can be one value)."""
+    shared = any(j != k and ident == id(arr) for j, ident in enumerate(taken))
+    if (shared or not arr.flags.c_contiguous or not arr.flags.writeable
+            or any(t is not None and np.may_share_memory(arr, t._data) for t in tensors)):
+        return np.array(arr, order="C", copy=True)
+    return arr
+
+
+def _check_no_overlap(tensors: list, arrays: list, written: list) -> None:
+    roots: dict = {}
+    for i, a in enumerate(arrays):
+        if tensors[i] is not None:
+            roots.setdefault(id(_root(a)), []).append(i)
+    for group in roots.values():
+        if len(group) < 2 or not any(i in written for i in group):
+            continue
+        for i in group:
+            for j in group:
+                if i < j and (i in written or j in written) and \
+                        np.may_share_memory(arrays[i], arrays[j]):
+                    raise KilnError(f"not supported yet: inputs {i} and {j} of a @kiln.jit "
+                                    "function share memory and the function writes one of "
+                                    "them in place; pass a clone() of one of them")
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a

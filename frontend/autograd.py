@@ -174,21 +174,39 @@ def backward(root, gradient, retain_graph: bool = False) -> None:
             root._version[0]:
         from .views import refresh_grad_fn
         refresh_grad_fn(root)
-    if root.grad_fn is None:
-        if root.requires_grad:
-            _accumulate_leaf(root, gradient)
-            return
+    if root.grad_fn is None and not root.requires_grad:
         raise KilnError("element 0 of tensors does not require grad and does not have a "
                         "grad_fn")
-    cot: dict = {(id(root.grad_fn), root._out_index): gradient}
+    run_backward([(root, gradient)], retain_graph, _accumulate_grad)
+
+
+def run_backward(roots, retain_graph: bool, on_leaf) -> None:
+    """Walk the tape back from `roots` = [(tensor, cotangent)], calling `on_leaf(leaf, g)`
+    for each gradient that reaches a leaf (several calls per leaf are possible)."""
+    cot: dict = {}
+    nodes = []
+    for t, g in roots:
+        if t.grad_fn is None:
+            on_leaf(t, g)
+        else:
+            _accumulate(cot, (id(t.grad_fn), t._out_index), g)
+            nodes.append(t.grad_fn)
     with no_grad():
-        for node in _topo_order(root.grad_fn):
-            _run_vjp(node, cot)
+        for node in _topo_order_all(nodes):
+            _run_vjp(node, cot, on_leaf)
             if not retain_graph:
                 node.free()
 
 
-def _run_vjp(node: TapeNode, cot: dict):
+def _topo_order_all(roots: list) -> list:
+    if len(roots) == 1:
+        return _topo_order(roots[0])
+    hub = TapeNode("roots", None, [], [], None)
+    hub.edges = [("node", r, 0) for r in roots]
+    return _topo_order(hub)[1:]
+
+
+def _run_vjp(node: TapeNode, cot: dict, on_leaf):
     gs = [cot.pop((id(node), i), None) for i in range(len(node.outputs))]
     if all(g is None for g in gs):
         return
@@ -205,11 +223,7 @@ def _run_vjp(node: TapeNode, cot: dict):
         if e[0] == "node":
             _accumulate(cot, (id(e[1]), e[2]), gi)
         else:
-            _accumulate_leaf(e[1], gi)
-
-
-def _accumulate_leaf(t, g):
-    _accumulate_grad(t, g)
+            on_leaf(e[1], gi)
 
 
 def _accumulate_grad(t, g) -> None:

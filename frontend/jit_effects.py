@@ -15,37 +15,64 @@ import numpy as np
 from kiln.ir.errors import KilnError
 from kiln.passes.functionalize import output_aliases
 
+from . import autograd
 from .tensor import Tensor
+from .trace_grads import grad_guard
 
 
 class CallEffects:
     """Built once per compiled trace from the traced graph (before functionalization)."""
 
-    def __init__(self, traced_graph, executable):
-        self.aliases = output_aliases(traced_graph)
-        self.first = _first_occurrence(traced_graph.outputs)
+    def __init__(self, trace, executable):
+        graph = trace.builder.graph
+        n = getattr(trace, "n_outputs", len(graph.outputs))
+        position = {v: i for i, v in enumerate(graph.inputs)}
+        self.n_outputs = n
+        self.aliases = output_aliases(graph)[:n]
+        self.first = _first_occurrence(graph.outputs[:n])
         self.written = sorted({i for i, _ in executable.writebacks})
+        self.grad_effects = [(position[v], k) for v, k in getattr(trace, "grad_effects", ())]
+        self.grad_guards = [(position[v], g) for v, g in trace.grads.guards()] \
+            if "_grads" in trace.__dict__ else []
+        self.saved_start = getattr(trace, "saved_start", len(graph.outputs))
 
     def before(self, tensors: list, arrays: list) -> None:
         """Refuse a call whose inputs overlap in memory when the function writes one."""
         if self.written and len(arrays) > 1:
             _check_no_overlap(tensors, arrays, self.written)
 
+    def grads_hold(self, tensors: list) -> bool:
+        return all(grad_guard(tensors[i]._grad) == g for i, g in self.grad_guards)
+
     def after(self, tensors: list, results: list) -> list:
-        """Bump the written tensors' versions; the call's outputs as Tensors."""
+        """Bump the written tensors' versions, assign the `.grad`s the call set; return the
+        function's outputs as Tensors."""
         for i in self.written:
             tensors[i]._version[0] += 1
         outs: list = []
         taken = [id(a) for a in results]
-        for k, arr in enumerate(results):
+        for k in range(self.n_outputs):
             if self.first[k] != k:
                 outs.append(outs[self.first[k]])    # NOTE: the same value returned twice
             elif self.aliases[k] is not None:
                 i, ops = self.aliases[k]
                 outs.append(_view_of(tensors[i], ops))
             else:
-                outs.append(Tensor._wrap(_fresh(arr, k, taken, tensors)))
+                outs.append(Tensor._wrap(_fresh(results[k], k, taken, tensors)))
+        for i, k in self.grad_effects:
+            tensors[i]._grad = None if k is None else \
+                Tensor._wrap(_fresh(results[k], k, taken, tensors))
         return outs
+
+    def saved(self, results: list, outs: list) -> list:
+        """The saved activations the backward reads, as it must hold them: an array that is
+        also an output the caller holds is saved through that tensor (version-checked)."""
+        held = {id(t._data): t for t in outs}
+        out = []
+        for arr in results[self.saved_start:]:
+            t = held.get(id(arr))
+            out.append(autograd.save(t) if t is not None else arr)
+        return out
 
 
 def _first_occurrence(values) -> list[int]:

@@ -1,97 +1,116 @@
-"""Gradients through `@kiln.jit`: the backward of a traced function, as a compiled graph.
+"""Gradients through `@kiln.jit`: the backward of a traced call, as a compiled graph.
 
-At compile time the traced graph gets one cotangent input per float output and the scalar
-`sum_k sum(out_k * cot_k)`; the graph autograd pass (the registry's VJPs, the same rules eager
-autograd runs) differentiates it with respect to the inputs that require grad, and the result
-is optimized and compiled like any graph. Each jitted call then records ONE tape node whose VJP
-runs that executable on the call's own input arrays (and random seeds) plus the cotangents.
+While a function is traced with grad mode on, its ops record on the autograd tape exactly as
+they do eagerly (tracer tensors in place of arrays), so `with kiln.no_grad():` blocks, detach,
+in-place rebasing and the version checks inside the function behave as in eager mode. A
+`loss.backward()` inside the function walks that tape during the trace and its VJPs add the
+backward to the same graph. When outputs still require grad at the end, the tape is walked
+once more from them into a SEPARATE backward graph: its inputs are the forward values the VJPs
+read (saved activations: extra outputs of the forward graph, or forward inputs re-read and
+version-checked) and one cotangent per output; its outputs are the gradients of the inputs the
+tape reached. Each call then records ONE tape node whose VJP runs that backward executable.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from kiln.ir.builder import GraphBuilder
-from kiln.ir.graph import Graph
+from kiln.ir.errors import KilnError
 
 from . import autograd
 from .tensor import Tensor
+from .trace import Trace, tracing
 
 
-def differentiable_inputs(sources, leaves) -> list[int]:
-    """Graph-input positions bound to float tensors that require grad."""
-    out = []
-    for i, (kind, ref, _) in enumerate(sources):
-        t = leaves[ref] if kind == "arg" else ref if kind == "capture" else None
-        if t is not None and t.requires_grad and t.dtype.is_float:
-            out.append(i)
-    return out
+class TapeBackward:
+    """The backward graph of one trace (built at the end of tracing, before the forward graph
+    is finished, because its saved values become forward outputs)."""
 
+    def __init__(self, trace: Trace, outputs: list, out_index: list[int]):
+        self.name = trace.builder.graph.name
+        self.out_index = out_index          # which forward outputs the node differentiates
+        self.error = None
+        self.saved = []                     # forward Values the backward reads, in its order
+        self.wrt = []                       # forward input Values whose gradients it returns
+        self.graph = None
+        try:
+            self._build(trace, outputs)
+        except KilnError as e:
+            self.error = e                  # NOTE: raised if, and when, backward is called
 
-def vjp_graph(graph: Graph, wrt: list[int], float_outs: list[int]) -> Graph:
-    """Inputs: graph's inputs + one cotangent per float output; outputs: d/d input[i] of
-    sum_k <out_k, cot_k> for i in wrt."""
-    from kiln.passes.autograd import grad_graph
-    b = GraphBuilder(f"{graph.name}_vjp")
-    b.graph.inputs = list(graph.inputs)
-    b.graph.nodes = list(graph.nodes)       # NOTE: forward nodes are shared, not copied
-    terms = []
-    for k in float_outs:
-        out = graph.outputs[k]
-        cot = b.add_input(out.type, f"cot{k}")
-        (prod,) = b.emit("mul", [out, cot], {})
-        (term,) = b.emit("sum", [prod], {"axes": tuple(range(out.type.rank)),
-                                         "keepdim": False})
-        terms.append(term)
-    total = _add_all(b, terms)
-    grads = grad_graph(b.finish([total]), wrt=wrt, output=0)
-    return Graph(grads.name, grads.inputs, grads.nodes, grads.outputs[1:])
+    def _build(self, trace: Trace, outputs: list) -> None:
+        bwd = Trace(f"{self.name}_vjp")
+        bwd.parent = trace
+        cots = [Tensor._wrap(bwd.builder.add_input(t._type(), f"cot{k}"), bwd)
+                for k, t in zip(self.out_index, outputs)]
+        grads: dict = {}
+        with tracing(bwd):
+            autograd.run_backward(list(zip(outputs, cots)), True,
+                                  lambda leaf, g: _add(grads, leaf, g))
+            values = [trace.value_of(leaf) for leaf, _ in grads.values()]
+            results = [bwd.value_of(g) for _, g in grads.values()]
+        self.wrt = values
+        self.saved = list(bwd.saved_from_parent)
+        self.graph = bwd.builder.finish(results)
 
-
-def _add_all(b: GraphBuilder, terms):
-    """Sum scalars, in float64 when the outputs' dtypes differ."""
-    if len({t.type.dtype for t in terms}) > 1:
-        terms = [b.emit("cast", [t], {"dtype": "f64"})[0] for t in terms]
-    total = terms[0]
-    for t in terms[1:]:
-        (total,) = b.emit("add", [total, t], {})
-    return total
-
-
-class JitBackward:
-    """The compiled backward of one cache entry, and the tape node each call records."""
-
-    def __init__(self, name: str, graph: Graph, sources, wrt: list[int]):
+    def compile(self, forward_inputs: list) -> None:
+        """Optimize and compile the backward graph (after the forward graph is final)."""
         from kiln.passes.manager import run_passes
         from kiln.runtime.executable import build_executable
-        self.name = name
-        self.sources = sources
-        self.wrt = wrt
-        self.float_outs = [k for k, v in enumerate(graph.outputs) if v.type.dtype.is_float]
-        self.out_types = [graph.outputs[k].type for k in self.float_outs]
-        self.graph, self.stages = run_passes(vjp_graph(graph, wrt, self.float_outs))
-        self.executable = build_executable(self.graph)
-
-    def record(self, arrays: list, outputs: list, leaves: list) -> None:
-        """Make the call's float outputs differentiable through one tape node."""
-        inputs = [self._tensor(i, leaves) for i in self.wrt]
-        outs = [outputs[k] for k in self.float_outs]
-        if not outs:
+        if self.graph is None:
             return
-        node = autograd.TapeNode(f"jit_{self.name}", self._vjp_for(arrays), inputs,
-                                 [t._snapshot() for t in outs], None)
+        position = {v: i for i, v in enumerate(forward_inputs)}
+        self.wrt_inputs = [position[v] for v in self.wrt]
+        self.saved_inputs = [position.get(v) for v in self.saved]
+        self.optimized, self.stages = run_passes(self.graph)
+        self.executable = build_executable(self.optimized)
+
+    def record(self, tensors: list, outputs: list, saved_arrays: list) -> None:
+        """Make this call's differentiated outputs require grad, through one tape node."""
+        outs = [outputs[k] for k in self.out_index]
+        if self.error is not None:
+            inputs = [t for t in tensors if t is not None and t._requires_grad]
+            vjp = self._raise
+        else:
+            inputs = [tensors[i] for i in self.wrt_inputs]
+            vjp = self._vjp_for(self._saved_values(tensors, saved_arrays))
+        node = autograd.TapeNode(f"jit_{self.name}", vjp, inputs,
+                                 [autograd.save(t) for t in outs], None)
         for i, t in enumerate(outs):
             t._requires_grad = True
             t.grad_fn = node
             t._out_index = i
+            t._view_version = t._version[0]
 
-    def _tensor(self, i: int, leaves) -> Tensor:
-        kind, ref, _ = self.sources[i]
-        return leaves[ref] if kind == "arg" else ref
+    def _raise(self, ctx, g):
+        raise self.error
 
-    def _vjp_for(self, arrays: list):
+    def _saved_values(self, tensors: list, saved_arrays: list) -> list:
+        """Per saved value: a forward output (an array, or a saved tensor when the caller
+        holds it as an output), or a forward input saved with its version."""
+        arrays = iter(saved_arrays)
+        return [autograd.save(tensors[i]) if i is not None else next(arrays)
+                for i in self.saved_inputs]
+
+    def _vjp_for(self, saved: list):
+        cot_types = [v.type for v in self.graph.inputs[:len(self.out_index)]]
+
         def vjp(ctx, g):
             gs = g if isinstance(g, list) else [g]
-            cots = [np.zeros(ty.shape, ty.dtype.np) if gi is None else gi._data
-                    for gi, ty in zip(gs, self.out_types)]
-            return [Tensor._wrap(a) for a in self.executable(arrays + cots)]
+            arrays = [np.zeros(ty.shape, ty.dtype.np) if gi is None else gi._data
+                      for gi, ty in zip(gs, cot_types)]
+            for s in saved:
+                if isinstance(s, Tensor):
+                    autograd.check_saved(s)
+                    arrays.append(s._data)
+                else:
+                    arrays.append(s)
+            return [Tensor._wrap(a) for a in self.executable(arrays)]
         return vjp
+
+
+def _add(grads: dict, leaf, g) -> None:
+    """Sum the gradients reaching one leaf (inside the backward trace)."""
+    if id(leaf) in grads:
+        grads[id(leaf)] = (leaf, grads[id(leaf)][1] + g)
+    else:
+        grads[id(leaf)] = (leaf, g)

@@ -68,7 +68,7 @@ class Tensor:
     # ndarray is a NumPy view of its base's memory, so in-place writes reach every alias.
     # `_version` is the storage's version counter (a one-item list shared by every alias);
     # `_base` and `_view_ops` link a differentiable view to the tensor it views, for autograd.
-    __slots__ = ("_data", "_trace", "_requires_grad", "grad", "grad_fn", "_out_index",
+    __slots__ = ("_data", "_trace", "_requires_grad", "_grad", "grad_fn", "_out_index",
                  "_version", "_base", "_view_ops", "_view_version", "_strides", "_saved",
                  "__weakref__")
     __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
@@ -83,7 +83,7 @@ class Tensor:
         self._data = data
         self._trace = trace
         self._requires_grad = False
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._out_index = 0
         self._version = [0]
@@ -167,6 +167,22 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None
+
+    @property
+    def grad(self):
+        """The gradient accumulated by `backward()` (None until then)."""
+        trace = current_trace()
+        if trace is not None and trace.grads.owns(self):
+            return trace.grads.get(self)    # NOTE: inside @kiln.jit: a graph value
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        trace = current_trace()
+        if trace is not None and trace.grads.owns(self):
+            trace.grads.set(self, value)
+            return
+        self._grad = value
 
     @property
     def requires_grad(self) -> bool:
@@ -310,19 +326,19 @@ class Tensor:
         return self.to(dtypes.bool_)
 
     # ---- autograd ---------------------------------------------------------------------------
-    def backward(self, gradient: "Tensor | None" = None) -> None:
-        """Accumulate gradients of this tensor into the leaves' `.grad`."""
-        if self._trace is not None:
-            raise GraphBreak("not supported yet: backward() inside @kiln.jit", loc=user_loc())
+    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool = False) -> None:
+        """Accumulate gradients of this tensor into the leaves' `.grad`; the graph's saved
+        values are freed unless `retain_graph=True` (a second backward then raises)."""
         if gradient is None:
             if self.numel() != 1:
                 raise KilnError(f"grad can be implicitly created only for scalar outputs; "
                                 f"this tensor has shape {list(self.shape)}", loc=user_loc())
-            gradient = Tensor._wrap(np.ones(self._data.shape, self._data.dtype))
+            from .functional import full
+            gradient = full(tuple(self.shape), 1, self.dtype)
         elif tuple(gradient.shape) != tuple(self.shape):
             raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
                             f"tensor shape {list(self.shape)}", loc=user_loc())
-        autograd.backward(self, gradient._snapshot())
+        autograd.backward(self, gradient._snapshot(), retain_graph)
 
     def __repr__(self) -> str:
         from .format import format_tensor

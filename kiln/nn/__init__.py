@@ -6,7 +6,7 @@
     >>> model(kiln.tensor([1.0, 2.0, 3.0])).shape
     kiln.Size([1])
 """
-from . import functional, init  # noqa: F401
+from . import functional, init, utils  # noqa: F401
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout

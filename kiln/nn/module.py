@@ -304,13 +304,12 @@ class Module:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's gradient: to None (the default), or to zeros."""
         for p in self.parameters():
-            if p.grad is None:
-                continue
             if set_to_none:
-                p.grad = None
-            else:
-                from kiln.frontend.creation import zeros_like
-                p.grad = zeros_like(p.grad)
+                p.grad = None       # NOTE: no read first: see Optimizer.zero_grad
+            elif p.grad is not None:
+                p.grad.detach_()
+                with no_grad():
+                    p.grad.zero_()
 
     # ---- casting and devices -----------------------------------------------------------------
     def _apply(self, fn) -> "Module":

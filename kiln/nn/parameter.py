@@ -30,6 +30,8 @@ class Parameter(Tensor):
             raise TypeError(f"Parameter expects a kiln.Tensor as data, got "
                             f"{type(data).__name__}")
         self._init(data._data, data._trace)
+        self._version = data._version       # NOTE: shares data's storage, like PyTorch
+        self._strides = data._strides
         self.requires_grad_(requires_grad)
 
     def __repr__(self) -> str:
@@ -40,9 +42,8 @@ class Parameter(Tensor):
     def __deepcopy__(self, memo):
         if id(self) in memo:
             return memo[id(self)]
-        # NOTE: like PyTorch: the value and the flag; the gradient is not copied. A snapshot,
-        # not detach(): the copy must not join this parameter's group of data aliases.
-        result = type(self)(self._snapshot(), self.requires_grad)
+        # NOTE: like PyTorch: the value (new storage) and the flag; the gradient is not copied.
+        result = type(self)(Tensor._wrap(self._array("deepcopy").copy()), self.requires_grad)
         memo[id(self)] = result
         return result
 

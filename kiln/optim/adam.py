@@ -40,15 +40,13 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p: Tensor, grad: Tensor, group: dict, state: dict) -> None:
-        if not state:
-            _init_state(p, state, group["amsgrad"])
         beta1, beta2 = group["betas"]
         if group["maximize"]:
             grad = grad.neg()
         state["step"].add_(1)
-        lr, wd = group["lr"], group["weight_decay"]
+        lr, wd = self._hyper(group, "lr", dtypes.float64), group["weight_decay"]
         if wd != 0 and self._decoupled:
-            p.mul_(1 - lr * wd)
+            p.mul_(F.cast(1 - lr * wd, p.dtype) if isinstance(lr, Tensor) else 1 - lr * wd)
         elif wd != 0:
             grad = grad.add(p, alpha=wd)
         lerp_(state["exp_avg"], grad, 1 - beta1)
@@ -59,6 +57,9 @@ class Adam(Optimizer):
             second = state["max_exp_avg_sq"].copy_(F.maximum(state["max_exp_avg_sq"], second))
         denom = second.sqrt().div(F.cast(bias_correction2_sqrt, p.dtype)).add_(group["eps"])
         addcdiv_(p, state["exp_avg"], denom, F.cast(step_size.neg(), p.dtype))
+
+    def _init_state(self, p: Tensor, group: dict, state: dict) -> None:
+        _init_state(p, state, group["amsgrad"])
 
 
 class AdamW(Adam):

@@ -14,6 +14,7 @@ from itertools import chain
 from kiln.frontend import functional as F
 from kiln.frontend.autograd import enable_grad, no_grad
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import current_trace, untraced
 from kiln.ir.errors import KilnError
 
 
@@ -90,11 +91,10 @@ class Optimizer:
         """Reset every parameter's `.grad`: to None (the default) or to zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
                 if set_to_none:
-                    p.grad = None
-                else:
+                    p.grad = None       # NOTE: without reading it first (a traced step then
+                    continue            # does not depend on whether gradients existed)
+                if p.grad is not None:
                     p.grad.detach_()
                     with no_grad():
                         p.grad.zero_()
@@ -108,12 +108,44 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        trace = current_trace()
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, p.grad, group, self.state[p])
+            todo = [(p, p.grad, group) for group in self.param_groups for p in group["params"]]
+            todo = [(p, grad, group) for p, grad, group in todo if grad is not None]
+            for p, _, group in todo:
+                state = self.state[p]
+                if not state:
+                    with untraced():    # NOTE: real tensors, updated in place after
+                        self._init_state(p, group, state)
+            if trace is not None:
+                self._guard_structure(trace)
+            for p, grad, group in todo:
+                self._update(p, grad, group, self.state[p])
         return loss
+
+    def _init_state(self, p: Tensor, group: dict, state: dict) -> None:
+        """Create a parameter's state before its first update (subclasses that keep any)."""
+
+    def _hyper(self, group: dict, name: str, dtype):
+        """`group[name]`; inside @kiln.jit a 0-d graph input of `dtype` read at every call, so
+        a scheduler's new learning rate is used without recompiling."""
+        trace = current_trace()
+        if trace is None:
+            return group[name]
+        cache = trace.__dict__.setdefault("_optimizer_inputs", {})
+        key = (id(group), name, dtype)
+        if key not in cache:
+            v = trace.scalar_input(lambda: group[name], dtype, f"{name}{len(cache)}")
+            cache[key] = Tensor._wrap(v, trace)
+        return cache[key]
+
+    def _guard_structure(self, trace) -> None:
+        """What the traced step assumed about this optimizer beyond the values that are graph
+        inputs: its groups and their parameters, the other options (branches depend on them)
+        and which state tensors exist. A scheduler changing `lr` keeps it; anything else
+        retraces."""
+        trace.add_guard(lambda snapshot=_structure(self): _structure(self) == snapshot,
+                        f"the {type(self).__name__} optimizer's options or state")
 
     def _update(self, p: Tensor, grad: Tensor, group: dict, state: dict) -> None:
         """Update one parameter in place; subclasses implement their rule here."""
@@ -167,6 +199,14 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines.extend(f"    {k}: {group[k]}" for k in sorted(group) if k != "params")
         return "\n".join(lines + [")"])
+
+
+def _structure(opt: Optimizer) -> tuple:
+    groups = tuple((id(g), tuple(id(p) for p in g["params"]),
+                    tuple((k, v) for k, v in sorted(g.items()) if k not in ("params", "lr")))
+                   for g in opt.param_groups)
+    state = tuple((id(p), tuple((k, id(v)) for k, v in s.items())) for p, s in opt.state.items())
+    return groups, state
 
 
 def _check_param(p) -> None:

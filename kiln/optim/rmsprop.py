@@ -39,8 +39,6 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p: Tensor, grad: Tensor, group: dict, state: dict) -> None:
-        if not state:
-            _init_state(p, state, group)
         if group["maximize"]:
             grad = grad.neg()
         state["step"].add_(1)
@@ -56,9 +54,13 @@ class RMSprop(Optimizer):
         avg = avg.add(group["eps"])
         if group["momentum"] > 0:
             buf = addcdiv_(state["momentum_buffer"].mul_(group["momentum"]), grad, avg)
-            p.add_(buf, alpha=-group["lr"])
+            p.add_(buf, alpha=-self._hyper(group, "lr", p.dtype))
         else:
-            addcdiv_(p, grad, avg, -group["lr"])
+            addcdiv_(p, grad, avg, -self._hyper(group, "lr", p.dtype))
+
+
+    def _init_state(self, p: Tensor, group: dict, state: dict) -> None:
+        _init_state(p, state, group)
 
 
 def _init_state(p: Tensor, state: dict, group: dict) -> None:

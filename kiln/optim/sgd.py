@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
 from __future__ import annotations
 
+from kiln.frontend.creation import zeros_like
 from kiln.frontend.tensor import Tensor
 
 from .optimizer import Optimizer, check_range
@@ -45,7 +46,19 @@ class SGD(Optimizer):
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = grad.detach().clone()
+            elif state.pop("first_step", False):
+                buf.copy_(grad)
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-        p.add_(grad, alpha=-group["lr"])
+        p.add_(grad, alpha=-self._hyper(group, "lr", p.dtype))
+
+    def _init_state(self, p: Tensor, group: dict, state: dict) -> None:
+        if group["momentum"] == 0:
+            return
+        # NOTE: a zero buffer: `buf * momentum + grad` is then exactly `grad`, PyTorch's first
+        # step, so a traced step is the same graph from the first call on. With dampening the
+        # first step differs (`buf = grad`): it says so once, and the next step retraces.
+        state["momentum_buffer"] = zeros_like(p)
+        if group["dampening"] != 0:
+            state["first_step"] = True

@@ -10,6 +10,11 @@ from __future__ import annotations
 import os
 
 THREADS = 2
+# NOTE: a forced OpenBLAS kernel or cache size (set for some other program on the machine)
+# would make NumPy's and PyTorch's BLAS differ from what the hardware picks: the benchmarks'
+# processes (this one and every peer it spawns) run without them.
+for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    os.environ.pop(_var, None)
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ[_var] = str(THREADS)
@@ -63,6 +68,13 @@ def scaled_error(got, want: np.ndarray) -> float:
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
 
 
+def import_failure(peer: str, e: ImportError) -> dict:
+    """A peer that is not installed is skipped; Kiln failing to import is an error."""
+    if peer.startswith("kiln"):
+        return {"peer": peer, "status": "error", "why": f"ImportError: {e}"}
+    return {"peer": peer, "status": "skipped", "why": f"not installed ({e.name})"}
+
+
 def time_calls(f, args, reps: int, inner: int = 1) -> list[float]:
     """Seconds per call of f(*args), one entry per repetition of `inner` calls."""
     times = []
@@ -80,7 +92,7 @@ def measure(peer: str, maker, inputs, want, ns, error=scaled_error, inner: int =
     try:
         args, f, back = maker(inputs)
     except ImportError as e:
-        return {"peer": peer, "status": "skipped", "why": f"not installed ({e.name})"}
+        return import_failure(peer, e)
     try:
         t0 = time.perf_counter()
         got = back(f(*args))

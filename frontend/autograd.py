@@ -67,7 +67,7 @@ class TapeNode:
     input: ("node", producer TapeNode, output index), ("leaf", tensor) or None.
     """
 
-    __slots__ = ("op", "vjp", "inputs", "outputs", "attrs", "edges", "retained")
+    __slots__ = ("op", "vjp", "inputs", "outputs", "attrs", "edges", "retained", "consumed")
 
     def __init__(self, op: str, vjp, inputs, outputs, attrs):
         self.op = op
@@ -77,6 +77,7 @@ class TapeNode:
         self.attrs = attrs
         self.edges = [_edge(t) for t in inputs]
         self.retained: dict = {}
+        self.consumed: set = set()      # outputs a backward without retain_graph went through
         for i, t in enumerate(outputs):
             t._saved = (t._saved[0], self, i)
 
@@ -86,8 +87,13 @@ class TapeNode:
     def __repr__(self):
         return f"<{self.name()}>"
 
-    def free(self) -> None:
-        """Release the saved values (after a backward without retain_graph=True)."""
+    def free(self, outputs) -> None:
+        """Release the saved values after a backward (without retain_graph=True) went through
+        `outputs`. A node with several outputs (a jitted call) keeps them until a backward
+        comes through an output a second time: PyTorch would hold one node per output."""
+        if len(self.outputs) > 1:
+            self.consumed.update(outputs)
+            return
         for t in self.inputs + self.outputs:
             t._saved = _FREED
             if t._trace is None:
@@ -106,24 +112,45 @@ def save(t):
     return s
 
 
-def check_saved(t) -> None:
-    """t is a saved value a VJP reads now: refuse if it changed since it was saved."""
+def check_saved(t) -> str | None:
+    """Why saved value t may not be read now (written in place since it was saved, or freed
+    by an earlier backward), or None. Results computed from such a value are marked stale and
+    the backward raises only if one reaches an input that needs a gradient: PyTorch saves only
+    what each gradient needs, so an unneeded overwritten value is no error there either."""
     if t._saved is _FREED:
-        raise KilnError("Trying to backward through the graph a second time (or directly "
-                        "access saved tensors after they have already been freed). Saved "
-                        "intermediate values of the graph are freed when you call .backward()"
-                        ". Specify retain_graph=True if you need to backward through the "
-                        "graph a second time or if you need to access saved tensors after "
-                        "calling backward.")
+        return check_saved_freed_message()
+    if t._saved[0] == "stale":
+        return t._saved[1]
     version, fn, index = t._saved
-    if t._version[0] != version:
-        what = f", which is output {index} of {fn.name()}," if fn is not None else ""
-        raise KilnError(f"one of the variables needed for gradient computation has been "
-                        f"modified by an inplace operation: [{t.dtype.value}{list(t.shape)}]"
-                        f"{what} is at version {t._version[0]}; expected version {version} "
-                        "instead. Hint: the operation that failed was an in-place op on a "
-                        "tensor autograd had saved; use an out-of-place op (or clone()) "
-                        "there.")
+    if t._version[0] == version:
+        return None
+    what = f", which is output {index} of {fn.name()}," if fn is not None else ""
+    return (f"one of the variables needed for gradient computation has been modified by an "
+            f"inplace operation: [{t.dtype.value}{list(t.shape)}]{what} is at version "
+            f"{t._version[0]}; expected version {version} instead. Hint: the operation that "
+            "failed was an in-place op on a tensor autograd had saved; use an out-of-place op "
+            "(or clone()) there.")
+
+
+def check_saved_freed_message() -> str:
+    return ("Trying to backward through the graph a second time (or directly access saved "
+            "tensors after they have already been freed). Saved intermediate values of the "
+            "graph are freed when you call .backward(). Specify retain_graph=True if you need "
+            "to backward through the graph a second time or if you need to access saved "
+            "tensors after calling backward.")
+
+
+def mark_stale(results, why: str) -> None:
+    for r in results:
+        r._saved = ("stale", why)
+
+
+def require_fresh(t) -> None:
+    """Raise if t is a saved value that may not be read (see `check_saved`)."""
+    if t._saved is not None:
+        why = check_saved(t)
+        if why is not None:
+            raise KilnError(why)
 
 
 def cut_history(t) -> "TapeNode":
@@ -193,9 +220,9 @@ def run_backward(roots, retain_graph: bool, on_leaf) -> None:
             nodes.append(t.grad_fn)
     with no_grad():
         for node in _topo_order_all(nodes):
-            _run_vjp(node, cot, on_leaf)
-            if not retain_graph:
-                node.free()
+            got = _run_vjp(node, cot, on_leaf)
+            if not retain_graph and got:
+                node.free(got)
 
 
 def _topo_order_all(roots: list) -> list:
@@ -206,10 +233,14 @@ def _topo_order_all(roots: list) -> list:
     return _topo_order(hub)[1:]
 
 
-def _run_vjp(node: TapeNode, cot: dict, on_leaf):
+def _run_vjp(node: TapeNode, cot: dict, on_leaf) -> list:
+    """Run one node's VJP; returns the indices of the outputs that had a cotangent."""
     gs = [cot.pop((id(node), i), None) for i in range(len(node.outputs))]
-    if all(g is None for g in gs):
-        return
+    got = [i for i, g in enumerate(gs) if g is not None]
+    if not got:
+        return got
+    if node.consumed.intersection(got):
+        raise KilnError(check_saved_freed_message())
     for i, ref in node.retained.items():
         t = ref()
         if t is not None and gs[i] is not None:
@@ -220,10 +251,12 @@ def _run_vjp(node: TapeNode, cot: dict, on_leaf):
     for e, gi in zip(node.edges, grads):
         if gi is None or e is None:
             continue
+        require_fresh(gi)
         if e[0] == "node":
             _accumulate(cot, (id(e[1]), e[2]), gi)
         else:
             on_leaf(e[1], gi)
+    return got
 
 
 def _accumulate_grad(t, g) -> None:

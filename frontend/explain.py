@@ -1,17 +1,22 @@
 """`kiln.explain(f, *args)`: what `@kiln.jit` makes of a call, in words a user can act on.
 
-It traces and compiles like the first call of a jitted function and reports the graph, the
-kernels fusion made, what still runs through NumPy references, every guard, the tensors
-captured from outside (parameters, globals) and where they are first used, random seeds, and a
-graph break or compile failure with its source line.
+It traces and compiles like the first call of a jitted function and reports the graph (or the
+graphs around each graph break, with the break's source line and the value read), the kernels
+fusion made, what still runs through NumPy references, every guard, the tensors captured from
+outside (parameters, globals) and where they are first used, random seeds, the Python side
+effects found in the bytecode (with their source lines), why a jitted function recompiled, and
+a compile failure with its source line.
 """
 from __future__ import annotations
 
 import dataclasses
 
+from kiln.ir.errors import KilnError
+
 from . import autograd
-from .jit import JitFunction, _flatten, compile_trace, trace_function
-from .trace import GraphBreak
+from .jit import (JitFunction, _call_side_effects, _flatten, compile_trace, recompile_reasons,
+                  trace_function)
+from .trace import GraphBreak, ValueBreak
 
 
 @dataclasses.dataclass
@@ -27,10 +32,14 @@ class Explanation:
     reference_ops: list[str] = dataclasses.field(default_factory=list)
     graph_break: str | None = None
     compile_error: str | None = None
+    breaks: list[str] = dataclasses.field(default_factory=list)
+    side_effects: list[str] = dataclasses.field(default_factory=list)
+    recompiles: list[str] = dataclasses.field(default_factory=list)
+    compiled_graphs: int = 0
 
     @property
     def graphs(self) -> int:
-        return 0 if self.graph_break or self.compile_error else 1
+        return 0 if self.graph_break or self.compile_error else self.compiled_graphs
 
     def __str__(self) -> str:
         lines = [f"kiln.explain({self.name}): {self.graphs} graph(s), "
@@ -40,17 +49,27 @@ class Explanation:
                 "\n", "\n  ")]
         if self.compile_error:
             lines += ["compile failure (runs eagerly):", "  " + self.compile_error]
-        for title, items in (("guards (a change retraces)", self.guards),
-                             ("captured tensors (graph inputs, read at every call)",
-                              self.captured),
-                             ("random seeds (fresh per call)", self.seeds),
-                             ("kernels", self.kernels),
-                             ("ops run by their NumPy reference", self.reference_ops)):
-            if items:
+        for title, items in _SECTIONS:
+            if getattr(self, items):
                 lines.append(title + ":")
-                lines += ["  " + item for item in items]
-        lines.append("side effects: not analysed yet (bytecode analysis is not built)")
+                lines += ["  " + item for item in getattr(self, items)]
+        if not self.side_effects:
+            lines.append("Python side effects: none found")
         return "\n".join(lines)
+
+
+_SECTIONS = (
+    ("graph breaks (the graph before runs, the value is read, the graph after is compiled "
+     "for that value)", "breaks"),
+    ("Python side effects (the function re-runs on every call; its graphs are reused)",
+     "side_effects"),
+    ("guards (a change retraces)", "guards"),
+    ("captured tensors (graph inputs, read at every call)", "captured"),
+    ("random seeds (fresh per call)", "seeds"),
+    ("kernels", "kernels"),
+    ("ops run by their NumPy reference", "reference_ops"),
+    ("recompile reasons (this jitted function's earlier calls)", "recompiles"),
+)
 
 
 def _guards(args, kwargs, leaves) -> list[str]:
@@ -80,22 +99,24 @@ def _first_use(graph, value) -> str:
     return "returned directly"
 
 
-def _describe_graph(report: Explanation, trace, compiled) -> None:
+def _describe_graph(report: Explanation, trace, compiled, label: str = "") -> None:
     graph = trace.builder.graph
-    report.traced_nodes = len(graph.nodes)
+    report.compiled_graphs += 1
+    report.traced_nodes += len(graph.nodes)
     for m, state in trace.modules.values():
         attrs = ", ".join(f"{k}={v!r}" for k, v in state)
-        report.guards.append(f"{type(m).__name__} called during the trace: {attrs}")
+        report.guards.append(f"{label}{type(m).__name__} called during the trace: {attrs}")
     for t, v in trace.captured.values():
-        report.captured.append(f"%{v.hint}: {v.type}, {_first_use(graph, v)}")
-    report.seeds = [f"%{v.hint}: {_first_use(graph, v)}" for v in trace.seed_inputs]
+        report.captured.append(f"{label}%{v.hint}: {v.type}, {_first_use(graph, v)}")
+    report.seeds += [f"{label}%{v.hint}: {_first_use(graph, v)}" for v in trace.seed_inputs]
     for node in compiled.graph.nodes:
         where = f"  # {node.loc}" if node.loc else ""
         if node.op == "kernel":
             ops = " ".join(n.op for n in node.attrs.body.nodes)
-            report.kernels.append(f"{node.attrs.name}: {node.outputs[0].type} <- {ops}{where}")
+            report.kernels.append(
+                f"{label}{node.attrs.name}: {node.outputs[0].type} <- {ops}{where}")
         else:
-            report.reference_ops.append(f"{node.op}: {node.outputs[0].type}{where}")
+            report.reference_ops.append(f"{label}{node.op}: {node.outputs[0].type}{where}")
 
 
 def explain(fn, *args, **kwargs) -> Explanation:
@@ -114,8 +135,16 @@ def explain(fn, *args, **kwargs) -> Explanation:
                          _guards(args, kwargs, leaves))
     report.guards += [f"global or closure value: {name} == {value!r}"
                       for name, value in JitFunction(inner)._read_values()]
+    if isinstance(fn, JitFunction):
+        report.recompiles = _recompiles(fn)
+    effects = _call_side_effects(inner, args, kwargs)
+    report.side_effects = [e.describe() for e in effects]
+    if effects:
+        return _explain_replay(report, inner, effects, args, kwargs, leaves)
     try:
         trace, out_spec = trace_function(inner, args, kwargs)
+    except ValueBreak:
+        return _explain_replay(report, inner, effects, args, kwargs, leaves)
     except GraphBreak as e:
         report.graph_break = str(e)
         return report
@@ -127,3 +156,43 @@ def explain(fn, *args, **kwargs) -> Explanation:
         return report
     _describe_graph(report, trace, compiled)
     return report
+
+
+def _recompiles(fn: JitFunction) -> list[str]:
+    out = list(recompile_reasons(fn))
+    for entries in fn.cache.values():
+        for entry in entries:
+            out += getattr(entry, "reasons", [])
+    return out
+
+
+def _explain_replay(report: Explanation, fn, effects, args, kwargs, leaves) -> Explanation:
+    """Run `fn` once in replay mode (as a jitted call would) and describe every segment."""
+    from .replay import ReplayEntry, Session
+    record: list = []
+    entry = ReplayEntry(fn, report.name, effects, "explain", limit=1 << 30)
+    try:
+        Session(entry, record)._run(args, kwargs, leaves)
+    except GraphBreak as e:
+        report.graph_break = str(e)
+    except KilnError as e:     # NOTE: a segment failed to compile, or gradients were needed
+        report.compile_error = f"{type(e).__name__}: {e}"
+    n = 0
+    for rec in record:
+        if rec["segment"] is None:
+            why, loc, value = rec["read"]
+            report.breaks.append(f"{why} = {value!r} read from an input, no graph split, "
+                                 f"at {_where(loc)}")
+            continue
+        n += 1
+        if rec["compiled"] is not None:
+            _describe_graph(report, rec["segment"], rec["compiled"], f"graph {n}: ")
+        if "break" in rec:
+            why, loc, value = rec["break"]
+            report.breaks.append(f"after graph {n}: {why} = {value!r} (graph {n + 1} is "
+                                 f"compiled for that value) at {_where(loc)}")
+    return report
+
+
+def _where(loc) -> str:
+    return f"{loc}: {loc.source}" if loc is not None else "?"

@@ -56,14 +56,15 @@ def format_array(arr: np.ndarray, prefix: str = "tensor(") -> str:
 
 
 def format_tensor(t) -> str:
-    if t._trace is not None:
+    if t._trace is not None and t._trace.replay is None:
         return f"tensor(<traced {t._data.type}>)"
-    arr = t._data
+    # NOTE: while replaying (a jitted function that prints), reading the value splits the graph
+    arr = t._array("printing") if t._trace is not None else t._data
     body = format_array(arr) if arr.size or arr.ndim == 0 else "[]"
     extras = []
     if arr.size == 0 and arr.shape != (0,):
         extras.append(f"size={tuple(arr.shape)}")
-    dt = t.dtype
+    dt = dtypes.from_numpy(arr.dtype)
     if dt not in _DEFAULT or (arr.size == 0 and dt != dtypes.float32):
         extras.append(f"dtype=kiln.{dt.name}")
     if t.grad_fn is not None:

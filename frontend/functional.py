@@ -118,12 +118,19 @@ def unary(op: str, x: Tensor, float_only: bool = True) -> Tensor:
     return apply(op, [x])
 
 
+def _scaled(b, alpha):
+    """b * alpha, skipping the product for a plain 1 (alpha may be a 0-d tensor)."""
+    if not isinstance(alpha, Tensor) and alpha == 1:
+        return b
+    return mul(b, alpha)
+
+
 def add(a, b, alpha=1):
-    return binary("add", a, b if alpha == 1 else mul(b, alpha))
+    return binary("add", a, _scaled(b, alpha))
 
 
 def sub(a, b, alpha=1):
-    return binary("sub", a, b if alpha == 1 else mul(b, alpha))
+    return binary("sub", a, _scaled(b, alpha))
 
 
 def mul(a, b):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import warnings
 
 import numpy as np
@@ -17,11 +18,13 @@ import numpy as np
 from kiln.ir.errors import KilnError
 
 from . import autograd
-from .bytecode import is_scalar, module_state, scalar_reads
+from .guards import (EntryGuards, GuardFailure, InputSources, defaults_key, function_reads,
+                     Shown, describe_reads, frozen_reads, set_origin, static_spec)
 from .creation import SEEDS
-from .jit_grad import JitBackward, differentiable_inputs
+from .jit_effects import CallEffects
+from .jit_grad import TapeBackward
 from .tensor import Tensor
-from .trace import GraphBreak, Trace, current_trace, tracing
+from .trace import GraphBreak, Trace, ValueBreak, current_trace, tracing
 
 
 class KilnJitWarning(UserWarning):
@@ -43,7 +46,7 @@ def _flatten(obj, leaves: list):
     except TypeError:
         raise KilnError(f"@kiln.jit: argument of type {type(obj).__name__} is neither a "
                         "tensor nor a hashable static value") from None
-    return ("S", type(obj).__name__, obj)
+    return static_spec(obj)     # NOTE: keyed by type and value: 2 != 2.0, 0.0 != -0.0
 
 
 def _unflatten(spec, leaves):
@@ -65,7 +68,8 @@ def _build(s, it):
 
 def _tensor_guard(t: Tensor):
     # NOTE: the NumPy dtype and shape directly: this runs for every argument of every call.
-    return (t._data.dtype, t._data.shape, t._requires_grad)
+    # Strides too: the trace decided from them which reshapes view and which copy.
+    return (t._data.dtype, t._data.shape, t._data.strides, t._requires_grad)
 
 
 _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",
@@ -73,10 +77,16 @@ _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, re
 
 
 def _describe_guard(old, new) -> str:
-    """Which part of the cache key changed since the last trace."""
+    """Which part of the cache key changed since the last trace (or, when `old` is a
+    GuardFailure, the per-entry guard that failed), with the line where a value was read."""
+    if isinstance(old, GuardFailure):
+        return old.text
     for name, a, b in zip(_GUARD_NAMES, old, new):
-        if a != b:
-            return f"the {name} guard failed: {a!r} -> {b!r}"
+        if a == b:
+            continue
+        if name == _GUARD_NAMES[3]:
+            return describe_reads(a, b)
+        return f"the {name} guard failed: {a!r} -> {b!r}"
     return "a captured tensor's shape, dtype or requires_grad, or a module's attributes, changed"
 
 
@@ -90,52 +100,82 @@ class _Compiled:
         self.graph = graph
         self.executable = executable
         self.stages = stages
-        self.backward = None        # a JitBackward when some input requires grad
+        self.backward = None        # a TapeBackward when outputs require grad
+        self.effects = CallEffects(trace, executable)
+        self.extra_guards = list(trace.__dict__.get("extra_guards", ()))
         self.module_guards = list(trace.modules.values())
         self.capture_guards = [(t, g) for kind, t, g in self.sources if kind == "capture"]
 
-    def guards_hold(self) -> bool:
-        """Captured outside tensors still have the shape, dtype and requires_grad they were
-        traced with, and every nn.Module the trace called still has the same plain attributes,
-        train/eval mode included (Module calls are recorded, so a global model is guarded)."""
-        for t, guard in self.capture_guards:
-            if _capture_guard(t) != guard:
-                return False
-        return all(module_state(m) == state for m, state in self.module_guards)
+    def guards_hold(self, call=None) -> bool:
+        """The guards beyond the cache key hold for `call` = (args, kwargs): helper reads,
+        the modules the trace called (identity at their path, plain attributes, train/eval
+        mode), captured tensors (re-read at their path: dtype, shape, requires_grad), and
+        whether each `.grad` the trace read was None (and its type)."""
+        if not self.sources.guards.holds(call):
+            return False
+        if not all(check() for check, _ in self.extra_guards):
+            return False
+        return not self.effects.grad_guards or self.effects.grads_hold(
+            self.input_tensors(_leaves_of(call)))
+
+    def input_tensors(self, leaves) -> list:
+        """Per graph input, the Tensor bound to it for this call: the argument leaf or the
+        captured tensor re-read at its path; None for seeds and scalar inputs."""
+        return self.sources.guards.tensors(leaves)
 
     def __call__(self, leaves):
         arrays = []
-        for kind, ref, _ in self.sources:
-            if kind == "arg":
-                arrays.append(leaves[ref]._data)
-            elif kind == "capture":
-                arrays.append(ref._data)
+        tensors = self.input_tensors(leaves)
+        for (kind, ref, extra), t in zip(self.sources, tensors):
+            if t is not None:
+                arrays.append(t._data)
+            elif kind == "scalar":
+                arrays.append(np.asarray(ref(), dtype=extra))
             else:
                 arrays.append(np.array(SEEDS.next(), dtype=np.int64))
-        outs = [Tensor._wrap(a) for a in self.executable(arrays)]
+        self.effects.before(tensors, arrays)
+        results = self.executable(arrays)
+        outs = self.effects.after(tensors, results)
         if self.backward is not None and autograd.is_grad_enabled():
-            self.backward.record(arrays, outs, leaves)
+            self.backward.record(tensors, outs, self.effects.saved(results, outs))
         return _unflatten(self.out_spec, outs)
+
+
+def _leaves_of(call) -> list:
+    leaves: list = []
+    if call is not None:
+        _flatten(call, leaves)
+    return leaves
 
 
 def _capture_guard(t: Tensor) -> tuple:
     return (t._data.shape, t._data.dtype, t._requires_grad)
 
 
-def _input_sources(trace: Trace):
+def _input_sources(trace: Trace) -> InputSources:
     """Where each graph input comes from at call time: ("arg", leaf index, None),
-    ("capture", tensor, guard) or ("seed", None, None)."""
+    ("capture", tensor as traced, guard), ("scalar", getter, NumPy dtype) or ("seed", None,
+    None); `.guards` holds the entry's guards and re-reads captured tensors at their path."""
     arg_index = {v: i for i, v in enumerate(trace.arg_values)}
     captured = {v: t for t, v in trace.captured.values()}
-    out = []
+    scalars = {v: (get, dt.np) for v, get, dt in getattr(trace, "scalar_inputs", ())}
+    # NOTE: a `.grad` input: the owner's input position (the owner is always an earlier input)
+    grads = trace.__dict__["_grads"].inputs if "_grads" in trace.__dict__ else {}
+    position = {v: i for i, v in enumerate(trace.input_order())}
+    out = InputSources()
     for v in trace.input_order():
         if v in arg_index:
             out.append(("arg", arg_index[v], None))
         elif v in captured:
             t = captured[v]
             out.append(("capture", t, _capture_guard(t)))
+        elif v in scalars:
+            out.append(("scalar",) + scalars[v])
+        elif v in grads:
+            out.append(("grad", position[grads[v]], None))
         else:
             out.append(("seed", None, None))
+    out.guards = EntryGuards(trace, out)
     return out
 
 
@@ -149,6 +189,9 @@ class _Eager:
     def guards_hold(self) -> bool:
         return True
 
+    def run(self, args, kwargs, leaves):
+        return self.fn(*args, **kwargs)
+
 
 # ---- tracing and compiling ------------------------------------------------------------------
 def trace_function(fn, args, kwargs) -> tuple[Trace, object]:
@@ -157,16 +200,45 @@ def trace_function(fn, args, kwargs) -> tuple[Trace, object]:
     spec = _flatten((args, kwargs), leaves)
     trace = Trace(getattr(fn, "__name__", "f"))
     names = _leaf_names(fn, args, len(leaves))
-    stand_ins = [Tensor._wrap(trace.add_arg(t._type(), names[i]), trace)
-                 for i, t in enumerate(leaves)]
+    stand_ins = [_stand_in(trace, t, names[i]) for i, t in enumerate(leaves)]
+    trace.arg_leaves = {s._data: t for s, t in zip(stand_ins, leaves)}
     a, kw = _unflatten(spec, stand_ins)
-    with tracing(trace), autograd.no_grad():
+    # NOTE: in the caller's grad mode: ops record on the autograd tape as they would eagerly
+    with tracing(trace):
         result = fn(*a, **kw)
-    out_leaves: list = []
-    out_spec = _flatten(result, out_leaves)
-    values = [trace.value_of(t) for t in out_leaves]
-    trace.builder.finish(values)
+        out_leaves: list = []
+        out_spec = _flatten(result, out_leaves)
+        finish_trace(trace, out_leaves)
     return trace, out_spec
+
+
+def finish_trace(trace: Trace, out_leaves: list) -> None:
+    """The graph's outputs: the function's, then the `.grad`s it assigned, then the values
+    its backward graph reads (saved activations), if outputs still require grad."""
+    values = [trace.value_of(t) for t in out_leaves]
+    trace.n_outputs = len(values)
+    trace.grad_effects = []
+    for owner, g in trace.grads.results():
+        trace.grad_effects.append((owner, None if g is None else len(values)))
+        if g is not None:
+            values.append(trace.value_of(g))
+    diff = [k for k, t in enumerate(out_leaves) if t._requires_grad and t.grad_fn is not None]
+    trace.backward = None
+    if diff:
+        trace.backward = TapeBackward(trace, [out_leaves[k] for k in diff], diff)
+        inputs = set(trace.builder.graph.inputs)
+        trace.saved_start = len(values)
+        values += [v for v in trace.backward.saved if v not in inputs]
+    trace.builder.finish(values)
+
+
+def _stand_in(trace: Trace, t: Tensor, name) -> Tensor:
+    """The traced tensor for argument t: same type and strides (so a reshape views or copies
+    exactly as it would eagerly, and a write into an expanded argument is refused)."""
+    s = Tensor._wrap(trace.add_arg(t._type(), name), trace)
+    s._strides = t._elem_strides()
+    s._requires_grad = t._requires_grad
+    return s
 
 
 def _leaf_names(fn, args, n: int) -> list:
@@ -185,8 +257,13 @@ def compile_trace(trace: Trace, out_spec):
     optimized, stages = run_passes(graph)
     executable = build_executable(optimized)
     # NOTE: the pass manager's "input" stage is the traced graph itself; show it once.
-    return _Compiled(trace, out_spec, optimized, executable, [("traced", graph)] + [
+    entry = _Compiled(trace, out_spec, optimized, executable, [("traced", graph)] + [
         (s.name, s.graph) for s in stages if s.name != "input"])
+    backward = getattr(trace, "backward", None)
+    if backward is not None:
+        backward.compile(graph.inputs)
+        entry.backward = backward
+    return entry
 
 
 def compile_stages(fn, args, kwargs=None) -> list[tuple[str, str]]:
@@ -216,11 +293,14 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
-        self.reads = scalar_reads(fn)
+        self.reads = function_reads(fn)     # NOTE: names are resolved at call time
+        self._plain_reads = [r for r in self.reads if r.chain.kind != "arg"]
         self.recompile_limit = recompile_limit
         self.cache: dict = {}
         self.traces = 0
         self._last_key = None
+        self._call = None           # (args, kwargs) between _key and _lookup
+        self._past_limit = None     # the silent eager entry once the limit warning was given
 
     def __call__(self, *args, **kwargs):
         if current_trace() is not None:
@@ -229,8 +309,8 @@ class JitFunction:
         entry = self._lookup(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, leaves, key[2])
-        if isinstance(entry, _Eager):
-            return self.fn(*args, **kwargs)
+        if isinstance(entry, _Eager):       # NOTE: eager, or replay (frontend/replay.py)
+            return entry.run(args, kwargs, leaves)
         return entry(leaves)
 
     def _key(self, args, kwargs) -> tuple:
@@ -238,45 +318,103 @@ class JitFunction:
         grad mode, and the plain globals/closure values the function reads."""
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
+        self._call = (args, kwargs)
         key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
-               self._read_values())
+               self._read_values(args, kwargs))
         return key, leaves
 
-    def _read_values(self) -> tuple:
-        """Plain values of the globals and closure variables the function reads: a traced
-        graph bakes them in, so they are guarded like static arguments."""
-        out = []
-        for name, get in self.reads:
-            value = get()
-            if is_scalar(value):
-                out.append((name, value))
+    def _read_values(self, args=None, kwargs=None) -> tuple:
+        """(label, frozen value) of every outside value the function's own code reads
+        (globals, closure variables, constant attribute/item chains, parameters' attributes
+        when the call is given), resolved now, plus its default values: a traced graph bakes
+        them in, so they are guarded like static arguments (see frontend/guards.py)."""
+        if args is None:    # NOTE: for a report (kiln.explain): values print as values
+            out = [(k, Shown(v)) for k, v in frozen_reads(self._plain_reads, None)]
+        else:
+            out = frozen_reads(self.reads, (args, kwargs))
+        defaults = defaults_key(self.fn)
+        if defaults is not None:
+            out.append(("default values", defaults))
         return tuple(out)
 
     def _lookup(self, key):
-        """The first entry for `key` whose per-call guards hold (one per train/eval mode, or
-        per captured-tensor shape, that has been traced)."""
-        for entry in self.cache.get(key, ()):
-            if entry.guards_hold():
+        """The first entry for `key` whose per-call guards hold (one per train/eval mode,
+        module identity, captured-tensor shape or helper value that has been traced). On a
+        miss: the failing guard is kept for the warning; past the recompile limit, after
+        the one warning, an eager entry is returned silently."""
+        call, self._call = self._call, None
+        entries = self.cache.get(key, ())
+        for entry in entries:
+            if entry.guards_hold(call) if isinstance(entry, _Compiled) else entry.guards_hold():
                 return entry
-        return None
+        compiled = [e for e in entries if isinstance(e, _Compiled)]
+        if compiled:
+            self._last_key = GuardFailure(compiled[-1].sources.guards.failure(call))
+        if self.traces < self.recompile_limit:
+            set_origin((self,) + call if call is not None else None)
+            return None
+        if self._past_limit is None:
+            self._past_limit = _Eager(self.fn, "recompile limit")
+            return None         # NOTE: _compile warns, this once
+        return self._past_limit
+
+    def __get__(self, obj, objtype=None):
+        """`@kiln.jit` on a method: `obj.f(x)` calls the JitFunction with `obj` first (a
+        static argument; its attributes the method reads are guarded)."""
+        if obj is None:
+            return self
+        return types.MethodType(self, obj)
 
     def _compile(self, key, args, kwargs, leaves, grad_on):
+        replay = self._replay_for(key)
+        if replay is not None:
+            return replay
         if self.traces >= self.recompile_limit:
             why = _describe_guard(self._last_key, key) if self._last_key else "?"
             return self._eager(key, f"recompile limit ({self.recompile_limit}) reached; {why}")
         self.traces += 1
+        if self._last_key is not None:
+            recompile_reasons(self).append(_describe_guard(self._last_key, key))
         self._last_key = key
+        effects = _call_side_effects(self.fn, args, kwargs)
+        if effects:
+            where = ", ".join(e.describe() for e in effects)
+            return self._replay(key, effects, f"Python side effects: {where}", leaves, grad_on)
         try:
             trace, out_spec = trace_function(self.fn, args, kwargs)
+        except ValueBreak as e:
+            return self._replay(key, [], str(e), leaves, grad_on)
         except GraphBreak as e:
             return self._eager(key, str(e))
         try:
             entry = compile_trace(trace, out_spec)
-            wrt = differentiable_inputs(entry.sources, leaves) if grad_on else []
-            if wrt:
-                entry.backward = JitBackward(self.name, trace.builder.graph, entry.sources, wrt)
         except Exception as e:  # NOTE: a compiler failure must never stop the user's program
             return self._eager(key, f"compilation failed ({type(e).__name__}: {e})")
+        self.cache.setdefault(key, []).append(entry)
+        return entry
+
+    def _replay_for(self, key):
+        """A replay entry traced for the same arguments when only global or closure values
+        changed: it re-runs the Python, which reads them anew, so it needs no retrace."""
+        for old in [k for k in self.cache if k[:3] == key[:3]]:
+            entries = self.cache[old]
+            for entry in entries:
+                if getattr(entry, "segments", None) is not None:
+                    # NOTE: moved, not copied: a counter global would grow the cache per call
+                    entries.remove(entry)
+                    if not entries:
+                        del self.cache[old]
+                    self.cache.setdefault(key, []).append(entry)
+                    return entry
+        return None
+
+    def _replay(self, key, effects, reason: str, leaves, grad_on):
+        """A replay entry (frontend/replay.py): the Python runs on every call."""
+        from .replay import ReplayEntry
+        if grad_on and any(t._requires_grad for t in leaves):
+            return self._eager(key, f"{reason}; an argument requires grad and replay mode "
+                               "does not compute gradients yet")
+        entry = ReplayEntry(self.fn, self.name, effects, reason, self.recompile_limit)
         self.cache.setdefault(key, []).append(entry)
         return entry
 
@@ -292,6 +430,18 @@ class JitFunction:
         self(*args, **kwargs)
         entry = self._lookup(self._key(args, kwargs)[0])
         return getattr(entry, "graph", None)
+
+
+def recompile_reasons(jf: JitFunction) -> list[str]:
+    """Why `jf` traced again after its first trace (one line per retrace)."""
+    # NOTE: kept on the instance but created on first use, outside JitFunction.__init__.
+    return vars(jf).setdefault("recompile_reasons", [])
+
+
+def _call_side_effects(fn, args, kwargs) -> list:
+    """The Python side effects of `fn` for these arguments (asked only on a cache miss)."""
+    from .side_effects import effects_for_call, find_side_effects
+    return effects_for_call(find_side_effects(fn), fn, args, kwargs)
 
 
 def jit(fn=None, *, recompile_limit: int = 8):

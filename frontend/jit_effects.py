@@ -116,7 +116,9 @@ def _check_no_overlap(tensors: list, arrays: list, written: list) -> None:
                                     "them in place; pass a clone() of one of them")
 
 
-def _root(a: np.ndarray) -> np.ndarray:
-    while isinstance(a.base, np.ndarray):
+def _root(a):
+    """The object owning a's memory (views made by as_strided sit on a small holder object,
+    which has a `base` too)."""
+    while getattr(a, "base", None) is not None:
         a = a.base
     return a

@@ -49,7 +49,7 @@ class TapeBackward:
             values = [trace.value_of(leaf) for leaf, _ in grads.values()]
             results = [bwd.value_of(g) for _, g in grads.values()]
         self.wrt = values
-        self.saved = list(bwd.saved_from_parent)
+        self.saved = list(bwd.__dict__.get("saved_from_parent", ()))
         self.graph = bwd.builder.finish(results)
 
     def compile(self, forward_inputs: list) -> None:
@@ -61,8 +61,9 @@ class TapeBackward:
         position = {v: i for i, v in enumerate(forward_inputs)}
         self.wrt_inputs = [position[v] for v in self.wrt]
         self.saved_inputs = [position.get(v) for v in self.saved]
-        self.optimized, self.stages = run_passes(self.graph)
-        self.executable = build_executable(self.optimized)
+        self.traced = self.graph
+        self.graph, self.stages = run_passes(self.traced)
+        self.executable = build_executable(self.graph)
 
     def record(self, tensors: list, outputs: list, saved_arrays: list) -> None:
         """Make this call's differentiated outputs require grad, through one tape node."""
@@ -95,12 +96,14 @@ class TapeBackward:
         cot_types = [v.type for v in self.graph.inputs[:len(self.out_index)]]
 
         def vjp(ctx, g):
+            if saved:
+                autograd.require_fresh(ctx.outputs[0])  # NOTE: freed by an earlier backward?
             gs = g if isinstance(g, list) else [g]
             arrays = [np.zeros(ty.shape, ty.dtype.np) if gi is None else gi._data
                       for gi, ty in zip(gs, cot_types)]
             for s in saved:
                 if isinstance(s, Tensor):
-                    autograd.check_saved(s)
+                    autograd.require_fresh(s)
                     arrays.append(s._data)
                 else:
                     arrays.append(s)

@@ -103,9 +103,10 @@ class Tensor:
     @staticmethod
     def _kiln_apply(op: str, inputs, attrs: dict, holder):
         opdef = get_op(op)
+        stale = None
         for t in inputs:
             if t._saved is not None:
-                autograd.check_saved(t)
+                stale = autograd.check_saved(t) or stale
             elif t._base is not None and t._view_version != t._version[0]:
                 views.refresh_grad_fn(t)
         trace = current_trace()
@@ -120,6 +121,8 @@ class Tensor:
         if (opdef.differentiable and autograd.is_grad_enabled()
                 and any(t._requires_grad for t in inputs)):
             _record(opdef, inputs, results, attrs)
+        if stale is not None:
+            autograd.mark_stale(results, stale)
         return results[0] if len(results) == 1 else tuple(results)
 
     def _type(self) -> TensorType:
@@ -262,7 +265,8 @@ class Tensor:
         one is seen by both, as in PyTorch (`p.data.add_(u)` updates p)."""
         if self._trace is not None:
             # NOTE: in a trace, a node: the graph autograd pass must not differentiate through
-            return Tensor._kiln_apply("stop_gradient", [self], {}, self)
+            with autograd.no_grad():
+                return Tensor._kiln_apply("stop_gradient", [self], {}, self)
         return self._alias()
 
     def _alias(self) -> "Tensor":

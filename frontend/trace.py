@@ -5,6 +5,8 @@ as extra graph inputs, read again at every call, never baked in as constants.
 """
 from __future__ import annotations
 
+import copy
+import sys
 import threading
 
 from kiln.ir.builder import GraphBuilder
@@ -19,6 +21,10 @@ class GraphBreak(NotSupportedError):
     """The traced program needs a tensor's value (`.item()`, `bool(t)`, ...)."""
 
 
+class ValueBreak(GraphBreak):
+    """A graph break at a read of a traced tensor's value: replay mode can go past it."""
+
+
 class Trace:
     """A graph under construction plus the bookkeeping to call it later."""
 
@@ -28,6 +34,9 @@ class Trace:
         self.captured: dict = {}            # id(tensor) -> (tensor, Value)
         self.seed_inputs: list = []         # graph inputs filled with a fresh seed per call
         self.modules: dict = {}             # id -> (nn.Module called, its plain attributes)
+        self.replay = None                  # a replay session that materializes value reads
+        self.scalar_inputs: list = []       # (Value, getter, DType): 0-d inputs read per call
+        self._start_guards(sys._getframe(1))
 
     def add_arg(self, type: TensorType, hint: str):
         v = self.builder.add_input(type, hint)
@@ -38,14 +47,36 @@ class Trace:
         """The Value for tensor t in this trace (capturing outside tensors)."""
         if t._trace is self:
             return t._data
+        parent = self.__dict__.get("parent")
+        if parent is not None:
+            return self._saved_from(parent, t)
         if t._trace is not None:
             raise NotSupportedError("not supported yet: a tensor from another @kiln.jit "
                                     "trace used inside this one")
-        key = id(t)
+        # NOTE: an alias over the same ndarray (one autograd saved, a detach()) is the same
+        # storage: one graph input, so a write through either is seen by both
+        storages = self.__dict__.setdefault("_storages", {})
+        arr, key = storages.setdefault(id(t._data), (t._data, id(t)))
+        if arr is not t._data:
+            key = id(t)
+            storages[id(t._data)] = (t._data, key)
         if key not in self.captured:
             v = self.builder.add_input(t._type(), hint=f"c{len(self.captured)}")
             self.captured[key] = (t, v)
         return self.captured[key][1]
+
+    def add_guard(self, check, what: str) -> None:
+        """`check()` must be true at a call for this trace's graph to be used (`what` names
+        it in recompile messages)."""
+        self.__dict__.setdefault("extra_guards", []).append((check, what))
+
+    def _saved_from(self, parent: "Trace", t):
+        """In the backward trace of `parent`: the input holding forward value t (saved)."""
+        forward = t._data if t._trace is parent else parent.value_of(t)
+        saved = self.__dict__.setdefault("saved_from_parent", {})
+        if forward not in saved:
+            saved[forward] = self.builder.add_input(forward.type, hint=f"saved{len(saved)}")
+        return saved[forward]
 
     def note_module(self, module) -> None:
         """An nn.Module ran during the trace: what it computes depends on `training` and its
@@ -53,11 +84,52 @@ class Trace:
         from .bytecode import module_state
         self.modules.setdefault(id(module), (module, module_state(module)))
 
+    def _start_guards(self, creator) -> None:
+        """Which jit call this trace is for, and a recorder of the helper functions that run
+        while it is active (their reads become guards; see frontend/guards.py)."""
+        from .guards import HelperRecorder, skip_codes, take_origin
+        # NOTE: `cut` re-runs __init__ mid-trace: the recorder and origin carry over.
+        self.origin = take_origin() or getattr(self, "origin", None)
+        if getattr(self, "helpers", None) is None:
+            self.helpers = HelperRecorder(self, creator, skip_codes(self.origin))
+
+    @property
+    def grads(self):
+        """The `.grad` slots of the outside tensors this trace reads or writes."""
+        grads = self.__dict__.get("_grads")
+        if grads is None or grads.trace is not self:
+            from .trace_grads import TraceGrads
+            grads = self._grads = TraceGrads(self)
+        return grads
+
+    def scalar_input(self, getter, dtype, hint: str):
+        """A 0-d graph input whose value is `getter()` read at every call (a hyper-parameter
+        such as a learning rate that must not be baked in); returns its Value."""
+        from kiln.ir import dtypes
+        dt = dtypes.as_dtype(dtype)
+        v = self.builder.add_input(TensorType(dt, ()), hint=hint)
+        self.scalar_inputs.append((v, getter, dt))
+        return v
+
     def read_value(self, t, why: str):
-        """The NumPy value of traced tensor `t`, which the graph cannot give: a graph break."""
+        """The NumPy value of traced tensor `t`. While replaying (frontend/replay.py) the graph
+        recorded so far is compiled and run to give it; otherwise it is a graph break."""
+        if self.replay is not None:
+            return self.replay.read(self, t, why)
         from kiln.ir.types import user_loc
-        raise GraphBreak(f"not supported yet: {why} on a traced tensor inside @kiln.jit "
+        raise ValueBreak(f"not supported yet: {why} on a traced tensor inside @kiln.jit "
                          "(a graph break)", loc=user_loc())
+
+    def cut(self) -> "Trace":
+        """Move everything recorded so far into a new Trace (a segment to compile) and start
+        this one afresh; its tensors are rebound by the replay session."""
+        # NOTE: a shallow copy plus __init__ moves every attribute, including ones added
+        # later for other features, without listing them here.
+        segment = copy.copy(self)
+        replay = self.replay
+        self.__init__(self.builder.graph.name)
+        self.replay = replay
+        return segment
 
     def new_seed(self):
         v = self.builder.add_input(TensorType(DType.int64, ()), hint=f"seed{len(self.seed_inputs)}")
@@ -89,3 +161,8 @@ class tracing:
     def __exit__(self, *exc):
         _local.stack.pop()
         return False
+
+
+def untraced() -> tracing:
+    """A block that runs eagerly even inside a trace (state an optimizer creates once)."""
+    return tracing(None)

@@ -47,7 +47,9 @@ class OpDef:
     doc: str = ""
     view: Callable | None = None
 
-    def make_attrs(self, given: dict) -> Attrs:
+    def make_attrs(self, given) -> Attrs:
+        if isinstance(given, Attrs):
+            return given        # NOTE: already validated (a recorded view op, replayed)
         return Attrs.build(self.name, self.attrs, given)
 
     @property

@@ -136,9 +136,25 @@ class Executable:
             step(env)
             for s in dead:
                 env[s] = None
-        for i, s in self.writebacks:
-            np.copyto(inputs[i], env[s])
-        return [env[s] for s in self.output_slots]
+        if not self.writebacks:
+            return [env[s] for s in self.output_slots]
+        return self._write_back(env, inputs)
+
+    def _write_back(self, env: list, inputs) -> list:
+        """Write the final values into the caller's arrays. A value or output that still
+        reads a written array (the old x written into y while x is written too, an output
+        that views an input) is copied first: every value is the one before the writes."""
+        written = [inputs[i] for i, _ in self.writebacks]
+
+        def own(a):
+            if any(np.may_share_memory(a, w) for w in written):
+                return np.array(a, copy=True)
+            return a
+        values = [own(env[s]) for _, s in self.writebacks]
+        outs = [own(env[s]) for s in self.output_slots]
+        for (i, _), v in zip(self.writebacks, values):
+            np.copyto(inputs[i], v)
+        return outs
 
 
 def _check_input(graph_name: str, i: int, a, spec) -> np.ndarray:

@@ -68,13 +68,19 @@ def test_switching_to_train_mode_retraces():
     assert not np.array_equal(before, after)
 
 
-def test_training_batch_norm_falls_back_to_eager_with_a_warning():
+def test_training_batch_norm_compiles_with_its_running_statistics():
+    kiln.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-    with kiln.no_grad(), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        kiln.jit(net)(kiln.randn(5, 4))
-    assert any("in-place update" in str(w.message) for w in caught)
-    assert net[1].num_batches_tracked.item() == 1
+    twin = copy.deepcopy(net)
+    jf = kiln.jit(net)
+    with kiln.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", KilnJitWarning)
+        for _ in range(2):
+            x = kiln.randn(5, 4)
+            np.testing.assert_allclose(jf(x).numpy(), twin(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert net[1].num_batches_tracked.item() == 2
+    np.testing.assert_allclose(net[1].running_var.numpy(), twin[1].running_var.numpy(),
+                               rtol=1e-6)
 
 
 def test_copies_after_state_dict_are_independent():

@@ -1,0 +1,602 @@
+"""Guards of `@kiln.jit`: every outside Python value a trace depends on, re-read at each call.
+
+A compiled graph is reused only while these still hold:
+- the reads of the jitted function itself (`bytecode.access_chains`): globals, closure
+  variables and constant chains such as `cfg["lr"]`, `mod.SCALE`, `self.scale`, resolved at
+  call time and frozen into the cache key by `freeze` (scalars by type and value);
+- the reads of helper functions that ran during the trace (recorded with `sys.setprofile`);
+- the nn.Modules the trace called, by identity at the path where they were found, and their
+  plain attributes;
+- captured tensors found at a path (`W`, `model.fc.weight`): re-read there at every call (a
+  graph input, so manual SGD's `W = W - lr * g` does not retrace); only their dtype, shape
+  and requires_grad are guarded.
+Values Kiln cannot guard (NumPy arrays, huge containers) are refused with a KilnError that
+names the read and its line.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import gc
+import struct
+import sys
+import sysconfig
+import threading
+import types
+
+import numpy as np
+
+from kiln.ir.errors import KilnError
+from kiln.ir.types import _INTERNAL_DIRS, Loc
+
+from .bytecode import (MISSING, SCALAR_TYPES, access_chains, cell_value, code_objects,
+                       is_scalar, module_state, param_getters)
+from .tensor import Tensor
+from .trace import current_trace
+
+_PACK = struct.Struct("<d").pack
+_MAX_ITEMS = 1024       # NOTE: a container is re-read at every call; beyond this, refuse
+_MAX_DEPTH = 6
+_LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                           "platlib")})
+_IDENTITY_TYPES = (type, types.ModuleType, types.BuiltinFunctionType, types.MethodWrapperType,
+                   types.WrapperDescriptorType, types.MethodDescriptorType, enum.Enum)
+
+
+# ---- scalars by type and value ----------------------------------------------------------------
+def scalar_key(v):
+    """A key equal only for the same type and value: 2 != 2.0, 0.0 != -0.0, NaN == NaN."""
+    t = type(v)
+    if isinstance(v, (float, np.floating)):
+        return (t, _PACK(float(v)))
+    if isinstance(v, (complex, np.complexfloating)):
+        return (t, _PACK(v.real), _PACK(v.imag))
+    if t is tuple:
+        return (t,) + tuple(scalar_key(x) for x in v)
+    return (t, v)
+
+
+def show(frozen) -> str:
+    """A frozen value in words: a scalar key prints as its value."""
+    if type(frozen) is tuple and len(frozen) == 2 and isinstance(frozen[0], type):
+        t, v = frozen
+        if isinstance(v, bytes) and issubclass(t, (float, np.floating)):
+            return repr(t(struct.unpack("<d", v)[0]))
+        if t in SCALAR_TYPES:
+            return repr(v)
+    return repr(frozen)
+
+
+class Shown:
+    """A frozen value that prints in words (for reports such as kiln.explain)."""
+
+    __slots__ = ("frozen",)
+
+    def __init__(self, frozen):
+        self.frozen = frozen
+
+    def __eq__(self, other):
+        return type(other) is Shown and other.frozen == self.frozen
+
+    def __hash__(self):
+        return hash(self.frozen)
+
+    def __repr__(self):
+        return show(self.frozen)
+
+
+def frozen_reads(reads, call) -> list:
+    """[(label, frozen value)] of `reads` now; a KilnError names a read that cannot be
+    guarded. NOTE: one comprehension on the hot path; the slow path finds the culprit."""
+    try:
+        return [(r.label, freeze(r.get(call))) for r in reads]
+    except Unguardable:
+        for r in reads:
+            r.frozen(call)
+        raise
+
+
+class Typed:
+    """A scalar compared by `scalar_key`; prints as the value."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, value):
+        self.value = value
+        self.key = scalar_key(value)
+
+    def __eq__(self, other):
+        return type(other) is Typed and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+_CANONICAL: dict = {}
+
+
+def static_spec(obj) -> tuple:
+    """The cache-key spec of a static argument: ("S", type-and-value key, value). A NaN is
+    replaced by one canonical object per bit pattern, so tuple comparison (identity first)
+    finds it equal to itself on the next call."""
+    if isinstance(obj, SCALAR_TYPES + (np.generic,)):
+        key = scalar_key(obj)
+        if obj != obj:
+            obj = _CANONICAL.setdefault(key, obj)
+        return ("S", key, obj)
+    return ("S", type(obj), obj)
+
+
+# ---- freezing a value into a cache key --------------------------------------------------------
+class Unguardable(Exception):
+    """`freeze` met a value it cannot compare cheaply at every call."""
+
+
+class _Ident:
+    """Compares by identity (and keeps the object alive while a cache key holds it)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return type(other) is _Ident and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __repr__(self):
+        return f"<{type(self.obj).__name__} object at {id(self.obj):#x}>"
+
+
+@functools.cache
+def _module_type():
+    from kiln.nn.module import Module
+    return Module
+
+
+def freeze(v, depth: int = 0):
+    """A hashable key of everything about `v` a trace can depend on: scalars by type and
+    value, tensors by (dtype, shape, requires_grad) (their data is a graph input), modules and
+    functions by identity, containers item by item, other objects by identity plus their
+    plain attributes. Raises Unguardable for NumPy arrays and huge or deep structures."""
+    t = type(v)
+    if t is types.FunctionType:
+        if v.__defaults__ is None and v.__kwdefaults__ is None:
+            return v
+        return (v, _freeze_defaults(v.__defaults__), freeze(v.__kwdefaults__, depth + 1))
+    if t in SCALAR_TYPES or isinstance(v, np.generic):
+        return scalar_key(v)
+    if isinstance(v, Tensor):
+        if v._trace is not None:
+            return ("traced",)   # NOTE: a value of the trace itself (a stale closure cell)
+        return ("tensor", v._data.dtype, v._data.shape, v._requires_grad)
+    if depth > _MAX_DEPTH:
+        raise Unguardable("a structure nested too deeply to guard")
+    if isinstance(v, (list, tuple, dict)):
+        return _freeze_container(v, depth)
+    if t is types.MethodType:
+        return (t, freeze(v.__func__, depth + 1), freeze(v.__self__, depth + 1))
+    if t is types.BuiltinMethodType and not isinstance(v.__self__, types.ModuleType):
+        # NOTE: `d.get` is a new object at every read: the method is its name on its object
+        return (t, v.__name__, _Ident(v.__self__))
+    if isinstance(v, _IDENTITY_TYPES + (_module_type(),)):
+        return v if t.__eq__ is object.__eq__ else _Ident(v)
+    if isinstance(v, functools.partial):
+        return (t, freeze(v.func, depth + 1), freeze(v.args, depth + 1),
+                freeze(v.keywords, depth + 1))
+    if isinstance(v, np.ndarray):
+        raise Unguardable("a NumPy array")
+    return _freeze_object(v, depth)
+
+
+_FROZEN_DEFAULTS: dict = {}     # id(defaults) -> (defaults, key), for tuples of plain scalars
+
+
+def _freeze_defaults(d):
+    """`freeze(d)` for a function's `__defaults__`, cached per tuple when it holds only
+    immutable scalars (assigning new defaults makes a new tuple)."""
+    hit = _FROZEN_DEFAULTS.get(id(d))
+    if hit is not None and hit[0] is d:
+        return hit[1]
+    key = freeze(d, 1)
+    if is_scalar(d):
+        _FROZEN_DEFAULTS[id(d)] = (d, key)      # NOTE: holds d, so its id stays unique
+    return key
+
+
+def _freeze_container(v, depth: int):
+    if len(v) > _MAX_ITEMS:
+        raise Unguardable(f"a {type(v).__name__} of {len(v)} items (more than {_MAX_ITEMS} "
+                          "is too large to compare at every call)")
+    if isinstance(v, dict):
+        return (type(v), tuple((freeze(k, depth + 1), freeze(x, depth + 1))
+                               for k, x in v.items()))
+    return (type(v), tuple(freeze(x, depth + 1) for x in v))
+
+
+def _freeze_object(v, depth: int):
+    """An object: by identity, plus its plain attributes (scalars, tensors), so that a helper
+    reading `cfg.scale` through an argument still sees a change."""
+    attrs = getattr(v, "__dict__", None)
+    if attrs is None:
+        try:
+            hash(v)
+        except TypeError:
+            raise Unguardable(f"a {type(v).__name__} (unhashable, without attributes)") from None
+        return (type(v), v)
+    plain = tuple((k, freeze(x, depth + 1)) for k, x in attrs.items()
+                  if isinstance(x, SCALAR_TYPES + (Tensor, np.generic)))
+    return (_Ident(v), plain)
+
+
+# ---- reads: a chain resolved at call time -----------------------------------------------------
+def walk(value, steps):
+    """Apply attribute/item steps; MISSING where one fails. A tensor ends the walk: its own
+    attributes (shape, dtype, methods) are covered by the tensor guard."""
+    for kind, k in steps:
+        if value is MISSING or isinstance(value, Tensor):
+            return value
+        try:
+            value = getattr(value, k) if kind == "attr" else value[k]
+        except Exception:   # NOTE: an unset name or key is a value too (it may appear later)
+            return MISSING
+    return value
+
+
+def root_getter(chain, fn_globals: dict, cells: dict, params: dict):
+    """A function of the call `(args, kwargs)` returning the chain's root value now."""
+    if chain.kind == "global":
+        name = chain.name
+        return lambda call: fn_globals.get(name, MISSING)
+    if chain.kind == "cell":
+        cell = cells[chain.name]
+        return lambda call: cell_value(cell)
+    return params[chain.name]
+
+
+def chain_getter(chain, fn_globals: dict, cells: dict, params: dict):
+    root = root_getter(chain, fn_globals, cells, params)
+    steps = chain.steps
+    if not steps:
+        return root
+    return lambda call: walk(root(call), steps)
+
+
+class Read:
+    """One guarded read: a label for messages, a getter of the call, and its source line."""
+
+    __slots__ = ("label", "get", "chain")
+
+    def __init__(self, chain, get):
+        self.chain = chain
+        self.get = get
+        self.label = f"{_KINDS[chain.kind]} {chain.text()} (read at {self.loc()})"
+
+    def loc(self) -> Loc:
+        return Loc(self.chain.file, self.chain.line)
+
+    def frozen(self, call):
+        """The read's current value as a cache key (KilnError where it cannot be guarded)."""
+        value = self.get(call)
+        try:
+            return freeze(value)
+        except Unguardable as e:
+            raise KilnError(
+                f"@kiln.jit: {_KINDS[self.chain.kind]} `{self.chain.text()}` is {e}; a "
+                "compiled graph would bake its value in, and Kiln cannot guard it at every "
+                "call", loc=self.loc(),
+                hint="pass it to the jitted function as an argument instead (a NumPy array "
+                     "as a tensor: kiln.from_numpy(arr)), or read it outside") from None
+
+
+_KINDS = {"global": "global", "cell": "closure variable", "arg": "argument"}
+
+
+def function_reads(fn) -> list[Read]:
+    """The guarded reads of a jitted function's own code (and its nested code)."""
+    func = getattr(fn, "__func__", fn)
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return []
+    params = param_getters(fn)
+    cells = dict(zip(code.co_freevars, func.__closure__ or ()))
+    chains = access_chains(code, tuple(params))
+    return [Read(c, chain_getter(c, func.__globals__, cells, params)) for c in chains]
+
+
+def defaults_key(fn):
+    """The jitted function's own default values: calls that omit them bake them in."""
+    func = getattr(fn, "__func__", fn)
+    d, kw = getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None)
+    if d is None and kw is None:
+        return None
+    try:
+        return (freeze(d), freeze(kw))
+    except Unguardable as e:
+        raise KilnError(f"@kiln.jit: a default value of {func.__name__} is {e}; Kiln cannot "
+                        "guard it at every call", hint="pass it as an argument") from None
+
+
+# ---- which jit call a trace belongs to --------------------------------------------------------
+_PENDING = threading.local()
+
+
+def set_origin(origin) -> None:
+    """(JitFunction, args, kwargs) of the call about to trace, or None."""
+    _PENDING.origin = origin
+
+
+def take_origin():
+    origin = getattr(_PENDING, "origin", None)
+    _PENDING.origin = None
+    return origin
+
+
+def is_user_code(code: types.CodeType) -> bool:
+    name = code.co_filename
+    return not (name.startswith(_INTERNAL_DIRS) or name.startswith(_LIBRARY_DIRS)
+                or name.startswith("<frozen"))
+
+
+def _is_user_frame(frame) -> bool:
+    """User code: outside Kiln, the standard library and installed packages, and neither
+    module-level code (an import) nor code Kiln generated (dataclass methods of its IR)."""
+    code = frame.f_code
+    module = str(frame.f_globals.get("__name__", ""))
+    if not is_user_code(code) or code.co_name == "<module>" or module.split(".")[0] == "kiln":
+        return False
+    while frame is not None:        # NOTE: an import hook run by a lazy import is not user code
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return False
+        frame = frame.f_back
+    return True
+
+
+class HelperRecorder:
+    """Guards the reads of the user functions that run while `trace` is active.
+
+    NOTE: a profile hook sees every Python call, so helpers reached in any way (methods,
+    functions passed around, a user nn.Module's forward) are found; it removes itself when
+    the frame that created the trace returns."""
+
+    def __init__(self, trace, creator, skip: set):
+        self.trace = trace
+        self.creator = creator
+        self.skip = skip
+        self.reads: list[tuple[Read, object]] = []    # (read, frozen value at trace time)
+        self.complete = sys.getprofile() is None
+        if self.complete:
+            sys.setprofile(self._event)
+
+    def _event(self, frame, event, arg):
+        if event == "return" and frame is self.creator:
+            sys.setprofile(None)
+            self.creator = None
+        elif event == "call" and frame.f_code not in self.skip:
+            self.skip.add(frame.f_code)
+            if current_trace() is self.trace and _is_user_frame(frame):
+                self._guard(frame)
+
+    def _guard(self, frame):
+        code = frame.f_code
+        chains = access_chains(code, nested=False)
+        cells = _closure_cells(frame) if any(c.kind == "cell" for c in chains) else {}
+        for c in chains:
+            if c.kind == "cell" and c.name not in cells:
+                continue    # NOTE: a closure over the trace's own locals, not an outside value
+            read = Read(c, chain_getter(c, frame.f_globals, cells, {}))
+            self.reads.append((read, read.frozen(None)))
+
+
+def _closure_cells(frame) -> dict:
+    """The closure cells of the function running in `frame`, found through the garbage
+    collector (a frame does not point at its function); {} when ambiguous."""
+    code = frame.f_code
+    values = frame.f_locals
+    for f in gc.get_referrers(code):
+        if isinstance(f, types.FunctionType) and f.__code__ is code and f.__closure__:
+            cells = dict(zip(code.co_freevars, f.__closure__))
+            if all(cell_value(c) is values.get(n, MISSING) for n, c in cells.items()):
+                return cells
+    return {}
+
+
+def skip_codes(origin) -> set:
+    """Code whose reads the cache key already guards (the jitted function's own)."""
+    if origin is None:
+        return set()
+    func = getattr(origin[0].fn, "__func__", origin[0].fn)
+    code = getattr(func, "__code__", None)
+    return set(code_objects(code)) if code is not None else set()
+
+
+# ---- per-entry guards: helpers, modules, captured tensors -------------------------------------
+class GuardFailure:
+    """Why no cache entry matched (for the recompile-limit warning)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class InputSources(list):
+    """Where each graph input comes from, plus the guards under which the graph is valid."""
+
+    guards: "EntryGuards"
+
+
+class EntryGuards:
+    """What one compiled trace depends on beyond its cache key, checked at every call.
+
+    - helper reads: (Read, frozen value at trace time);
+    - modules the trace called: (module, plain attributes, paths where it must still be);
+    - captured tensors: re-read from the path where the trace found them (`bindings`), or,
+      with no path, the same object with the same (shape, dtype, requires_grad)."""
+
+    def __init__(self, trace, sources: list):
+        origin = getattr(trace, "origin", None)
+        call = (origin[1], origin[2]) if origin else None
+        helpers = getattr(trace, "helpers", None)
+        self.checks = list(helpers.reads) if helpers else []
+        found = _explore_roots(origin, self.checks, call)
+        self.modules = [(m, state, found.get(id(m), [])) for m, state in trace.modules.values()]
+        self.bindings, self.fixed = [], []
+        for i, (kind, t, guard) in enumerate(sources):
+            paths = [p for p in found.get(id(t), ()) if _resolve(p, call) is t]
+            if kind == "capture" and paths:
+                self.bindings.append((i, paths, guard))
+            elif kind == "capture":
+                self.fixed.append((t, guard))
+        self.sources = sources
+        self.current = {i: sources[i][1] for i, _, _ in self.bindings}
+
+    def holds(self, call) -> bool:
+        return self._failure(call) is None
+
+    def failure(self, call) -> str:
+        """The first guard that fails for this call, in words, with its source line."""
+        what = self._failure(call)
+        if what is None:
+            return "no guard failed"
+        kind, obj, detail = what
+        if kind == "read":
+            return f"the {obj.label} guard failed: now {detail!r}"
+        if kind == "module":
+            return f"the {type(obj).__name__} module guard failed ({detail})"
+        return f"the captured tensor guard failed ({detail})"
+
+    def _failure(self, call):
+        for read, want in self.checks:
+            now = read.frozen(call)
+            if now != want:
+                return ("read", read, now)
+        for m, state, paths in self.modules:
+            if any(_resolve(p, call) is not m for p in paths):
+                return ("module", m, f"replaced at {_path_text(paths[0])}")
+            if module_state(m) != state:
+                return ("module", m, "its plain attributes changed")
+        for t, guard in self.fixed:
+            if _tensor_type(t) != guard:
+                return ("tensor", t, "shape, dtype or requires_grad changed")
+        return self._bind(call)
+
+    def _bind(self, call):
+        """Re-read the captured tensors bound to paths; they become this call's inputs."""
+        for i, paths, guard in self.bindings:
+            t = _resolve(paths[0], call)
+            if not isinstance(t, Tensor) or t._trace is not None or _tensor_type(t) != guard:
+                return ("tensor", t, f"{_path_text(paths[0])}: now {_describe(t)}")
+            if any(_resolve(p, call) is not t for p in paths[1:]):
+                return ("tensor", t, f"{_path_text(paths[0])} is no longer the same tensor "
+                                     f"as {_path_text(paths[1])}")
+            if self.current[i] is not t:
+                self.current[i] = t
+                # NOTE: the sources list is shared with the entry's JitBackward: it must
+                # record gradients for the tensor bound now, not the one traced.
+                self.sources[i] = ("capture", t, guard)
+        return None
+
+    def tensors(self, leaves) -> list:
+        """Per graph input, the Tensor bound to it for the call last checked."""
+        out = []
+        for i, (kind, ref, _) in enumerate(self.sources):
+            if kind == "arg":
+                out.append(leaves[ref])
+            elif kind == "capture":
+                out.append(self.current.get(i, ref))
+            elif kind == "grad":
+                out.append(out[ref]._grad)      # NOTE: the owner's .grad at this call
+            else:
+                out.append(None)
+        return out
+
+
+def _tensor_type(t) -> tuple:
+    return (t._data.shape, t._data.dtype, t._requires_grad)
+
+
+def _describe(t) -> str:
+    if isinstance(t, Tensor) and t._trace is None:
+        return f"{t._data.dtype}{list(t._data.shape)}, requires_grad={t._requires_grad}"
+    return f"a {type(t).__name__}"
+
+
+def _resolve(path, call):
+    root, steps, _ = path
+    return walk(root(call), steps)
+
+
+def _path_text(path) -> str:
+    _, steps, label = path
+    return label + "".join(f".{k}" if s == "attr" else f"[{k!r}]" for s, k in steps)
+
+
+def _explore_roots(origin, checks, call) -> dict:
+    """id(tensor or module) -> [paths]: where each outside tensor and module can be read
+    again at the next call. A path is (root getter, steps, label)."""
+    roots = []
+    if origin is not None:
+        jitfn = origin[0]
+        fn = jitfn.fn
+        roots.append((lambda call: fn, "the jitted callable"))
+        roots += [(r.get, r.chain.text()) for r in jitfn.reads]
+        roots += [(g, f"argument {name}") for name, g in param_getters(fn).items()]
+    roots += [(r.get, r.chain.text()) for r, _ in checks]
+    found: dict = {}
+    seen: set = set()
+    for get, label in roots:
+        _explore(get(call), get, (), label, found, seen, 0)
+    return found
+
+
+def _explore(v, root, steps, label, found, seen, depth) -> None:
+    if isinstance(v, Tensor):
+        if v._trace is None:
+            found.setdefault(id(v), []).append((root, steps, label))
+        return
+    is_module = isinstance(v, _module_type())
+    if is_module:
+        found.setdefault(id(v), []).append((root, steps, label))
+    if depth > 2 * _MAX_DEPTH or id(v) in seen or len(seen) > 50 * _MAX_ITEMS:
+        return
+    if isinstance(v, SCALAR_TYPES + _IDENTITY_TYPES + (np.ndarray, np.generic)) and not is_module:
+        return
+    seen.add(id(v))
+    for step, x in _children(v, is_module):
+        _explore(x, root, steps + (step,), label, found, seen, depth + 1)
+
+
+def _children(v, is_module: bool):
+    """(step, value) for the parts of v where a tensor or module may live."""
+    if is_module:
+        d = v.__dict__
+        tables = [d.get(t, {}) for t in ("_parameters", "_buffers", "_modules")]
+        return [(("attr", k), x) for table in tables for k, x in table.items()] + [
+            (("attr", k), x) for k, x in d.items() if not k.startswith("_")]
+    if isinstance(v, (list, tuple)) and len(v) <= _MAX_ITEMS:
+        return [(("item", i), x) for i, x in enumerate(v)]
+    if isinstance(v, dict) and len(v) <= _MAX_ITEMS:
+        return [(("item", k), x) for k, x in v.items() if isinstance(k, (str, int))]
+    if isinstance(v, types.MethodType):
+        return [(("attr", "__self__"), v.__self__)]
+    if isinstance(v, types.FunctionType):
+        return [(("attr", "__defaults__"), v.__defaults__),
+                (("attr", "__kwdefaults__"), v.__kwdefaults__)]
+    attrs = getattr(v, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return []
+    return [(("attr", k), x) for k, x in attrs.items()]
+
+
+def describe_reads(old: tuple, new: tuple) -> str:
+    """The first read whose value differs between two cache keys, with its source line."""
+    for (label, was), (label2, now) in zip(old, new):
+        if label != label2:
+            break
+        if was != now:
+            return f"the {label} guard failed: {show(was)} -> {show(now)}"
+    return f"the reads guard failed: {[x for x, _ in old]} -> {[x for x, _ in new]}"

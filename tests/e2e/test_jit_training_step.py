@@ -1,0 +1,141 @@
+"""A whole training step, written the ordinary way and jitted as one function, compiles to
+ONE graph (forward, backward, optimizer update), compiles once over 50 steps while a scheduler
+changes the learning rate, and leaves the parameters where the eager run leaves them."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+from kiln.frontend.jit import KilnJitWarning
+
+STEPS = 50
+# NOTE: compiled kernels use Kiln's own exp/log expansions, whose last bits differ from NumPy's;
+# the relative difference of whole parameter tensors (Frobenius norm) is what stays small.
+RTOL = 1e-5
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                         nn.Linear(64, 10))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+
+
+OPTIMIZERS = {
+    "sgd": lambda ps: kiln.optim.SGD(ps, lr=0.01),
+    "sgd-nesterov-wd": lambda ps: kiln.optim.SGD(ps, lr=0.01, momentum=0.9, nesterov=True,
+                                                 weight_decay=1e-3),
+    "adam": lambda ps: kiln.optim.Adam(ps, lr=1e-3),
+    "adamw": lambda ps: kiln.optim.AdamW(ps, lr=1e-3, weight_decay=0.05),
+    "rmsprop": lambda ps: kiln.optim.RMSprop(ps, lr=1e-3, momentum=0.5, centered=True),
+}
+
+
+def _train(make_model, make_opt, batches, jit: bool, clip=None, set_to_none=True):
+    kiln.manual_seed(0)
+    model = make_model()
+    model.train()
+    opt = make_opt(model.parameters())
+    sched = kiln.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=set_to_none)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss
+
+    run = kiln.jit(step) if jit else step
+    losses = []
+    for x, y in batches:
+        losses.append(run(x, y).item())
+        sched.step()
+    return model, run, losses
+
+
+def _batches(shape, seed=0, steps=STEPS):
+    rng = np.random.default_rng(seed)
+    return [(kiln.tensor(rng.standard_normal(shape).astype(np.float32)),
+             kiln.tensor(rng.integers(0, 10, shape[0]))) for _ in range(steps)]
+
+
+def _assert_same_state(eager, jitted):
+    a, b = eager.state_dict(), jitted.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k].numpy().astype(np.float64), b[k].numpy().astype(np.float64)
+        err = np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30)
+        assert err <= RTOL, f"{k}: relative difference {err:.2e}"
+
+
+def _check(make_model, opt_name, shape, steps=STEPS, **kw):
+    batches = _batches(shape, steps=steps)
+    eager, _, eager_losses = _train(make_model, OPTIMIZERS[opt_name], batches, False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KilnJitWarning)     # no eager fallback, no break
+        jitted, step, jit_losses = _train(make_model, OPTIMIZERS[opt_name], batches, True, **kw)
+    np.testing.assert_allclose(jit_losses, eager_losses, rtol=1e-4)
+    _assert_same_state(eager, jitted)
+    return step
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_mlp_step_is_one_graph_compiled_once_and_matches_eager(opt_name):
+    step = _check(_mlp, opt_name, (64, 784))
+    assert step.traces == 1
+    x, y = _batches((64, 784), seed=1)[0]
+    report = kiln.explain(step, x, y)
+    assert report.graphs == 1 and report.graph_break is None and not report.breaks
+    assert "1 graph(s)" in str(report)
+
+
+@pytest.mark.parametrize("opt_name", ["sgd-nesterov-wd", "adam"])
+def test_cnn_step_with_batch_norm_in_train_mode(opt_name):
+    step = _check(_cnn, opt_name, (16, 1, 8, 8))
+    assert step.traces == 1
+
+
+@pytest.mark.parametrize("opt_name", ["adamw", "rmsprop", "sgd-nesterov-wd"])
+def test_other_optimizers_and_gradient_clipping(opt_name):
+    step = _check(_mlp, opt_name, (16, 784), steps=20, clip=0.5)
+    assert step.traces == 1
+
+
+def test_zero_grad_in_place_mode_compiles_after_the_first_step():
+    # NOTE: zero_grad(set_to_none=False) reads the gradients, which do not exist before the
+    # first step: one graph for that step, one for every later step.
+    step = _check(_mlp, "sgd", (16, 784), steps=20, set_to_none=False)
+    assert step.traces == 2
+
+
+def test_learning_rate_is_a_graph_input_not_a_constant():
+    kiln.manual_seed(0)
+    w = kiln.ones(3, requires_grad=True)
+    opt = kiln.optim.SGD([w], lr=0.5)
+
+    @kiln.jit
+    def step():
+        opt.zero_grad()
+        (w * w).sum().backward()
+        opt.step()
+
+    step()                              # w = 1 - 0.5 * 2 = 0
+    opt.param_groups[0]["lr"] = 0.25
+    with kiln.no_grad():
+        w.fill_(1.0)
+    step()                              # w = 1 - 0.25 * 2 = 0.5
+    assert w.tolist() == [0.5, 0.5, 0.5] and step.traces == 1
+    opt.param_groups[0]["momentum"] = 0.9          # changes the program: retraces
+    step()
+    assert step.traces == 2

@@ -1,10 +1,14 @@
 """`@kiln.jit`: trace a function into an ir.Graph, optimize, compile, cache per guard set.
 
-Guards: tensor shapes, dtypes and requires_grad, static argument values and grad mode (the
-cache key), plus the types of captured outside tensors (checked per call). A failed guard
-retraces; past `recompile_limit` traces Kiln warns, naming the guard, and runs eagerly.
-Where tracing cannot proceed (`.item()`, `bool(t)`) or compilation fails, Kiln warns and runs
-the function eagerly: slower, never wrong.
+Guards: tensor shapes, dtypes, strides and requires_grad, static argument values (by type and
+value), grad mode and the outside values the function reads (the cache key, frontend/guards.py),
+plus per entry the modules it called, the captured tensors re-read at their path, `.grad`s and
+optimizer structure. A failed guard retraces; past `recompile_limit` traces Kiln warns once,
+naming the guard, and runs eagerly. The trace runs in the caller's grad mode, so the autograd
+tape records as it would eagerly (frontend/jit_grad.py); in-place writes become `copy_` nodes
+that the functionalize pass turns into write-backs (frontend/jit_effects.py applies them). A
+value read (`.item()`, `bool(t)`) or a Python side effect switches the function to replay mode
+(frontend/replay.py); a compile failure runs the function eagerly, with a warning.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     >>> import kiln
     >>> w = kiln.tensor([3.0, 4.0], requires_grad=True)
     >>> (w * w).sum().backward()            # grad [6, 8], norm 10
-    >>> round(kiln.nn.utils.clip_grad_norm_([w], 5.0).item(), 4), w.grad.tolist()
+    >>> norm = kiln.nn.utils.clip_grad_norm_([w], 5.0)
+    >>> round(norm.item(), 4), [round(g, 4) for g in w.grad.tolist()]
     (10.0, [3.0, 4.0])
     """
     if error_if_nonfinite:
@@ -48,7 +49,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
 def _total_norm(grads: list[Tensor], norm_type: float) -> Tensor:
     if math.isinf(norm_type):
         norms = [R.amax(g.abs()) if g.numel() else F.full((), 0.0, g.dtype) for g in grads]
-        return R.amax(F.stack([F.cast(n, dtypes.float32) for n in norms]))
+        return R.amax(F.stack(norms))
     norms = [R.sum(F.pow(g.abs(), norm_type)) for g in grads]
     total = norms[0]
     for n in norms[1:]:

@@ -47,6 +47,9 @@ def _check_inplace_allowed(x: Tensor) -> None:
 
 def _conform(x: Tensor, result: Tensor) -> Tensor:
     result = F.cast(result, x.dtype)
+    if result._requires_grad and result.grad_fn is None:
+        # NOTE: a leaf written into x: x's history is a copy of it, not the leaf itself
+        result = F.clone(result)
     if tuple(result.shape) != tuple(x.shape):
         shape = F.broadcast_shapes("in-place op", tuple(result.shape), tuple(x.shape))
         if shape != tuple(x.shape):
@@ -86,7 +89,15 @@ def _take_history(t: Tensor, value: Tensor) -> None:
 
 def _inplace(fn):
     def method(x, *args, **kwargs):
-        return rebind(x, fn(x, *args, **kwargs))
+        if autograd.is_grad_enabled() and (x._requires_grad or any(
+                isinstance(a, Tensor) and a._requires_grad for a in args)):
+            # NOTE: the op's gradient may read x as it was (relu_, mul_ by a tensor that
+            # requires grad): compute from a copy, as PyTorch saves `original_self`, so the
+            # write into x below does not invalidate it
+            x_before = F.clone(x)
+        else:
+            x_before = x
+        return rebind(x, fn(x_before, *args, **kwargs))
     method.__name__ = fn.__name__ + "_"
     return method
 

@@ -25,6 +25,8 @@ from . import autograd
 from .guards import (EntryGuards, GuardFailure, InputSources, defaults_key, function_reads,
                      Shown, describe_reads, frozen_reads, set_origin, static_spec)
 from .creation import SEEDS
+from kiln.passes.functionalize import output_view_roots
+
 from .jit_effects import CallEffects
 from .jit_grad import TapeBackward
 from .tensor import Tensor
@@ -226,6 +228,14 @@ def finish_trace(trace: Trace, out_leaves: list) -> None:
         trace.grad_effects.append((owner, None if g is None else len(values)))
         if g is not None:
             values.append(trace.value_of(g))
+    trace.builder.graph.outputs = values[:trace.n_outputs]
+    trace.view_roots = []
+    owners: dict = {}
+    for k, root in enumerate(output_view_roots(trace.builder.graph, trace.n_outputs)):
+        if root is not None:
+            position = owners.setdefault(root[0], len(values) + len(owners))
+            trace.view_roots.append((k, position, root[1]))
+    values += list(owners)
     diff = [k for k, t in enumerate(out_leaves) if t._requires_grad and t.grad_fn is not None]
     trace.backward = None
     if diff:

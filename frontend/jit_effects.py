@@ -35,6 +35,8 @@ class CallEffects:
         self.grad_guards = [(position[v], g) for v, g in trace.grads.guards()] \
             if "_grads" in trace.__dict__ else []
         self.saved_start = getattr(trace, "saved_start", len(graph.outputs))
+        self.may_alias = _may_alias(executable.graph.outputs)
+        self.view_roots = {k: (pos, ops) for k, pos, ops in getattr(trace, "view_roots", ())}
 
     def before(self, tensors: list, arrays: list) -> None:
         """Refuse a call whose inputs overlap in memory when the function writes one."""
@@ -51,18 +53,32 @@ class CallEffects:
             tensors[i]._version[0] += 1
         outs: list = []
         taken = [id(a) for a in results]
+        owners: dict = {}
         for k in range(self.n_outputs):
             if self.first[k] != k:
                 outs.append(outs[self.first[k]])    # NOTE: the same value returned twice
             elif self.aliases[k] is not None:
                 i, ops = self.aliases[k]
                 outs.append(_view_of(tensors[i], ops))
+            elif k in self.view_roots:              # NOTE: outputs sharing one new storage
+                pos, ops = self.view_roots[k]
+                if pos not in owners:
+                    owners[pos] = Tensor._wrap(self._fresh(results, pos, taken, tensors))
+                outs.append(_view_of(owners[pos], ops))
             else:
-                outs.append(Tensor._wrap(_fresh(results[k], k, taken, tensors)))
+                outs.append(Tensor._wrap(self._fresh(results, k, taken, tensors)))
         for i, k in self.grad_effects:
             tensors[i]._grad = None if k is None else \
-                Tensor._wrap(_fresh(results[k], k, taken, tensors))
+                Tensor._wrap(self._fresh(results, k, taken, tensors))
         return outs
+
+    def _fresh(self, results: list, k: int, taken: list, tensors: list) -> np.ndarray:
+        arr = results[k]
+        if self.may_alias[k]:
+            return _fresh(arr, k, taken, tensors)
+        if not arr.flags.c_contiguous:
+            return np.ascontiguousarray(arr)
+        return arr
 
     def saved(self, results: list, outs: list) -> list:
         """The saved activations the backward reads, as it must hold them: an array that is
@@ -73,6 +89,18 @@ class CallEffects:
             t = held.get(id(arr))
             out.append(autograd.save(t) if t is not None else arr)
         return out
+
+
+def _may_alias(outputs) -> list[bool]:
+    """Per output of the compiled graph: may its array be an input's or another output's?
+    A kernel's or a computing op's result is new storage; an input, a view op's result (a
+    NumPy view) or a value returned twice may not be."""
+    from kiln.ir.registry import get_op
+    out = []
+    for v in outputs:
+        node = v.producer
+        out.append(node is None or outputs.count(v) > 1 or get_op(node.op).view is not None)
+    return out
 
 
 def _first_occurrence(values) -> list[int]:

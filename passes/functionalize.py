@@ -176,18 +176,44 @@ def check_functional(graph: Graph) -> None:
         seen.add(dst)
 
 
+def _storage_roots(graph: Graph) -> dict:
+    """value -> (the value that owns its storage, view ops from that owner to it)."""
+    roots: dict = {v: (v, ()) for v in graph.inputs}
+    for node in graph.nodes:
+        if node.op == "copy_":
+            roots[node.out] = roots[node.inputs[0]]
+        elif get_op(node.op).view is not None:
+            root, ops = roots[node.inputs[0]]
+            roots[node.out] = (root, ops + ((node.op, node.attrs),))
+        else:
+            roots.update((v, (v, ())) for v in node.outputs)
+    return roots
+
+
 def output_aliases(graph: Graph) -> list:
     """Per output of a graph BEFORE functionalization: (input index, view ops) when the output
     is a graph input or a view of one, else None. Such an output is the input's storage as
     the function leaves it, so the runtime rebuilds it as a view of the caller's tensor after
     the write-backs (an in-place op on it then reaches the input, as in eager mode)."""
     inputs = {v: i for i, v in enumerate(graph.inputs)}
-    alias: dict = {v: (v, ()) for v in graph.inputs}
-    for node in graph.nodes:
-        if node.op == "copy_" and node.inputs[0] in alias:
-            alias[node.out] = alias[node.inputs[0]]
-        elif get_op(node.op).view is not None and node.inputs[0] in alias:
-            root, ops = alias[node.inputs[0]]
-            alias[node.out] = (root, ops + ((node.op, node.attrs),))
-    return [(inputs[alias[v][0]], alias[v][1]) if v in alias else None
-            for v in graph.outputs]
+    roots = _storage_roots(graph)
+    out = []
+    for v in graph.outputs:
+        root, ops = roots[v]
+        out.append((inputs[root], ops) if root in inputs else None)
+    return out
+
+
+def output_view_roots(graph: Graph, n: int) -> list:
+    """Per output among the first `n` of a graph BEFORE functionalization: (owner value, view
+    ops) when the output shares its storage with another of them (`return h, h.t()`), the
+    owner being a value the graph computes; else None. The runtime returns such outputs as
+    views of one tensor holding the owner, as eager mode would."""
+    roots = _storage_roots(graph)
+    inputs = set(graph.inputs)
+    owners = [roots[v] for v in graph.outputs[:n]]
+    shared = {}
+    for root, _ in owners:
+        shared[root] = shared.get(root, 0) + 1
+    return [(root, ops) if root not in inputs and shared[root] > 1 else None
+            for root, ops in owners]

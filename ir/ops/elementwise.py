@@ -136,8 +136,11 @@ _binary("sub", np.subtract, lambda c, g: [g, P.neg(g)], lambda b, x, y: b.sub(x,
 _binary("mul", np.multiply,
         lambda c, g: [P.mul(g, c.inputs[1]), P.mul(g, c.inputs[0])],
         lambda b, x, y: b.mul(x, y))
+# NOTE: PyTorch's formula, from the inputs (not the quotient): an in-place write into the
+# quotient then does not invalidate the gradient, as in PyTorch.
 _binary("div", np.divide,
-        lambda c, g: [P.div(g, c.inputs[1]), P.neg(P.div(P.mul(g, c.out), c.inputs[1]))],
+        lambda c, g: [P.div(g, c.inputs[1]),
+                      P.div(P.mul(P.neg(g), c.inputs[0]), P.mul(c.inputs[1], c.inputs[1]))],
         lambda b, x, y: b.div(x, y), float_only=True)
 
 

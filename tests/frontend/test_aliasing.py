@@ -247,3 +247,34 @@ def test_view_autograd_matches_pytorch(program):
     lt.backward()
     np.testing.assert_allclose(lk.item(), lt.item(), rtol=1e-12)
     np.testing.assert_allclose(wk.grad.numpy(), wt.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("program", ["relu_", "clamp_", "pow_", "mul_-grad", "copy_-leaf",
+                                     "div-then-add_"])
+def test_in_place_ops_that_need_the_old_value_differentiate_like_pytorch(program):
+    def run(lib, a, w):
+        h = a * 2.0
+        if program == "relu_":
+            h.relu_()
+        elif program == "clamp_":
+            h.clamp_(-0.5, 0.25)
+        elif program == "pow_":
+            h.pow_(2.0)
+        elif program == "mul_-grad":
+            h.mul_(w)
+        elif program == "copy_-leaf":
+            h = a.detach() * 0.0
+            h.copy_(a)
+        else:
+            h = a / (a.abs() + 1.0)
+            h.add_(0.5)
+        return (h * h).sum()
+
+    data = np.array([[0.5, -1.0, 2.0]])
+    ak, wk = (kiln.tensor(d, dtype=kiln.float64, requires_grad=True) for d in (data, -data))
+    at, wt = (torch.tensor(d, requires_grad=True) for d in (data, -data))
+    run(kiln, ak, wk).backward()
+    run(torch, at, wt).backward()
+    np.testing.assert_allclose(ak.grad.numpy(), at.grad.numpy(), rtol=1e-12)
+    if program == "mul_-grad":
+        np.testing.assert_allclose(wk.grad.numpy(), wt.grad.numpy(), rtol=1e-12)

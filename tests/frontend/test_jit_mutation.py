@@ -221,3 +221,36 @@ def test_writes_after_a_graph_break_reach_the_caller():
     for sign, want in [(1, 16.0), (-1, 10.0), (1, 16.0)]:
         a = kiln.ones(2) * sign
         assert f(a).tolist() == [2.0 * sign] * 2 and a.tolist() == [want] * 2
+
+
+def test_outputs_sharing_a_new_storage_stay_views_of_each_other():
+    def f(a):
+        h = a * 2.0
+        return h, h.t(), h[0]
+
+    for fn in (f, kiln.jit(f), kiln.jit(f)):
+        h, t, row = fn(kiln.ones(2, 3))
+        t.add_(100.0)
+        assert h.tolist() == [[102.0] * 3] * 2 and row.tolist() == [102.0] * 3
+
+
+def test_a_clone_taken_before_a_write_keeps_the_old_value():
+    @kiln.jit
+    def f(a):
+        c = a.clone()
+        a.add_(0.5)
+        return c
+
+    for _ in range(2):
+        a = kiln.zeros(3)
+        assert f(a).tolist() == [0.0] * 3 and a.tolist() == [0.5] * 3
+
+
+def test_backward_through_one_output_of_a_jitted_call_twice_raises():
+    f = kiln.jit(lambda a, b: (a * b, a.exp()))
+    a = kiln.ones(3, requires_grad=True)
+    p, e = f(a, kiln.ones(3))
+    p.sum().backward()
+    e.sum().backward()          # another output: fine, as with PyTorch's separate nodes
+    with pytest.raises(kiln.KilnError, match="second time"):
+        p.sum().backward()

@@ -22,8 +22,9 @@ import numpy as np
 from kiln.ir.errors import KilnError
 
 from . import autograd
-from .guards import (EntryGuards, GuardFailure, InputSources, defaults_key, function_reads,
-                     Shown, describe_reads, frozen_reads, set_origin, static_spec)
+from .entry_guards import EntryGuards, GuardFailure, InputSources
+from .guards import (Shown, defaults_key, describe_reads, frozen_reads, function_reads,
+                     set_origin, static_spec)
 from .creation import SEEDS
 from kiln.passes.functionalize import output_view_roots
 

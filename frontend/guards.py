@@ -372,6 +372,8 @@ class HelperRecorder:
         self.complete = sys.getprofile() is None
         if self.complete:
             sys.setprofile(self._event)
+        else:
+            _warn_unrecorded()
 
     def _event(self, frame, event, arg):
         if event == "return" and frame is self.creator:
@@ -391,6 +393,16 @@ class HelperRecorder:
                 continue    # NOTE: a closure over the trace's own locals, not an outside value
             read = Read(c, chain_getter(c, frame.f_globals, cells, {}))
             self.reads.append((read, read.frozen(None)))
+
+
+@functools.cache
+def _warn_unrecorded() -> None:
+    import warnings
+    from .jit import KilnJitWarning
+    warnings.warn("@kiln.jit: another profiler or tracer is active (sys.setprofile), so the "
+                  "values read by helper functions called inside jitted functions are not "
+                  "guarded while it runs: a change to them is not seen until a retrace",
+                  KilnJitWarning, stacklevel=4)
 
 
 def _closure_cells(frame) -> dict:

@@ -47,7 +47,7 @@ def _check_inplace_allowed(x: Tensor) -> None:
 
 def _conform(x: Tensor, result: Tensor) -> Tensor:
     result = F.cast(result, x.dtype)
-    if result._requires_grad and result.grad_fn is None:
+    if result._requires_grad and result.grad_fn is None and autograd.is_grad_enabled():
         # NOTE: a leaf written into x: x's history is a copy of it, not the leaf itself
         result = F.clone(result)
     if tuple(result.shape) != tuple(x.shape):

@@ -75,9 +75,10 @@ _unary("erf", _erf_ref,
        lambda c, g: [P.mul(g, P.scale(P.exp(P.neg(P.mul(c.inputs[0], c.inputs[0]))),
                                       2.0 / math.sqrt(math.pi)))],
        lambda b, x: b.erf(x))
+# NOTE: from the output, as PyTorch saves it (out > 0 exactly where x > 0): a later in-place
+# write into relu's input does not invalidate its gradient.
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),
-       lambda c, g: [P.where(P.gt(c.inputs[0], P.zeros_like(c.inputs[0])), g,
-                             P.zeros_like(g))],
+       lambda c, g: [P.where(P.gt(c.out, P.zeros_like(c.out)), g, P.zeros_like(g))],
        lambda b, x: b.max(x, b.const(0, b.dtype(x))), float_only=False)
 _unary("abs", np.abs,
        lambda c, g: [P.mul(g, P.sub(_mask(g, P.gt(c.inputs[0], P.zeros_like(c.inputs[0]))),

@@ -250,7 +250,7 @@ def test_view_autograd_matches_pytorch(program):
 
 
 @pytest.mark.parametrize("program", ["relu_", "clamp_", "pow_", "mul_-grad", "copy_-leaf",
-                                     "div-then-add_"])
+                                     "div-then-add_", "relu-input-written"])
 def test_in_place_ops_that_need_the_old_value_differentiate_like_pytorch(program):
     def run(lib, a, w):
         h = a * 2.0
@@ -265,6 +265,10 @@ def test_in_place_ops_that_need_the_old_value_differentiate_like_pytorch(program
         elif program == "copy_-leaf":
             h = a.detach() * 0.0
             h.copy_(a)
+        elif program == "relu-input-written":
+            x = -a
+            h = x.relu()                # relu's gradient reads its output, not x
+            x.add_(0.5)
         else:
             h = a / (a.abs() + 1.0)
             h.add_(0.5)

@@ -339,3 +339,23 @@ def test_recompile_limit_names_a_failing_helper_guard():
             assert f(x).tolist() == [3.0]
     finally:
         HELPER["k"] = 2.0
+
+
+def test_an_active_profiler_is_reported_not_silently_unguarded():
+    import sys
+
+    from kiln.frontend import guards
+    guards._warn_unrecorded.cache_clear()
+
+    @kiln.jit
+    def f(x):
+        return x * 2
+
+    previous = sys.getprofile()
+    sys.setprofile(lambda *args: None)
+    try:
+        with pytest.warns(KilnJitWarning, match="another profiler or tracer is active"):
+            f(kiln.ones(2))
+    finally:
+        sys.setprofile(previous)
+        guards._warn_unrecorded.cache_clear()

@@ -121,8 +121,14 @@ def kiln_profile(jitted, args, reps: int = 7) -> dict:
     try:
         entry = next(e for es in jitted.cache.values() for e in es if hasattr(e, "executable"))
         exe = entry.executable
-        arrays = [args[ref]._data if kind == "arg" else ref._data
-                  for kind, ref, _ in entry.sources]
+        arrays = []
+        for (kind, ref, extra), t in zip(entry.sources, entry.input_tensors(args)):
+            if t is not None:
+                arrays.append(t._data)
+            elif kind == "scalar":          # NOTE: a learning rate read at every call
+                arrays.append(np.asarray(ref(), dtype=extra))
+            else:
+                arrays.append(np.array(0, dtype=np.int64))      # a random seed
         steps = [[] for _ in exe.steps]
         for _ in range(reps):
             env = [None] * exe.slots

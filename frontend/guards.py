@@ -369,11 +369,12 @@ class HelperRecorder:
         self.creator = creator
         self.skip = skip
         self.reads: list[tuple[Read, object]] = []    # (read, frozen value at trace time)
-        self.complete = sys.getprofile() is None
+        active = sys.getprofile()
+        self.complete = active is None
         if self.complete:
             sys.setprofile(self._event)
-        else:
-            _warn_unrecorded()
+        elif not isinstance(getattr(active, "__self__", None), HelperRecorder):
+            _warn_unrecorded()      # NOTE: a trace inside a trace is guarded by the outer one
 
     def _event(self, frame, event, arg):
         if event == "return" and frame is self.creator:

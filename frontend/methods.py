@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from kiln.ir.errors import NotSupportedError, ShapeError
+from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
 from . import functional as F
@@ -33,6 +34,21 @@ def _narrow(x, dim: int, start: int, length: int):
     return getitem(x, tuple(index))
 
 
+def _diagonal(x, offset: int = 0, dim1: int = 0, dim2: int = 1):
+    """`x.diagonal(offset, dim1, dim2)`: a view of the diagonal, appended as the last dim."""
+    d1, d2 = F.norm_dim(dim1, x.ndim, "diagonal"), F.norm_dim(dim2, x.ndim, "diagonal")
+    if d1 == d2:
+        raise ShapeError(f"diagonal: dimensions {dim1} and {dim2} are the same",
+                         loc=user_loc())
+    rest = [d for d in range(x.ndim) if d not in (d1, d2)]
+    y = F.permute(x, tuple(rest) + (d1, d2))
+    n, m = y.shape[-2:]
+    start_row, start_col = max(-offset, 0), max(offset, 0)
+    if start_row or start_col:
+        y = y[..., min(start_row, n):, min(start_col, m):]
+    return apply("diagonal", [y])
+
+
 def _select(x, dim: int, index: int):
     d = F.norm_dim(dim, x.ndim, "select")
     return getitem(x, (slice(None),) * d + (index,))
@@ -56,7 +72,8 @@ _METHODS = {
     "eq": F.eq, "ne": F.ne, "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge,
     "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax,
     "amin": R.amin, "argmax": R.argmax, "argmin": R.argmin,
-    "reshape": F.reshape, "view": F.view, "narrow": _narrow, "select": _select, "permute": F.permute, "transpose": F.transpose,
+    "reshape": F.reshape, "view": F.view, "narrow": _narrow, "select": _select,
+    "diagonal": _diagonal, "permute": F.permute, "transpose": F.transpose,
     "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,
     "expand": F.expand, "expand_as": lambda x, o: F.expand(x, tuple(o.shape)),
     "view_as": lambda x, o: F.view(x, tuple(o.shape)),

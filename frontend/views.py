@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.ir.errors import KilnError
-from kiln.ir.registry import P, apply
+from kiln.ir.registry import apply, get_op
 from kiln.ir.types import user_loc
 
 from . import autograd
@@ -100,22 +100,12 @@ def write_base_value(view, value):
 
 
 def _unview(op: str, attrs, before, new):
-    """`before` with its view `op(before)` replaced by `new`."""
-    if op == "reshape":
-        return P.reshape(new, shape=tuple(before.shape))
-    if op == "permute":
-        inverse = [0] * len(attrs.perm)
-        for i, p in enumerate(attrs.perm):
-            inverse[p] = i
-        return P.permute(new, perm=tuple(inverse))
-    if op == "slice":
-        return P.slice_update(before, new, starts=attrs.starts, stops=attrs.stops,
-                              steps=attrs.steps)
+    """`before` with its view `op(before)` replaced by `new` (the op's registry rule)."""
     if op == "expand":
         raise KilnError("unsupported operation: an in-place write into an expanded view "
                         "(several elements share one memory location); clone() it first",
                         loc=user_loc())
-    raise KilnError(f"internal: no inverse for view op '{op}'")
+    return get_op(op).unview(before, new, attrs)
 
 
 def refresh_grad_fn(t) -> None:

@@ -34,6 +34,8 @@ class OpDef:
         view of their input (it shares the input's storage, as in PyTorch); strides and
         offset count elements; None when this input layout cannot be viewed so (a reshape
         of a transposed tensor), and the frontend copies first.
+    unview(before, new, attrs) -> value: for a view op, `before` with its view replaced by
+        `new` (registry ops via P): how a write through the view changes its base.
     """
 
     name: str
@@ -46,6 +48,7 @@ class OpDef:
     scalar: Callable | None = None
     doc: str = ""
     view: Callable | None = None
+    unview: Callable | None = None
 
     def make_attrs(self, given) -> Attrs:
         if isinstance(given, Attrs):
@@ -132,6 +135,13 @@ class _Prims:
     @staticmethod
     def full_like(x, value):
         return apply("full", [], {"value": value, "shape": x.shape, "dtype": x.dtype}, like=x)
+
+    @staticmethod
+    def arange_like(x, n: int):
+        """0, 1, ..., n-1 as int64, built where x lives."""
+        from .dtypes import DType
+        return apply("arange", [], {"start": 0, "stop": n, "step": 1, "dtype": DType.int64},
+                     like=x)
 
     @staticmethod
     def zeros_like(x):

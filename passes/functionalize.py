@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import collections
 
-from kiln.ir.builder import GraphBuilder
+from kiln.ir.builder import GraphBuilder, Sym
 from kiln.ir.errors import KilnError
 from kiln.ir.graph import Graph, Value
 from kiln.ir.registry import get_op
@@ -127,16 +127,8 @@ class _Functionalizer:
 
 
 def _unview(b: GraphBuilder, op: str, attrs, base: Value, new: Value, loc) -> Value:
-    if op == "slice":
-        return b.emit("slice_update", [base, new], dict(attrs.items()), loc)[0]
-    if op == "reshape":
-        return b.emit("reshape", [new], {"shape": base.type.shape}, loc)[0]
-    if op == "permute":
-        inverse = [0] * len(attrs.perm)
-        for i, p in enumerate(attrs.perm):
-            inverse[p] = i
-        return b.emit("permute", [new], {"perm": tuple(inverse)}, loc)[0]
-    raise KilnError(f"functionalize: no inverse for a write through view op '{op}'", loc=loc)
+    """base with its view op(base) replaced by new: the op's `unview` rule, on this graph."""
+    return get_op(op).unview(Sym(b, base, loc), Sym(b, new, loc), attrs).value
 
 
 def functionalize(graph: Graph, fired: collections.Counter | None = None) -> Graph:

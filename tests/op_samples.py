@@ -262,6 +262,13 @@ def _slice_update(g: _Gen):
             g.case("i64", [g.ints(i64, (6,)), g.ints(i64, (2,))], _window((1,), (5,), (2,)))]
 
 
+def _diagonal(g: _Gen):
+    return [g.case("f64-square", [g.normal(f64, (3, 3))]),
+            g.case("f32-wide", [g.normal(f32, (2, 4))]),
+            g.case("f64-tall-batched", [g.normal(f64, (2, 4, 3))]),
+            g.case("i64", [g.ints(i64, (3, 2))])]
+
+
 def _copy_into(g: _Gen):
     """The mutation op: run alone, its result is the value written (the dst after it)."""
     return [g.case("f64", [g.normal(f64, (3, 4)), g.normal(f64, (3, 4))], differentiable=()),
@@ -537,6 +544,7 @@ _TABLE = {
     "slice": _slice,
     "unslice": _unslice,
     "slice_update": _slice_update,
+    "diagonal": _diagonal,
     "copy_": _copy_into,
     "copy": _unary("normal", (i32, i64)),
     "concat": _concat,

@@ -91,7 +91,8 @@ _unary("abs", np.abs,
 register(OpDef("stop_gradient", "elementwise", 1, {}, lambda types, attrs: [types[0]],
                lambda xs, a: xs[0], lambda c, g: [None], lambda b, attrs, x: x,
                "The input, with no gradient flowing back (a traced `detach()`).",
-               view=lambda shape, strides, offset, attrs: (tuple(strides), offset)))
+               view=lambda shape, strides, offset, attrs: (tuple(strides), offset),
+               unview=lambda before, new, attrs: new))
 
 # NOTE: a real copy (`clone()`, a reshape that cannot view its input): a new value, never a
 # view, so a later in-place op on it cannot reach its input.

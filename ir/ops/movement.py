@@ -24,6 +24,11 @@ def _permute_view(shape, strides, offset, attrs):
     return tuple(strides[p] for p in attrs.perm), offset
 
 
+def _expand_unview(before, new, attrs):
+    raise ShapeError("unsupported operation: a write into an expanded view (several elements "
+                     "share one memory location); clone() it first")
+
+
 def _expand_view(shape, strides, offset, attrs):
     lead = len(attrs.shape) - len(shape)
     out = [0] * lead
@@ -51,7 +56,8 @@ def _reshape_infer(types, attrs):
 register(OpDef("reshape", "movement", 1, {"shape": "shape"}, _reshape_infer,
                lambda xs, a: np.reshape(xs[0], a.shape),
                lambda c, g: [P.reshape(g, shape=c.inputs[0].shape)],
-               doc="Same elements in row-major order, new shape.", view=_reshape_view))
+               doc="Same elements in row-major order, new shape.", view=_reshape_view,
+               unview=lambda before, new, a: P.reshape(new, shape=tuple(before.shape))))
 
 
 def _permute_infer(types, attrs):
@@ -62,17 +68,22 @@ def _permute_infer(types, attrs):
     return [t.with_shape(tuple(t.shape[p] for p in attrs.perm))]
 
 
-def _permute_vjp(c, g):
-    inverse = [0] * len(c.attrs.perm)
-    for i, p in enumerate(c.attrs.perm):
+def _inverse(perm) -> tuple:
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
         inverse[p] = i
-    return [P.permute(g, perm=tuple(inverse))]
+    return tuple(inverse)
+
+
+def _permute_vjp(c, g):
+    return [P.permute(g, perm=_inverse(c.attrs.perm))]
 
 
 register(OpDef("permute", "movement", 1, {"perm": "ints"}, _permute_infer,
                lambda xs, a: np.transpose(xs[0], a.perm),
                _permute_vjp, doc="Reorder axes: out.shape[i] = x.shape[perm[i]].",
-               view=_permute_view))
+               view=_permute_view,
+               unview=lambda before, new, a: P.permute(new, perm=_inverse(a.perm))))
 
 
 def _expand_infer(types, attrs):
@@ -84,7 +95,7 @@ register(OpDef("expand", "movement", 1, {"shape": "shape"}, _expand_infer,
                lambda xs, a: np.broadcast_to(xs[0], a.shape),
                lambda c, g: [P.sum_to(g, c.inputs[0].shape)],
                doc="Broadcast to `shape` (NumPy rules; leading axes may be added).",
-               view=_expand_view))
+               view=_expand_view, unview=_expand_unview))
 
 _SLICE = {"starts": "ints", "stops": "ints", "steps": "ints"}
 
@@ -115,7 +126,9 @@ register(OpDef("slice", "movement", 1, _SLICE, _slice_infer,
                lambda xs, a: xs[0][_slices(a)],
                lambda c, g: [P.unslice(g, shape=c.inputs[0].shape, starts=c.attrs.starts,
                                        stops=c.attrs.stops, steps=c.attrs.steps)],
-               doc="x[start:stop:step] on every axis (normalized, step >= 1).", view=_slice_view))
+               doc="x[start:stop:step] on every axis (normalized, step >= 1).", view=_slice_view,
+               unview=lambda before, new, a: P.slice_update(
+                   before, new, starts=a.starts, stops=a.stops, steps=a.steps)))
 
 
 def _unslice_infer(types, attrs):
@@ -169,6 +182,47 @@ register(OpDef("slice_update", "movement", 2, _SLICE, _slice_update_infer, _slic
                _slice_update_vjp,
                doc="x with its slice [start:stop:step] replaced by the second operand (a write "
                    "into a view, made pure by the functionalize pass)."))
+
+
+def _diagonal_infer(types, attrs):
+    t = types[0]
+    if t.rank < 2:
+        raise ShapeError(f"diagonal: needs at least 2 dimensions, got {t}")
+    return [t.with_shape(t.shape[:-2] + (min(t.shape[-2:]),))]
+
+
+def _diagonal_view(shape, strides, offset, attrs):
+    return tuple(strides[:-2]) + (strides[-2] + strides[-1],), offset
+
+
+def _diagonal_mask(like, shape):
+    """bool[..., n, m]: True at (i, i) (built from aranges: no n*m literal in the IR)."""
+    n, m = shape[-2:]
+    rows = P.reshape(P.arange_like(like, n), shape=(n, 1))
+    cols = P.reshape(P.arange_like(like, m), shape=(1, m))
+    hit = P.eq(P.expand(rows, shape=(n, m)), P.expand(cols, shape=(n, m)))
+    return P.expand(hit, shape=tuple(shape))
+
+
+def diagonal_scatter(before, new):
+    """`before` (..., n, m) with its main diagonal replaced by `new` (..., min(n, m))."""
+    shape = tuple(before.shape)
+    n, m = shape[-2:]
+    k = min(n, m)
+    lead = tuple(new.shape[:-1])
+    column = P.reshape(new, shape=lead + ((k, 1) if n <= m else (1, k)))
+    return P.where(_diagonal_mask(before, shape), P.expand(column, shape=shape), before)
+
+
+def _diagonal_vjp(c, g):
+    return [diagonal_scatter(P.zeros_like(c.inputs[0]), g)]
+
+
+register(OpDef("diagonal", "movement", 1, {}, _diagonal_infer,
+               lambda xs, a: np.diagonal(xs[0], axis1=-2, axis2=-1), _diagonal_vjp,
+               doc="The main diagonal of the last two axes (a view), appended as the last "
+                   "axis.", view=_diagonal_view,
+               unview=lambda before, new, a: diagonal_scatter(before, new)))
 
 
 def _concat_infer(types, attrs):

@@ -77,6 +77,8 @@ VIEWS = {
     "select": (lambda x: x.select(1, 2), lambda a: a[:, 2]),
     "flatten": (lambda x: x.flatten(), lambda a: a.reshape(-1)),
     "chain": (lambda x: x.t()[1:].reshape(4)[::3], lambda a: a.T[1:].reshape(4)[::3]),
+    "diagonal": (lambda x: x.diagonal(), lambda a: np.einsum("ii->i", a[:, :2])),
+    "diagonal-offset": (lambda x: x.diagonal(1), lambda a: np.einsum("ii->i", a[:, 1:])),
 }
 
 
@@ -282,3 +284,36 @@ def test_in_place_ops_that_need_the_old_value_differentiate_like_pytorch(program
     np.testing.assert_allclose(ak.grad.numpy(), at.grad.numpy(), rtol=1e-12)
     if program == "mul_-grad":
         np.testing.assert_allclose(wk.grad.numpy(), wt.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape, offset, dim1, dim2", [
+    ((3, 3), 0, 0, 1), ((3, 4), 1, 0, 1), ((4, 3), -1, 0, 1), ((2, 3, 4), 0, 1, 2),
+    ((2, 3, 4), 2, 2, 0), ((3, 3), 5, 0, 1)])
+def test_diagonal_is_a_view_with_pytorch_values_and_gradients(shape, offset, dim1, dim2, rng):
+    a = rng.standard_normal(shape)
+    k, t = kiln.tensor(a, dtype=kiln.float64), torch.tensor(a)
+    dk, dt = k.diagonal(offset, dim1, dim2), t.diagonal(offset, dim1, dim2)
+    assert tuple(dk.shape) == tuple(dt.shape)
+    np.testing.assert_array_equal(dk.numpy(), dt.numpy())
+    dk.mul_(10)
+    dt.mul_(10)
+    np.testing.assert_array_equal(k.numpy(), t.numpy())
+
+    def loss(lib, w):
+        y = w * 2
+        y.diagonal(offset, dim1, dim2).mul_(3)
+        return (y * y).sum() + y.diagonal(offset, dim1, dim2).exp().sum()
+
+    wk = kiln.tensor(a, dtype=kiln.float64, requires_grad=True)
+    wt = torch.tensor(a, requires_grad=True)
+    loss(kiln, wk).backward()
+    loss(torch, wt).backward()
+    np.testing.assert_allclose(wk.grad.numpy(), wt.grad.numpy(), rtol=1e-12)
+
+    def fill(x):
+        x.diagonal(offset, dim1, dim2).fill_(7.0)
+        return x.sum()
+
+    x1, x2 = (kiln.tensor(a, dtype=kiln.float64) for _ in range(2))
+    np.testing.assert_allclose(kiln.jit(fill)(x2).item(), fill(x1).item(), rtol=1e-12)
+    np.testing.assert_array_equal(x1.numpy(), x2.numpy())

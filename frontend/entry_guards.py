@@ -94,8 +94,8 @@ class EntryGuards:
                                      f"as {_path_text(paths[1])}")
             if self.current[i] is not t:
                 self.current[i] = t
-                # NOTE: the sources list is shared with the entry's JitBackward: it must
-                # record gradients for the tensor bound now, not the one traced.
+                # NOTE: the sources list is the entry's: later readers of it (the profile in
+                # bench/harness.py) see the tensor bound now, not the one traced.
                 self.sources[i] = ("capture", t, guard)
         return None
 

@@ -276,10 +276,6 @@ class Tensor:
         alias._strides = self._strides
         return alias
 
-    def _snapshot(self) -> "Tensor":
-        """An alias of the current value, outside autograd."""
-        return self._alias()
-
     def _elem_strides(self) -> tuple:
         """Strides in elements: NumPy's for eager tensors, tracked ones for traced tensors."""
         if self._trace is None:
@@ -342,7 +338,7 @@ class Tensor:
         elif tuple(gradient.shape) != tuple(self.shape):
             raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
                             f"tensor shape {list(self.shape)}", loc=user_loc())
-        autograd.backward(self, gradient._snapshot(), retain_graph)
+        autograd.backward(self, gradient._alias(), retain_graph)
 
     def __repr__(self) -> str:
         from .format import format_tensor

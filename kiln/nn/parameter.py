@@ -48,4 +48,4 @@ class Parameter(Tensor):
         return result
 
     def __reduce_ex__(self, protocol):
-        return (type(self), (self._snapshot(), self.requires_grad))
+        return (type(self), (self._alias(), self.requires_grad))

@@ -168,6 +168,9 @@ class Session:
         if self.grad_on and any(c._requires_grad for c, _ in trace.captured.values()):
             raise _FallBack("a tensor it uses requires grad and grad mode is on; replay mode "
                             "(graph breaks, side effects) does not compute gradients yet")
+        if "_grads" in trace.__dict__ and trace.grads.results():
+            raise _FallBack("it assigns `.grad` (zero_grad, backward); replay mode (graph "
+                            "breaks, side effects) does not apply .grad changes yet")
         args = {v: i for i, v in enumerate(trace.arg_values)}
         arrays = {v: self.leaves[args[v]]._data for v, _ in live if v in args}
         outs = [v for v, _ in live if v not in args]

@@ -247,3 +247,19 @@ def test_docstring_examples(name):
     import importlib
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_grad_assignments_in_replay_mode_run_eagerly_never_lost():
+    w = kiln.ones(2, requires_grad=True)
+    (w * 2).sum().backward()
+    opt = kiln.optim.SGD([w], lr=0.1)
+
+    @kiln.jit
+    def f(x):
+        opt.zero_grad()
+        print("side effect")
+        return x * 2
+
+    with kiln.no_grad(), pytest.warns(KilnJitWarning, match="assigns `.grad`"):
+        f(kiln.ones(2))
+    assert w.grad is None

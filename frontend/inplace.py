@@ -108,6 +108,10 @@ def copy_(x: Tensor, src) -> Tensor:
                   else F.expand_to(src, tuple(x.shape)))
 
 
+def masked_fill_(x: Tensor, mask, value) -> Tensor:
+    return rebind(x, F.where(mask, value, x))
+
+
 def fill_(x: Tensor, value) -> Tensor:
     return rebind(x, F.full(tuple(x.shape), value, x.dtype))
 
@@ -133,6 +137,7 @@ INPLACE = {
     "div_": _inplace(F.div), "pow_": _inplace(F.pow), "clamp_": _inplace(F.clamp),
     "neg_": _inplace(F.neg), "exp_": _inplace(F.exp), "sqrt_": _inplace(F.sqrt),
     "relu_": _inplace(F.relu), "copy_": copy_, "fill_": fill_, "zero_": zero_,
+    "masked_fill_": masked_fill_,
     "normal_": _random_("normal"), "uniform_": _random_("uniform"),
     "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
     "__itruediv__": _inplace(F.div),

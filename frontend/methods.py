@@ -49,6 +49,34 @@ def _diagonal(x, offset: int = 0, dim1: int = 0, dim2: int = 1):
     return apply("diagonal", [y])
 
 
+def _stride(x, dim=None):
+    """Strides in elements, like PyTorch's `stride()` (NumPy's, or the traced ones)."""
+    strides = x._elem_strides()
+    return strides if dim is None else strides[F.norm_dim(dim, x.ndim, "stride")]
+
+
+def _is_contiguous(x) -> bool:
+    """Row-major with no gaps (size-1 dims may have any stride, as in PyTorch)."""
+    if x.numel() == 0:
+        return True
+    expected = 1
+    for size, stride in zip(reversed(tuple(x.shape)), reversed(x._elem_strides())):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _contiguous(x):
+    """x itself when it is contiguous, else a row-major copy (PyTorch's `contiguous()`)."""
+    return x if _is_contiguous(x) else F.clone(x)
+
+
+def _masked_fill(x, mask, value):
+    return F.where(mask, F.as_tensor(value, x.dtype) if not F._is_scalar(value) else
+                   F.full((), value, x.dtype), x)
+
+
 def _select(x, dim: int, index: int):
     d = F.norm_dim(dim, x.ndim, "select")
     return getitem(x, (slice(None),) * d + (index,))
@@ -73,7 +101,8 @@ _METHODS = {
     "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax,
     "amin": R.amin, "argmax": R.argmax, "argmin": R.argmin,
     "reshape": F.reshape, "view": F.view, "narrow": _narrow, "select": _select,
-    "diagonal": _diagonal, "permute": F.permute, "transpose": F.transpose,
+    "diagonal": _diagonal, "stride": _stride, "is_contiguous": _is_contiguous,
+    "contiguous": _contiguous, "masked_fill": _masked_fill, "permute": F.permute, "transpose": F.transpose,
     "unsqueeze": F.unsqueeze, "squeeze": F.squeeze, "flatten": F.flatten,
     "expand": F.expand, "expand_as": lambda x, o: F.expand(x, tuple(o.shape)),
     "view_as": lambda x, o: F.view(x, tuple(o.shape)),

@@ -317,3 +317,27 @@ def test_diagonal_is_a_view_with_pytorch_values_and_gradients(shape, offset, dim
     x1, x2 = (kiln.tensor(a, dtype=kiln.float64) for _ in range(2))
     np.testing.assert_allclose(kiln.jit(fill)(x2).item(), fill(x1).item(), rtol=1e-12)
     np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x, lambda x: x.t(), lambda x: x[:, ::2], lambda x: x[1:], lambda x: x[:, None],
+    lambda x: x[0:1].t(), lambda x: x.expand(2, 3, 4), lambda x: x.t().reshape(12),
+], ids=["plain", "t", "step", "rows", "unsqueeze", "row-t", "expand", "reshape-copy"])
+def test_strides_and_contiguity_match_pytorch(make):
+    a = np.arange(12.0).reshape(3, 4)
+    k, t = make(kiln.tensor(a)), make(torch.tensor(a, dtype=torch.float32))
+    assert tuple(k.stride()) == tuple(t.stride())
+    assert k.is_contiguous() == t.is_contiguous()
+    c = k.contiguous()
+    assert c.is_contiguous() and (c is k) == k.is_contiguous()
+    np.testing.assert_array_equal(c.numpy(), t.contiguous().numpy())
+
+
+def test_masked_fill_matches_pytorch():
+    a = np.arange(6.0).reshape(2, 3)
+    k, t = kiln.tensor(a), torch.tensor(a, dtype=torch.float32)
+    np.testing.assert_array_equal(k.masked_fill(k > 2, -1.0).numpy(),
+                                  t.masked_fill(t > 2, -1.0).numpy())
+    k[0].masked_fill_(k[0] < 1, 9.0)
+    t[0].masked_fill_(t[0] < 1, 9.0)
+    np.testing.assert_array_equal(k.numpy(), t.numpy())

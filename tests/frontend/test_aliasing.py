@@ -341,3 +341,13 @@ def test_masked_fill_matches_pytorch():
     k[0].masked_fill_(k[0] < 1, 9.0)
     t[0].masked_fill_(t[0] < 1, 9.0)
     np.testing.assert_array_equal(k.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("name", ["abs_", "log_", "tanh_", "sigmoid_", "rsqrt_", "erf_", "exp_",
+                                  "sqrt_", "neg_", "relu_", "zero_"])
+def test_unary_in_place_methods_write_through_views_like_pytorch(name):
+    a = np.array([[0.5, 1.5], [2.0, 0.25]])
+    k, t = kiln.tensor(a), torch.tensor(a, dtype=torch.float32)
+    getattr(k.t()[0], name)()
+    getattr(t.t()[0], name)()
+    np.testing.assert_allclose(k.numpy(), t.numpy(), rtol=1e-6)

@@ -394,11 +394,12 @@ class JitFunction:
         effects = _call_side_effects(self.fn, args, kwargs)
         if effects:
             where = ", ".join(e.describe() for e in effects)
-            return self._replay(key, effects, f"Python side effects: {where}", leaves, grad_on)
+            return self._replay(key, effects, f"Python side effects: {where}", leaves, grad_on,
+                                (args, kwargs))
         try:
             trace, out_spec = trace_function(self.fn, args, kwargs)
         except ValueBreak as e:
-            return self._replay(key, [], str(e), leaves, grad_on)
+            return self._replay(key, [], str(e), leaves, grad_on, (args, kwargs))
         except GraphBreak as e:
             return self._eager(key, str(e))
         try:
@@ -423,15 +424,39 @@ class JitFunction:
                     return entry
         return None
 
-    def _replay(self, key, effects, reason: str, leaves, grad_on):
+    def _replay(self, key, effects, reason: str, leaves, grad_on, call):
         """A replay entry (frontend/replay.py): the Python runs on every call."""
         from .replay import ReplayEntry
         if grad_on and any(t._requires_grad for t in leaves):
             return self._eager(key, f"{reason}; an argument requires grad and replay mode "
                                "does not compute gradients yet")
+        if grad_on and effects and self._reads_trainable(call):
+            # NOTE: decided before the Python runs: a replay that met a parameter mid-call
+            # would fall back then and run the side effects before it a second time
+            return self._eager(key, f"{reason}; it uses parameters that require grad and "
+                               "replay mode does not compute gradients yet")
         entry = ReplayEntry(self.fn, self.name, effects, reason, self.recompile_limit)
         self.cache.setdefault(key, []).append(entry)
         return entry
+
+    def _reads_trainable(self, call) -> bool:
+        """Does a value the function reads hold a tensor that requires grad (a model, an
+        optimizer, a parameter)?"""
+        from kiln.nn.module import Module
+        for read in self.reads:
+            try:
+                value = read.get(call)
+            except Exception:   # NOTE: a read that fails now (unset global) holds nothing
+                continue
+            if isinstance(value, Tensor) and value._requires_grad:
+                return True
+            if isinstance(value, Module) and any(p.requires_grad for p in value.parameters()):
+                return True
+            groups = getattr(value, "param_groups", None)
+            if isinstance(groups, list) and any(p.requires_grad for g in groups
+                                                for p in g.get("params", ())):
+                return True
+        return False
 
     def _eager(self, key, reason: str):
         warnings.warn(f"@kiln.jit({self.name}): running eagerly: {reason}",

@@ -263,3 +263,23 @@ def test_grad_assignments_in_replay_mode_run_eagerly_never_lost():
     with kiln.no_grad(), pytest.warns(KilnJitWarning, match="assigns `.grad`"):
         f(kiln.ones(2))
     assert w.grad is None
+
+
+def test_a_training_step_with_side_effects_runs_them_once_per_call():
+    model = kiln.nn.Linear(4, 2)
+    opt = kiln.optim.SGD(model.parameters(), lr=0.1)
+    log = []
+
+    @kiln.jit
+    def step(x, y):
+        opt.zero_grad()
+        loss = kiln.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        log.append(1)
+        return loss
+
+    with pytest.warns(KilnJitWarning, match="parameters that require grad"):
+        step(kiln.randn(3, 4), kiln.tensor([0, 1, 1]))
+    step(kiln.randn(3, 4), kiln.tensor([0, 1, 1]))
+    assert log == [1, 1]

@@ -276,8 +276,7 @@ def norm_dim(dim: int, rank: int, op: str = "dim") -> int:
 def permute(x: Tensor, *dims) -> Tensor:
     dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     perm = tuple(norm_dim(d, x.ndim, "permute") for d in dims)
-    if perm == tuple(range(x.ndim)):
-        return x
+    # NOTE: a new view even for the identity, as in PyTorch (canonicalize drops it in graphs)
     return apply("permute", [x], {"perm": perm})
 
 
@@ -318,7 +317,7 @@ def expand(x: Tensor, *sizes) -> Tensor:
     lead = len(sizes) - x.ndim
     shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     broadcast_shapes("expand", tuple(x.shape), shape)
-    return expand_to(x, shape)
+    return apply("expand", [x], {"shape": shape})      # NOTE: a new view, as in PyTorch
 
 
 def cat(tensors, dim: int = 0) -> Tensor:

@@ -114,7 +114,7 @@ _METHODS = {
 def _t(x):
     if x.ndim > 2:
         raise NotSupportedError(f"t() expects a tensor with <= 2 dimensions, got {x.ndim}")
-    return F.transpose(x, 0, 1) if x.ndim == 2 else x
+    return F.transpose(x, 0, 1) if x.ndim == 2 else F.permute(x, tuple(range(x.ndim)))
 
 
 def install():

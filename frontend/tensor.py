@@ -167,8 +167,14 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
+    def _fresh_history(self) -> None:
+        """A view whose base was written since its history was made: rebuild it now."""
+        if self._base is not None and self._view_version != self._version[0]:
+            views.refresh_grad_fn(self)
+
     @property
     def is_leaf(self) -> bool:
+        self._fresh_history()
         return self.grad_fn is None
 
     @property
@@ -189,6 +195,7 @@ class Tensor:
 
     @property
     def requires_grad(self) -> bool:
+        self._fresh_history()
         return self._requires_grad
 
     @requires_grad.setter

@@ -212,6 +212,10 @@ def _step(step, slots, metas):
         return None
     at = writable[step[2] % len(writable)]          # NOTE: writes pick among writable slots
     x, meta = slots[at], metas[at]
+    # NOTE: PyTorch rebuilds the history of a view whose base was written only when it is
+    # asked for (`is_leaf` asks); without this, its in-place check takes such a view for a
+    # leaf that requires grad and refuses the write (Kiln rebuilds it before the check)
+    x.is_leaf
     if kind == "inplace":
         _inplace(x, step[1], _source(slots, metas, meta, step[3], x.shape), step[4])
     else:                                           # "setitem"

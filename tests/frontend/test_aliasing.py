@@ -351,3 +351,21 @@ def test_unary_in_place_methods_write_through_views_like_pytorch(name):
     getattr(k.t()[0], name)()
     getattr(t.t()[0], name)()
     np.testing.assert_allclose(k.numpy(), t.numpy(), rtol=1e-6)
+
+
+def test_a_view_reports_the_history_its_base_got_from_a_write():
+    a = np.array([0.5, -1.0, 2.0, 0.25])
+
+    def run(lib, w):
+        base = lib.ones(4, dtype=lib.float64) * 2
+        view = base.t()                      # made while base needs no gradient
+        base[0:4] = w                        # now it does
+        assert view.requires_grad and not view.is_leaf
+        view.mul_(3)
+        return (base * base).sum()
+
+    wk = kiln.tensor(a, dtype=kiln.float64, requires_grad=True)
+    wt = torch.tensor(a, requires_grad=True)
+    run(kiln, wk).backward()
+    run(torch, wt).backward()
+    np.testing.assert_allclose(wk.grad.numpy(), wt.grad.numpy(), rtol=1e-12)

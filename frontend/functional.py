@@ -30,18 +30,12 @@ def as_tensor(x, dtype=None) -> Tensor:
     return tensor(x, dtype=dtype)
 
 
-_INT_RANGE = {d: (int(np.iinfo(d.np).min), int(np.iinfo(d.np).max))
-              for d in dtypes.DType if d.np.kind in "iu"}
-
-
 def full(shape, value, dtype: DType) -> Tensor:
     """A `full` node: inside a trace it becomes IR (foldable, fusible), else an array."""
     value = float(value) if dtype.is_float else (bool(value) if dtype == dtypes.bool_
                                                  else int(value))
-    if type(value) is int and not _INT_RANGE[dtype][0] <= value <= _INT_RANGE[dtype][1]:
-        # NOTE: as PyTorch: a graph would wrap the value silently, NumPy raises its own error
-        raise DTypeError(f"value cannot be converted to type {dtype.name} without overflow "
-                         f"({value})", loc=user_loc())
+    # NOTE: an int out of the dtype's range is refused by full's shape rule (as PyTorch):
+    # a compiled graph would wrap it silently
     return apply("full", [], {"value": value, "shape": tuple(shape), "dtype": dtype},
                  like=SOURCE)
 

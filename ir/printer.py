@@ -20,6 +20,9 @@ from .graph import Graph
 # NOTE: graph names are free text (`<lambda>`, `Model.forward`); one that could be misread
 # (spaces, parentheses, quotes, empty) prints as a quoted string, `@"my graph"`.
 _BARE_GRAPH_NAME = re.compile(r"[\w.<>$:-]+")
+# NOTE: the parser's name token; Python identifiers may hold more (`A·`, combining marks),
+# which would print but not parse back: such a hint prints as a number instead
+_HINT = re.compile(r"[^\W\d]\w*")
 
 
 def graph_ref(name: str) -> str:
@@ -35,7 +38,7 @@ class _Names:
 
     def name(self, v, hint=None) -> str:
         if v not in self.names:
-            if hint and hint.isidentifier() and hint not in self.taken:
+            if hint and _HINT.fullmatch(hint) and hint not in self.taken:
                 n = hint
             else:
                 while str(self.counter) in self.taken:

@@ -1,6 +1,8 @@
 """Shape and dtype rules shared by op declarations; errors name the op, shapes and dtypes."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..dtypes import DType
 from ..errors import DTypeError, ShapeError
 from ..types import TensorType
@@ -98,3 +100,21 @@ def reshape_strides(shape, strides, new_shape) -> tuple[int, ...] | None:
     if view_d != -1:
         return None
     return tuple(new)
+
+
+def check_value_fits(op: str, value, dtype: DType) -> None:
+    """A literal written into a tensor of `dtype` must be representable there: an integer
+    dtype takes integers in its range (never 1.5, NaN or inf), bool takes 0/1/true/false."""
+    if dtype.is_float:
+        return
+    if isinstance(value, float) and not value.is_integer():
+        raise DTypeError(f"{op}: value {value!r} is not an integer, so it cannot be "
+                         f"converted to type {dtype.name}")
+    if dtype == DType.bool:
+        if value not in (0, 1):
+            raise DTypeError(f"{op}: value {value!r} cannot be converted to type bool")
+        return
+    info = np.iinfo(dtype.np)
+    if not info.min <= int(value) <= info.max:
+        raise DTypeError(f"{op}: value cannot be converted to type {dtype.name} without "
+                         f"overflow ({value})")

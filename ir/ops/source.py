@@ -7,12 +7,14 @@ from ..dtypes import DType
 from ..errors import DTypeError, ShapeError
 from ..registry import NOT_DIFFERENTIABLE, OpDef, register
 from ..types import TensorType
+from . import rules
 
 
 
 def _full_infer(types, attrs):
     if any(d < 0 for d in attrs.shape):
         raise ShapeError(f"full: negative size in shape {list(attrs.shape)}")
+    rules.check_value_fits("full", attrs.value, attrs.dtype)
     return [TensorType(attrs.dtype, attrs.shape)]
 
 
@@ -21,7 +23,17 @@ register(OpDef("full", "source", 0, {"value": "scalar", "shape": "shape", "dtype
                NOT_DIFFERENTIABLE, doc="A tensor of `shape` filled with `value`."))
 
 
+def _flat(data):
+    if isinstance(data, (list, tuple)):
+        for x in data:
+            yield from _flat(x)
+    else:
+        yield data
+
+
 def _constant_infer(types, attrs):
+    for x in _flat(attrs.data):
+        rules.check_value_fits("constant", x, attrs.dtype)
     arr = np.array(attrs.data, dtype=attrs.dtype.np)
     if arr.shape != attrs.shape:
         raise ShapeError(f"constant: data has shape {list(arr.shape)}, attribute says "

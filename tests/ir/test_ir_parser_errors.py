@@ -134,3 +134,37 @@ def test_wrong_arity_is_a_kiln_error_with_category():
     err = _node_error("  %1: f32[4] = exp")
     assert isinstance(err, KilnError) and err.category == "parse"
     assert "line 2, column 16: op 'exp' takes 1 operand(s), got 0" in str(err)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("  %1: i32[] = full {value=99999999999999999999999, shape=[], dtype=i32}",
+     "full: value cannot be converted to type int32 without overflow"),
+    ("  %1: i64[] = full {value=99999999999999999999999, shape=[], dtype=i64}",
+     "full: value cannot be converted to type int64 without overflow"),
+    ("  %1: i64[] = full {value=nan, shape=[], dtype=i64}",
+     "full: value nan is not an integer"),
+    ("  %1: i64[2] = constant {data=[1.5, 2], shape=[2], dtype=i64}",
+     "constant: value 1.5 is not an integer"),
+    ("  %1: i64[2] = constant {data=[nan, 2], shape=[2], dtype=i64}",
+     "constant: value nan is not an integer"),
+    ("  %1: i32[2] = constant {data=[99999999999, 2], shape=[2], dtype=i32}",
+     "constant: value cannot be converted to type int32 without overflow"),
+    ("  %1: bool[] = full {value=2, shape=[], dtype=bool}",
+     "full: value 2 cannot be converted to type bool"),
+])
+def test_literals_that_do_not_fit_their_dtype_are_parse_errors(line, message):
+    err = _node_error(line)
+    assert "line 2" in str(err) and message in str(err)
+
+
+@pytest.mark.parametrize("hint", ["A\u00b7", "x\u0301", "\u00b7", "a-b", "1x"])
+def test_input_names_the_parser_cannot_read_print_as_numbers(hint):
+    from kiln.ir.builder import GraphBuilder
+    from kiln.ir.dtypes import float32
+    from kiln.ir.printer import print_graph
+    from kiln.ir.types import TensorType
+    b = GraphBuilder("f")
+    v = b.add_input(TensorType(float32, (2,)), hint)
+    text = print_graph(b.finish([v]))
+    assert f"%{hint}:" not in text
+    assert print_graph(parse(text)) == text

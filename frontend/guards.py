@@ -32,7 +32,7 @@ from kiln.ir.types import _INTERNAL_DIRS, Loc
 from .bytecode import (MISSING, SCALAR_TYPES, access_chains, cell_value, code_objects,
                        is_scalar, param_getters)
 from .tensor import Tensor
-from .trace import current_trace
+from .trace import HelperSideEffects, current_trace
 
 _PACK = struct.Struct("<d").pack
 _MAX_ITEMS = 1024       # NOTE: a container is re-read at every call; beyond this, refuse
@@ -384,6 +384,21 @@ class HelperRecorder:
             self.skip.add(frame.f_code)
             if current_trace() is self.trace and _is_user_frame(frame):
                 self._guard(frame)
+                self._stop_at_side_effects(frame)
+
+    def _stop_at_side_effects(self, frame) -> None:
+        """A helper with Python side effects is about to run: stop the trace before its body
+        runs (a cached graph would not repeat them), so the function is replayed instead."""
+        if self.trace.replay is not None:
+            return          # NOTE: replay mode runs the Python at every call anyway
+        from .side_effects import frame_side_effects
+        effects = frame_side_effects(frame)
+        if effects:
+            sys.setprofile(None)
+            self.creator = None
+            where = ", ".join(e.describe() for e in effects)
+            raise HelperSideEffects(f"Python side effects in {frame.f_code.co_name}(): {where}",
+                                    effects)
 
     def _guard(self, frame):
         code = frame.f_code

@@ -399,7 +399,8 @@ class JitFunction:
         try:
             trace, out_spec = trace_function(self.fn, args, kwargs)
         except ValueBreak as e:
-            return self._replay(key, [], str(e), leaves, grad_on, (args, kwargs))
+            return self._replay(key, getattr(e, "effects", []), str(e), leaves, grad_on,
+                                (args, kwargs))
         except GraphBreak as e:
             return self._eager(key, str(e))
         try:

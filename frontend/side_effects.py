@@ -70,6 +70,22 @@ def find_side_effects(fn) -> list[SideEffect]:
     return out
 
 
+def frame_side_effects(frame) -> list[SideEffect]:
+    """The side effects of the function about to run in `frame` (a helper called while a
+    function is traced), less the ones on tensors (`x.add(y)`, `p.grad = None`: graph work)."""
+    from .tensor import Tensor
+    code = frame.f_code
+    scope = _Scope(code, frame.f_globals)
+    out = []
+    for e in _scan(code, scope):
+        if e.kind in ("mutation", "item write", "attribute write") and e.scope is not None:
+            space = frame.f_globals if e.scope == "global" else frame.f_locals
+            if isinstance(space.get(e.root), Tensor):
+                continue
+        out.append(e)
+    return out
+
+
 def _code_objects(code: types.CodeType):
     yield code
     for const in code.co_consts:

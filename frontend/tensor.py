@@ -222,6 +222,10 @@ class Tensor:
     @data.setter
     def data(self, value: "Tensor"):
         # NOTE: like PyTorch, self now shares value's storage; earlier aliases keep the old one.
+        if current_trace() is not None and self._trace is None:
+            raise GraphBreak("not supported yet: assigning `.data` of a tensor from outside "
+                             "the @kiln.jit function inside it (use `with kiln.no_grad(): "
+                             "t.copy_(value)`, which compiles)", loc=user_loc())
         self._data = value._data
         self._trace = value._trace
         self._version = value._version

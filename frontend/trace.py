@@ -25,6 +25,15 @@ class ValueBreak(GraphBreak):
     """A graph break at a read of a traced tensor's value: replay mode can go past it."""
 
 
+class HelperSideEffects(ValueBreak):
+    """A function called during a trace has Python side effects (found before it ran):
+    replay mode runs the Python at every call."""
+
+    def __init__(self, message: str, effects: list, loc=None):
+        super().__init__(message, loc=loc)
+        self.effects = effects
+
+
 class Trace:
     """A graph under construction plus the bookkeeping to call it later."""
 

@@ -283,3 +283,49 @@ def test_a_training_step_with_side_effects_runs_them_once_per_call():
         step(kiln.randn(3, 4), kiln.tensor([0, 1, 1]))
     step(kiln.randn(3, 4), kiln.tensor([0, 1, 1]))
     assert log == [1, 1]
+
+
+HELPER_LOG = []
+
+
+def _logging_helper(y):
+    HELPER_LOG.append(1)
+    return y + 1
+
+
+def test_side_effects_in_helpers_and_module_forward_run_on_every_call():
+    class Counter(kiln.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return x * 2
+
+    counter = Counter()
+    HELPER_LOG.clear()
+
+    @kiln.jit
+    def f(x):
+        return _logging_helper(counter(x))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KilnJitWarning)
+        for k in range(3):
+            assert f(kiln.ones(2)).tolist() == [3.0, 3.0]
+    assert counter.calls == 3 and HELPER_LOG == [1, 1, 1]
+
+
+def test_helper_side_effects_with_trainable_parameters_run_once_per_call():
+    model = kiln.nn.Linear(2, 2)
+    HELPER_LOG.clear()
+
+    @kiln.jit
+    def g(x):
+        return _logging_helper(model(x)).sum()
+
+    with pytest.warns(KilnJitWarning, match="side effects in _logging_helper"):
+        g(kiln.ones(2))
+    g(kiln.ones(2))
+    assert HELPER_LOG == [1, 1]

@@ -254,3 +254,21 @@ def test_backward_through_one_output_of_a_jitted_call_twice_raises():
     e.sum().backward()          # another output: fine, as with PyTorch's separate nodes
     with pytest.raises(kiln.KilnError, match="second time"):
         p.sum().backward()
+
+
+def test_assigning_data_of_an_outside_tensor_runs_eagerly_never_corrupts_it():
+    w = kiln.tensor([1.0, 2.0])
+
+    def sgd(t):
+        t.data = t.data - 0.5         # in a helper: not seen by the side-effect analysis
+
+    @kiln.jit
+    def f(x):
+        sgd(w)
+        return x * 2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KilnJitWarning)
+        for _ in range(2):
+            f(kiln.ones(2))
+    assert w.tolist() == [0.0, 1.0] and w._trace is None

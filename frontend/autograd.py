@@ -155,8 +155,7 @@ def require_fresh(t) -> None:
 
 def cut_history(t) -> "TapeNode":
     """A node for t after a write that replaced all its values: no gradient flows back."""
-    node = TapeNode("overwrite", lambda ctx, g: [None], [], [save(t)], None)
-    return node
+    return TapeNode("overwrite", lambda ctx, g: [None], [], [save(t)], None)
 
 
 def _edge(t):

@@ -20,14 +20,13 @@ import warnings
 import numpy as np
 
 from kiln.ir.errors import KilnError
+from kiln.passes.functionalize import output_view_roots
 
 from . import autograd
 from .entry_guards import EntryGuards, GuardFailure, InputSources
 from .guards import (Shown, defaults_key, describe_reads, frozen_reads, function_reads,
                      set_origin, static_spec)
 from .creation import SEEDS
-from kiln.passes.functionalize import output_view_roots
-
 from .jit_effects import CallEffects
 from .jit_grad import TapeBackward
 from .tensor import Tensor
@@ -110,11 +109,10 @@ class _Compiled:
         self.backward = None        # a TapeBackward when outputs require grad
         self.effects = CallEffects(trace, executable)
         self.extra_guards = list(trace.__dict__.get("extra_guards", ()))
-        self.module_guards = list(trace.modules.values())
-        self.capture_guards = [(t, g) for kind, t, g in self.sources if kind == "capture"]
 
-    def guards_hold(self, call=None) -> bool:
-        """The guards beyond the cache key hold for `call` = (args, kwargs): helper reads,
+    def guards_hold(self, call=None, leaves=None) -> bool:
+        """The guards beyond the cache key hold for `call` = (args, kwargs) (its tensor
+        `leaves`, when already flattened): helper reads,
         the modules the trace called (identity at their path, plain attributes, train/eval
         mode), captured tensors (re-read at their path: dtype, shape, requires_grad), and
         whether each `.grad` the trace read was None (and its type)."""
@@ -123,7 +121,7 @@ class _Compiled:
         if not all(check() for check, _ in self.extra_guards):
             return False
         return not self.effects.grad_guards or self.effects.grads_hold(
-            self.input_tensors(_leaves_of(call)))
+            self.input_tensors(leaves if leaves is not None else _leaves_of(call)))
 
     def input_tensors(self, leaves) -> list:
         """Per graph input, the Tensor bound to it for this call: the argument leaf or the
@@ -315,6 +313,7 @@ class JitFunction:
         self.traces = 0
         self._last_key = None
         self._call = None           # (args, kwargs) between _key and _lookup
+        self._call_leaves = None    # their tensor leaves
         self._past_limit = None     # the silent eager entry once the limit warning was given
 
     def __call__(self, *args, **kwargs):
@@ -334,6 +333,7 @@ class JitFunction:
         leaves: list = []
         spec = _flatten((args, kwargs), leaves)
         self._call = (args, kwargs)
+        self._call_leaves = leaves
         key = (spec, tuple(_tensor_guard(t) for t in leaves), autograd.is_grad_enabled(),
                self._read_values(args, kwargs))
         return key, leaves
@@ -360,7 +360,8 @@ class JitFunction:
         call, self._call = self._call, None
         entries = self.cache.get(key, ())
         for entry in entries:
-            if entry.guards_hold(call) if isinstance(entry, _Compiled) else entry.guards_hold():
+            if (entry.guards_hold(call, self._call_leaves) if isinstance(entry, _Compiled)
+                    else entry.guards_hold()):
                 return entry
         compiled = [e for e in entries if isinstance(e, _Compiled)]
         if compiled:

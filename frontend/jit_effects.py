@@ -31,6 +31,7 @@ class CallEffects:
         self.aliases = output_aliases(graph)[:n]
         self.first = _first_occurrence(graph.outputs[:n])
         self.written = sorted({i for i, _ in executable.writebacks})
+        self.written_set = frozenset(self.written)
         self.grad_effects = [(position[v], k) for v, k in getattr(trace, "grad_effects", ())]
         self.grad_guards = [(position[v], g) for v, g in trace.grads.guards()] \
             if "_grads" in trace.__dict__ else []
@@ -41,7 +42,7 @@ class CallEffects:
     def before(self, tensors: list, arrays: list) -> None:
         """Refuse a call whose inputs overlap in memory when the function writes one."""
         if self.written and len(arrays) > 1:
-            _check_no_overlap(tensors, arrays, self.written)
+            _check_no_overlap(tensors, arrays, self.written_set)
 
     def grads_hold(self, tensors: list) -> bool:
         return all(grad_guard(tensors[i]._grad) == g for i, g in self.grad_guards)
@@ -52,7 +53,6 @@ class CallEffects:
         for i in self.written:
             tensors[i]._version[0] += 1
         outs: list = []
-        taken = [id(a) for a in results]
         owners: dict = {}
         for k in range(self.n_outputs):
             if self.first[k] != k:
@@ -63,19 +63,19 @@ class CallEffects:
             elif k in self.view_roots:              # NOTE: outputs sharing one new storage
                 pos, ops = self.view_roots[k]
                 if pos not in owners:
-                    owners[pos] = Tensor._wrap(self._fresh(results, pos, taken, tensors))
+                    owners[pos] = Tensor._wrap(self._fresh(results, pos, tensors))
                 outs.append(_view_of(owners[pos], ops))
             else:
-                outs.append(Tensor._wrap(self._fresh(results, k, taken, tensors)))
+                outs.append(Tensor._wrap(self._fresh(results, k, tensors)))
         for i, k in self.grad_effects:
             tensors[i]._grad = None if k is None else \
-                Tensor._wrap(self._fresh(results, k, taken, tensors))
+                Tensor._wrap(self._fresh(results, k, tensors))
         return outs
 
-    def _fresh(self, results: list, k: int, taken: list, tensors: list) -> np.ndarray:
+    def _fresh(self, results: list, k: int, tensors: list) -> np.ndarray:
         arr = results[k]
         if self.may_alias[k]:
-            return _fresh(arr, k, taken, tensors)
+            return _fresh(arr, k, results, tensors)
         if not arr.flags.c_contiguous:
             return np.ascontiguousarray(arr)
         return arr
@@ -117,17 +117,17 @@ def _view_of(t: Tensor, ops) -> Tensor:
     return out
 
 
-def _fresh(arr: np.ndarray, k: int, taken: list, tensors: list) -> np.ndarray:
+def _fresh(arr: np.ndarray, k: int, results: list, tensors: list) -> np.ndarray:
     """arr, or a copy of it when it is an input's storage or another output's array (after
     canonicalization two outputs, or an output and an input, can be one value)."""
-    shared = any(j != k and ident == id(arr) for j, ident in enumerate(taken))
+    shared = any(j != k and r is arr for j, r in enumerate(results))
     if (shared or not arr.flags.c_contiguous or not arr.flags.writeable
             or any(t is not None and np.may_share_memory(arr, t._data) for t in tensors)):
         return np.array(arr, order="C", copy=True)
     return arr
 
 
-def _check_no_overlap(tensors: list, arrays: list, written: list) -> None:
+def _check_no_overlap(tensors: list, arrays: list, written: frozenset) -> None:
     roots: dict = {}
     for i, a in enumerate(arrays):
         if tensors[i] is not None:

@@ -1,9 +1,12 @@
 """What the benchmark scripts share: thread limits, pinning, peer processes, checking, timing,
 floors (copy bandwidth, BLAS rate) and the table (BENCHMARKS.md, bench/RESULTS.md).
 
-Import it BEFORE NumPy: importing it sets the thread variables that thread pools read once.
-A script's parent process spawns one child per peer (`script ... --peer NAME`); the child
-pins itself to THREADS cores, checks and times, and prints one `RESULT {json}` line.
+Import it BEFORE NumPy: importing it sets the thread variables that thread pools read once,
+and removes the variables that would force an OpenBLAS kernel (FORCED_BLAS_VARIABLES).
+A script's parent process spawns one child per peer (`script ... --peer NAME`) in
+benchmark_environment(); the child pins itself to THREADS cores, checks and times, and prints
+one `RESULT {json}` line. Run as a script, this file prints the BLAS record of a process set
+up like a peer's (`header` prints it: threadpoolctl's view of NumPy's and PyTorch's BLAS).
 """
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ THREADS = 2
 # NOTE: a forced OpenBLAS kernel or cache size (set for some other program on the machine)
 # would make NumPy's and PyTorch's BLAS differ from what the hardware picks: the benchmarks'
 # processes (this one and every peer it spawns) run without them.
-for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_var, None)
+FORCED_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# NOTE: what this process was started with, so the BLAS record can show that a peer process
+# started without them (not merely that it removed them itself).
+FORCED_AT_START = {v: os.environ.pop(v) for v in FORCED_BLAS_VARIABLES if v in os.environ}
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ[_var] = str(THREADS)
@@ -23,6 +28,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -33,6 +39,15 @@ import numpy as np  # noqa: E402
 
 COPY_BYTES = 256 * 2**20
 BLAS_N = 2048
+# NOTE: the peers a user would pick instead (BENCHMARKS.md), each where importable.
+STANDARD_PEERS = ("kiln", "kiln-jit", "numpy", "torch", "torch.compile", "jax")
+
+
+def benchmark_environment() -> dict:
+    """The environment of every process the benchmarks start: this one's, without the
+    variables that force an OpenBLAS kernel (explicit, so no later change to os.environ can
+    hand them to a peer)."""
+    return {k: v for k, v in os.environ.items() if k not in FORCED_BLAS_VARIABLES}
 
 
 def pin_cpus() -> None:
@@ -54,6 +69,15 @@ def torch_module():
     import torch
     torch.set_num_threads(THREADS)
     return torch
+
+
+def jax_jitted(f, inputs):
+    """(args, timed call, result -> NumPy) for jax.jit(f) on `inputs`, put on the device once;
+    the call waits for its result (JAX dispatches asynchronously)."""
+    import jax
+    jitted = jax.jit(f)
+    args = tuple(jax.numpy.asarray(a) for a in inputs)
+    return args, lambda *a: jitted(*a).block_until_ready(), np.asarray
 
 
 def version_of(peer: str) -> str:
@@ -115,39 +139,65 @@ def measure(peer: str, maker, inputs, want, ns, error=scaled_error, inner: int =
 
 def kiln_profile(jitted, args, reps: int = 7) -> dict:
     """Median ms of a jitted call, of its executable alone, and of each executable step
-    (compiled kernels by name, NumPy reference ops by op name)."""
+    (compiled kernels by their ops, NumPy reference ops and library calls by op name)."""
     # NOTE: reads Kiln's internals (cache entries, executable steps); a change there makes
     # the profile say so, never fails the benchmark.
     try:
         entry = next(e for es in jitted.cache.values() for e in es if hasattr(e, "executable"))
         exe = entry.executable
-        arrays = []
-        for (kind, ref, extra), t in zip(entry.sources, entry.input_tensors(args)):
-            if t is not None:
-                arrays.append(t._data)
-            elif kind == "scalar":          # NOTE: a learning rate read at every call
-                arrays.append(np.asarray(ref(), dtype=extra))
-            else:
-                arrays.append(np.array(0, dtype=np.int64))      # a random seed
-        steps = [[] for _ in exe.steps]
-        for _ in range(reps):
-            env = [None] * exe.slots
-            for a, s in zip(arrays, exe.input_slots):
-                env[s] = a
-            for i, (step, dead) in enumerate(zip(exe.steps, exe.frees)):
-                t0 = time.perf_counter()
-                step(env)
-                steps[i].append(time.perf_counter() - t0)
-                for s in dead:
-                    env[s] = None
-        names = [f"[{' '.join(n.op for n in s.node.attrs.body.nodes)}]"
-                 if s.node.op == "kernel" else f"{s.node.op} (NumPy)" for s in exe.steps]
+        arrays = _executable_inputs(entry, args)
+        steps = _time_steps(exe, arrays, reps)
         med = [1e3 * statistics.median(t) for t in steps]
         return {"call": 1e3 * statistics.median(time_calls(jitted, args, reps)),
                 "executable": 1e3 * statistics.median(time_calls(exe, [arrays], reps)),
-                "steps": list(zip(names, med))}
+                "steps": list(zip([_step_name(s) for s in exe.steps], med))}
     except Exception as e:
         return {"unavailable": f"{type(e).__name__}: {e}"}
+
+
+def _executable_inputs(entry, args) -> list:
+    """The arrays a jit cache entry hands its executable for `args`."""
+    arrays = []
+    for (kind, ref, extra), t in zip(entry.sources, entry.input_tensors(args)):
+        if t is not None:
+            arrays.append(t._data)
+        elif kind == "scalar":          # NOTE: a learning rate read at every call
+            arrays.append(np.asarray(ref(), dtype=extra))
+        else:
+            arrays.append(np.array(0, dtype=np.int64))      # a random seed
+    return arrays
+
+
+def _time_steps(exe, arrays, reps: int) -> list[list[float]]:
+    """Seconds of each step of `reps` calls of exe(arrays): each step wrapped in a timer for
+    the calls (the executable's own loop runs them: its arena and buffers stay its own)."""
+    steps = list(exe.steps)
+    times: list[list[float]] = [[] for _ in steps]
+
+    def timed(step, record):
+        def run(env):
+            t0 = time.perf_counter()
+            step(env)
+            record.append(time.perf_counter() - t0)
+        return run
+    exe.steps[:] = [timed(s, t) for s, t in zip(steps, times)]
+    try:
+        for _ in range(reps):
+            exe(arrays)
+    finally:
+        exe.steps[:] = steps
+    return times
+
+
+def _step_name(step) -> str:
+    """A compiled kernel as [its ops], any other step as 'op (NumPy)'."""
+    planned = getattr(step, "step", None) or step.node    # NOTE: the planned step or node
+    kernel = getattr(planned, "kernel", None)
+    if kernel is None and planned.op == "kernel":
+        kernel = planned.attrs
+    if kernel is not None:
+        return f"[{' '.join(n.op for n in kernel.body.nodes)}]"
+    return f"{planned.op} (NumPy)"
 
 
 def profile_line(profile: dict) -> str:
@@ -190,6 +240,98 @@ def blas_rate(reps: int) -> dict:
             "what": f"BLAS rate, NumPy float32 {BLAS_N}^3 matmul"}
 
 
+# ---- the BLAS record: which kernels NumPy and PyTorch run in a peer process ----------------
+def thread_pools() -> list[dict] | None:
+    """threadpoolctl's view of the BLAS and OpenMP libraries loaded now; None without it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return threadpool_info()
+
+
+def _torch_build_blas(torch) -> str:
+    """The BLAS torch was built with (its build settings' BLAS_INFO), '?' where unreadable."""
+    found = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    return found.group(1) if found else "?"
+
+
+def _torch_record(numpy_pools) -> dict:
+    """PyTorch's pools: those that importing torch added to NumPy's (told apart by file)."""
+    try:
+        torch = torch_module()
+    except ImportError as e:
+        return {"missing": f"not installed ({e.name})"}
+    pools = thread_pools()
+    seen = {p["filepath"] for p in numpy_pools or []}
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:   # NOTE: an older torch: the record says so, never fails
+        capability = "?"
+    return {"version": torch.__version__, "threads": torch.get_num_threads(),
+            "build_blas": _torch_build_blas(torch), "cpu_capability": capability,
+            "pools": None if pools is None else [p for p in pools if p["filepath"] not in seen]}
+
+
+def blas_record() -> dict:
+    """In a process set up like a peer's: NumPy's and PyTorch's BLAS (threadpoolctl's
+    internal_api, version, architecture = OpenBLAS's core type, num_threads) and whether the
+    process started with a forced OpenBLAS kernel."""
+    numpy_pools = thread_pools()      # NOTE: before torch loads its own libraries
+    return {"peer": "blas-record", "status": "ok", "forced_at_start": FORCED_AT_START,
+            "numpy": {"version": np.__version__, "pools": numpy_pools},
+            "torch": _torch_record(numpy_pools)}
+
+
+def pool_text(pool: dict) -> str:
+    """One threadpoolctl entry: 'openblas 0.3.31, architecture SkylakeX, 2 threads (...)'."""
+    parts = [f"{pool.get('internal_api')} {pool.get('version') or ''}".strip()]
+    if pool.get("architecture"):
+        parts.append(f"architecture {pool['architecture']}")
+    parts.append(f"{pool.get('num_threads')} threads")
+    where = [pool.get("threading_layer"), os.path.basename(pool.get("filepath") or "")]
+    return ", ".join(parts) + f" ({'; '.join(w for w in where if w)})"
+
+
+def _numpy_blas_line(numpy: dict) -> str:
+    head = f"BLAS numpy {numpy['version']}: "
+    if numpy["pools"] is None:
+        return head + "threadpoolctl not installed (kernel not recorded)"
+    blas = [p for p in numpy["pools"] if p.get("user_api") == "blas"]
+    return head + ("; ".join(pool_text(p) for p in blas) or "no BLAS library found")
+
+
+def _torch_blas_line(torch: dict) -> str:
+    if "missing" in torch:
+        return f"BLAS torch: {torch['missing']}"
+    head = (f"BLAS torch {torch['version']}: built with {torch['build_blas']}, CPU capability "
+            f"{torch['cpu_capability']}, {torch['threads']} threads; ")
+    if torch["pools"] is None:
+        return head + "threadpoolctl not installed (kernel not recorded)"
+    blas = [pool_text(p) for p in torch["pools"] if p.get("user_api") == "blas"]
+    # NOTE: a BLAS linked into libtorch (MKL in the x86 wheels) is no library of its own
+    others = [pool_text(p) for p in torch["pools"] if p.get("user_api") != "blas"]
+    return head + "; ".join(blas or [f"{torch['build_blas']} linked into torch, not visible "
+                                     "to threadpoolctl"] + others)
+
+
+def _environment_line(record: dict) -> str:
+    names = ", ".join(FORCED_BLAS_VARIABLES)
+    if record["forced_at_start"]:
+        forced = ", ".join(f"{k}={v}" for k, v in record["forced_at_start"].items())
+        return f"BLAS environment: a peer process STARTED WITH {forced}"
+    removed = "".join(f"; this script was started with {k}={v}" for k, v in
+                      FORCED_AT_START.items())
+    return f"BLAS environment: {names} unset in every peer process{removed}"
+
+
+def blas_lines(record: dict) -> list[str]:
+    if record["status"] != "ok":
+        return [f"BLAS record unavailable ({record['why']})"]
+    return [_numpy_blas_line(record["numpy"]), _torch_blas_line(record["torch"]),
+            _environment_line(record)]
+
+
 # ---- the command line, and the parent process --------------------------------------------
 def parser(doc: str, peers, tol: float) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc,
@@ -199,6 +341,9 @@ def parser(doc: str, peers, tol: float) -> argparse.ArgumentParser:
     p.add_argument("--peers", default=",".join(peers), help=f"subset of {','.join(peers)}")
     p.add_argument("--timeout", type=int, default=600, help="seconds per peer process (600)")
     p.add_argument("--tol", type=float, default=tol, help=f"error voiding a timing ({tol:g})")
+    # NOTE: the floor must not be noisy: fewer repetitions only for quick looks and tests
+    p.add_argument("--floor-reps", type=int, default=20,
+                   help="repetitions of the floor's measurement, median (20)")
     p.add_argument("--peer", help=argparse.SUPPRESS)   # NOTE: internal: run one peer
     return p
 
@@ -208,7 +353,7 @@ def child(ns, run) -> int:
     pin_cpus()
     floors = {"copy": copy_bandwidth, "blas": blas_rate}
     if ns.peer in floors:
-        result = floors[ns.peer](max(ns.reps, 20))   # NOTE: the floor must not be noisy
+        result = floors[ns.peer](ns.floor_reps)
     else:
         result = run(ns.peer)
     print("RESULT " + json.dumps(result), flush=True)
@@ -217,9 +362,14 @@ def child(ns, run) -> int:
 
 def spawn(script: str, peer: str, argv: list, timeout: int) -> dict:
     """Run `script argv --peer peer` in a fresh process; its RESULT dict."""
-    cmd = [sys.executable, script, *argv, "--peer", peer]
+    return run_child([sys.executable, script, *argv, "--peer", peer], peer, timeout)
+
+
+def run_child(cmd: list, peer: str, timeout: int) -> dict:
+    """Run cmd in benchmark_environment(); the RESULT dict it prints (an error without one)."""
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=benchmark_environment())
     except subprocess.TimeoutExpired:
         return {"peer": peer, "status": "error", "why": f"timed out after {timeout} s"}
     for line in reversed(r.stdout.splitlines()):
@@ -242,7 +392,10 @@ def header(title: str, ns) -> None:
           f"calls, tolerance {ns.tol:.0e}", flush=True)
     busy = cpu_busy()
     warn = " (other processes compete for the cores: timings unreliable)" if busy > 0.1 else ""
-    print(f"CPUs busy before the run: {busy:.0%}{warn}\n", flush=True)
+    print(f"CPUs busy before the run: {busy:.0%}{warn}", flush=True)
+    # NOTE: in a child set up like a peer (not here): the kernels the peers really load
+    record = run_child([sys.executable, os.path.abspath(__file__)], "blas-record", ns.timeout)
+    print("\n".join(blas_lines(record)) + "\n", flush=True)
 
 
 def cpu_busy(seconds: float = 0.5) -> float:
@@ -262,13 +415,25 @@ def compare(script: str, ns, argv: list, peers, floor_peer: str | None, amount: 
             columns, base: str = "kiln-jit") -> int:
     """The parent: the floor's process (`amount` bytes or flops over its rate; none without
     `floor_peer`), one process per peer, the table and notes; the exit status."""
-    floor = None
-    if floor_peer:
-        measured = spawn(script, floor_peer, argv, ns.timeout)
-        if measured["status"] != "ok":
-            sys.exit(f"could not measure the floor ({floor_peer}): {measured['why']}")
-        floor = {**measured, "seconds": amount / measured["per_s"]}
-    results = run_peers(script, ns, argv, peers)
+    floor = floor_for(measure_floor(script, ns, argv, floor_peer), amount) if floor_peer else None
+    return report(run_peers(script, ns, argv, peers), columns, floor, base)
+
+
+def measure_floor(script: str, ns, argv: list, floor_peer: str) -> dict:
+    """The rate (bytes/s, flop/s) measured by the floor's own process; exits without one."""
+    measured = spawn(script, floor_peer, argv, ns.timeout)
+    if measured["status"] != "ok":
+        sys.exit(f"could not measure the floor ({floor_peer}): {measured['why']}")
+    return measured
+
+
+def floor_for(measured: dict, amount: float) -> dict:
+    """The floor of a workload of `amount` bytes or flops at the measured rate."""
+    return {**measured, "seconds": amount / measured["per_s"]}
+
+
+def report(results, columns, floor: dict | None, base: str = "kiln-jit") -> int:
+    """Print the table and notes of one set of peer results; the exit status."""
     print(table(results, columns, floor, base))
     print("\n" + notes(results, floor))
     return exit_status(results)
@@ -329,9 +494,15 @@ def exit_status(results, must=("kiln", "kiln-jit")) -> int:
     return 1 if failed else 0
 
 
-def makers(peer_kiln, peer_numpy, peer_torch) -> dict:
-    """The five standard peers from three builders: `peer_kiln(x, jit=False)`,
-    `peer_numpy(x)`, `peer_torch(x, compiled=False)`."""
+def makers(peer_kiln, peer_numpy, peer_torch, peer_jax) -> dict:
+    """The STANDARD_PEERS from four builders: `peer_kiln(x, jit=False)`, `peer_numpy(x)`,
+    `peer_torch(x, compiled=False)`, `peer_jax(x)`."""
     return {"kiln": peer_kiln, "kiln-jit": lambda x: peer_kiln(x, jit=True),
             "numpy": peer_numpy, "torch": peer_torch,
-            "torch.compile": lambda x: peer_torch(x, compiled=True)}
+            "torch.compile": lambda x: peer_torch(x, compiled=True), "jax": peer_jax}
+
+
+if __name__ == "__main__":
+    # NOTE: the BLAS record's process (see `header`), pinned like a peer's
+    pin_cpus()
+    print("RESULT " + json.dumps(blas_record()), flush=True)

@@ -5,6 +5,8 @@
     python bench/run_all.py -- --reps 5  # pass the rest to every script
 
 Scripts run one at a time so they do not compete for the cores; each prints its own table.
+They run without the variables that force an OpenBLAS kernel (harness.FORCED_BLAS_VARIABLES):
+removed for these processes only, not for the shell or the tests that started this one.
 The exit status is non-zero when any script failed (a wrong result voids a timing).
 """
 from __future__ import annotations
@@ -13,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import harness  # NOTE: sets this process's thread variables and drops forced BLAS ones
 
 BENCH = Path(__file__).resolve().parent
 
@@ -32,11 +36,14 @@ def main(argv=None) -> int:
     if not chosen:
         print(f"no benchmark scripts in {BENCH} match {prefixes}", file=sys.stderr)
         return 2
+    for variable, value in harness.FORCED_AT_START.items():
+        print(f"running the benchmarks without {variable}={value} (set where this started)")
     failed = []
     for path in chosen:
         print(f"##### {path.name}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.run([sys.executable, str(path), *extra]).returncode
+        rc = subprocess.run([sys.executable, str(path), *extra],
+                            env=harness.benchmark_environment()).returncode
         print(f"##### {path.name}: exit {rc} after {time.perf_counter() - t0:.0f} s\n",
               flush=True)
         if rc != 0:

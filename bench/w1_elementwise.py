@@ -14,7 +14,7 @@ import sys
 import harness  # noqa: F401  (sets the thread variables: before NumPy)
 import numpy as np
 
-PEERS = ("kiln", "kiln-jit", "numpy", "torch", "torch.compile", "jax")
+PEERS = harness.STANDARD_PEERS
 TOLERANCE = 1e-6
 BYTES_PER_ELEMENT = 8
 
@@ -59,15 +59,13 @@ def peer_torch(x, compiled=False):
 
 def peer_jax(x):
     import jax
-    import jax.numpy as jnp
 
-    @jax.jit
     def f(a):
-        return a * jax.nn.sigmoid(a) * 0.5 + jnp.tanh(a)
-    return (jnp.asarray(x),), lambda a: f(a).block_until_ready(), np.asarray
+        return a * jax.nn.sigmoid(a) * 0.5 + jax.numpy.tanh(a)
+    return harness.jax_jitted(f, (x,))
 
 
-MAKERS = {**harness.makers(peer_kiln, peer_numpy, peer_torch), "jax": peer_jax}
+MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch, peer_jax)
 
 
 def main(argv=None) -> int:

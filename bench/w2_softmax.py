@@ -14,7 +14,7 @@ import sys
 import harness  # noqa: F401  (sets the thread variables: before NumPy)
 import numpy as np
 
-PEERS = ("kiln", "kiln-jit", "numpy", "torch", "torch.compile")
+PEERS = harness.STANDARD_PEERS
 TOLERANCE = 1e-5
 
 
@@ -51,7 +51,15 @@ def peer_torch(x, compiled=False):
     return (torch.from_numpy(x),), torch.compile(f) if compiled else f, lambda y: y.numpy()
 
 
-MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch)
+def peer_jax(x):
+    import jax
+
+    def f(a):
+        return jax.nn.softmax(a, axis=-1)
+    return harness.jax_jitted(f, (x,))
+
+
+MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch, peer_jax)
 
 
 def main(argv=None) -> int:

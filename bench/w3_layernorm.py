@@ -16,7 +16,7 @@ import sys
 import harness  # noqa: F401  (sets the thread variables: before NumPy)
 import numpy as np
 
-PEERS = ("kiln", "kiln-jit", "numpy", "torch", "torch.compile")
+PEERS = harness.STANDARD_PEERS
 TOLERANCE = 1e-5
 EPS = 1e-5
 
@@ -62,7 +62,18 @@ def peer_torch(inputs, compiled=False):
     return args, torch.compile(f) if compiled else f, lambda y: y.numpy()
 
 
-MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch)
+def peer_jax(inputs):
+    import jax
+
+    # NOTE: JAX has no layer_norm outside Flax; this is what a JAX user writes
+    def f(x, w, b):
+        mu = x.mean(-1, keepdims=True)
+        c = x - mu
+        return c * jax.lax.rsqrt((c * c).mean(-1, keepdims=True) + EPS) * w + b
+    return harness.jax_jitted(f, inputs)
+
+
+MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch, peer_jax)
 
 
 def main(argv=None) -> int:

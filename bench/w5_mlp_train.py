@@ -22,6 +22,8 @@ Peers, each in its own process pinned to harness.THREADS cores (skipped where no
                   counts its graphs and graph breaks, from torch._dynamo's counters)
   jax             jax.jit of the same step written functionally (params and optimizer state
                   in and out, donated), as a JAX user writes it
+No NumPy peer: NumPy has no autograd, so its step would be a hand-derived backward (the
+float64 oracle below), another program than the one the other peers run.
 Before any time counts, each peer's losses over the first CHECK_STEPS steps must match a
 NumPy float64 run of the same weights, batch and optimizer within --tol relative (the first
 step's loss checks the forward; the later ones check backward and update). Floor: 6 * batch *
@@ -347,7 +349,7 @@ def _jit_args(n: int):
 # ---- the parent: floor, one process per (batch, optimizer, peer), the table ----------------
 def _child_argv(ns, n: int, optimizer: str) -> list[str]:
     return ["--reps", str(ns.reps), "--warmup", str(ns.warmup), "--tol", repr(ns.tol),
-            "--batch", str(n), "--optimizer", optimizer]
+            "--floor-reps", str(ns.floor_reps), "--batch", str(n), "--optimizer", optimizer]
 
 
 def table(results: list[dict], flops: float) -> str:

@@ -17,7 +17,7 @@ import sys
 import harness  # noqa: F401  (sets the thread variables: before NumPy)
 import numpy as np
 
-PEERS = ("kiln", "kiln-jit", "numpy", "torch", "torch.compile")
+PEERS = harness.STANDARD_PEERS
 TOLERANCE = 1e-5
 
 
@@ -60,7 +60,13 @@ def peer_torch(x, compiled=False):
     return (torch.from_numpy(x),), torch.compile(f) if compiled else f, lambda y: y.numpy()
 
 
-MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch)
+def peer_jax(x):
+    import jax
+    jnp = jax.numpy
+    return harness.jax_jitted(program(jnp.tanh, jax.nn.sigmoid, jnp.abs, jnp.sum), (x,))
+
+
+MAKERS = harness.makers(peer_kiln, peer_numpy, peer_torch, peer_jax)
 
 
 def main(argv=None) -> int:

@@ -5,10 +5,13 @@
 
 Each peer runs in its own fresh process pinned to harness.THREADS cores and builds the W5 step
 of bench/w5_mlp_train.py (the loss function, forward + backward, under the peer's compiler;
-SGD eager). First step = import done, nothing compiled: trace, compile, run. Compile time =
-first step - median steady step. The losses of the first steps must match W5's NumPy float64
-run (1e-4 relative) or the timing is void. Warm cache: torch.compile runs a second fresh
-process on the same inductor cache directory; Kiln has no disk cache, so its row says so.
+SGD eager; jax: W5's jax.jit of the whole functional SGD step, as a JAX user writes it).
+First step = import done, nothing compiled: trace, compile, run. Compile time = first step -
+median steady step. The losses of the first steps must match W5's NumPy float64 run (1e-4
+relative) or the timing is void. Warm cache: torch.compile and jax each run a second fresh
+process on the same cache directory (inductor's; JAX's persistent compilation cache, every
+entry kept); Kiln has no disk cache, so its row says so. NumPy and the eager peers compile
+nothing: they have no row here.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ import types
 import harness
 import w5_mlp_train as w5
 
-PEERS = ("kiln-jit", "kiln-jit-warm", "torch.compile", "torch.compile-warm")
+PEERS = ("kiln-jit", "kiln-jit-warm", "torch.compile", "torch.compile-warm", "jax", "jax-warm")
+# NOTE: the variable naming each compiler's disk cache, for its "-warm" peer
+CACHE_VARIABLES = {"torch.compile-warm": "TORCHINDUCTOR_CACHE_DIR",
+                   "jax-warm": "JAX_COMPILATION_CACHE_DIR"}
 # NOTE: Kiln's compile stages, wrapped to add up their seconds (internals; bench only).
 STAGES = (("trace", "kiln.frontend.jit", "trace_function"),
           ("graph passes", "kiln.passes.manager", "run_passes"),
@@ -70,34 +76,54 @@ class _Totals(dict):
 
 
 def library(peer: str):
-    """The library namespace w5's step maker uses, its `jit` being the peer's compiler."""
+    """The library namespace w5's step maker uses, its `jit` being the peer's compiler (jax:
+    the jax module itself)."""
     if peer.startswith("kiln"):
         return harness.kiln_module()
+    if peer.startswith("jax"):
+        import jax
+        return jax
     torch = harness.torch_module()
     return types.SimpleNamespace(nn=torch.nn, optim=torch.optim, from_numpy=torch.from_numpy,
                                  jit=torch.compile)
+
+
+def make_step(peer: str, lib, batch: int):
+    """step() -> loss, compiled on its first call."""
+    if peer.startswith("jax"):
+        return w5.jax_step("sgd", batch)
+    return w5._make_step(lib, True, batch)
+
+
+def empty_cache(peer: str) -> dict | None:
+    """The row of a warm-cache peer whose cache its cold peer did not fill; None otherwise."""
+    cache = os.environ.get(CACHE_VARIABLES.get(peer, ""), "")
+    if peer in CACHE_VARIABLES and not (os.path.isdir(cache) and os.listdir(cache)):
+        cold = peer[:-len("-warm")]
+        return {"peer": peer, "status": "error", "why": f"its cache is empty: run {cold} "
+                "first, in the same invocation"}
+    return None
 
 
 def run(peer: str, ns) -> dict:
     if peer == "kiln-jit-warm":
         return {"peer": peer, "status": "n/a", "why": "Kiln has no disk cache yet: every fresh "
                 "process compiles cold (the row above)"}
-    if peer == "torch.compile-warm" and not os.listdir(os.environ["TORCHINDUCTOR_CACHE_DIR"]):
-        return {"peer": peer, "status": "error", "why": "its cache is empty: run torch.compile"
-                " first, in the same invocation"}
     t0 = time.perf_counter()
     try:
         lib = library(peer)
-    except ImportError as e:
+    except ImportError as e:   # NOTE: before the cache check: a missing compiler is skipped
         return {"peer": peer, "status": "skipped", "why": f"not installed ({e.name})"}
     import_s = time.perf_counter() - t0
+    if (empty := empty_cache(peer)) is not None:
+        return empty
     stages = time_stages() if peer == "kiln-jit" else {}
-    step = w5._make_step(lib, True, ns.batch)
+    step = make_step(peer, lib, ns.batch)
     try:
         t0 = time.perf_counter()
-        losses = [step().item()]
+        losses = [float(step())]
         first_s = time.perf_counter() - t0
-        losses += [step().item() for _ in range(w5.CHECK_STEPS - 1)]
+        losses += [float(step()) for _ in range(w5.CHECK_STEPS - 1)]
     except Exception as e:  # NOTE: a compiler failure (or Kiln's eager fallback) voids it
         return {"peer": peer, "status": "error", "why": f"{type(e).__name__}: {e}"}
     want = w5.reference_losses(ns.batch, w5.CHECK_STEPS)
@@ -121,6 +147,17 @@ def stage_line(r: dict) -> str:
             + ", ".join(parts))
 
 
+def use_fresh_caches(root: str) -> None:
+    """Point each compiler's disk cache at an empty folder under root, for every peer process
+    started after: cold for the first peer of a compiler, warm for its "-warm" peer."""
+    for peer, variable in CACHE_VARIABLES.items():
+        os.environ[variable] = os.path.join(root, peer)
+        os.makedirs(os.environ[variable])
+    # NOTE: JAX keeps only compilations slower than 1 s by default; the step's may not be
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
 def main(argv=None) -> int:
     p = harness.parser(__doc__, PEERS, w5.TOLERANCE)
     p.add_argument("--batch", type=int, default=64, help="batch size of the W5 step (64)")
@@ -130,8 +167,8 @@ def main(argv=None) -> int:
         return harness.child(ns, lambda peer: run(peer, ns))
     harness.header(f"W7 compile: the W5 step (batch {ns.batch}), first call in a fresh "
                    "process; steady = median step", ns)
-    with tempfile.TemporaryDirectory(prefix="w7_inductor_") as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache   # NOTE: cold for the first, warm after
+    with tempfile.TemporaryDirectory(prefix="w7_caches_") as caches:
+        use_fresh_caches(caches)
         results = harness.run_peers(__file__, ns, argv, PEERS)
     print(harness.table(results, [
         ("import s", lambda r: f"{r['import_s']:.2f}"),

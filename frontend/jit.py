@@ -12,8 +12,10 @@ value read (`.item()`, `bool(t)`) or a Python side effect switches the function 
 """
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
+import os
 import types
 import warnings
 
@@ -265,10 +267,11 @@ def _leaf_names(fn, args, n: int) -> list:
 
 def compile_trace(trace: Trace, out_spec):
     from kiln.passes.manager import run_passes
-    from kiln.runtime.executable import build_executable
+
+    from .compile import compile_graph
     graph = trace.builder.graph
     optimized, stages = run_passes(graph)
-    executable = build_executable(optimized)
+    executable = compile_graph(optimized)
     # NOTE: the pass manager's "input" stage is the traced graph itself; show it once.
     entry = _Compiled(trace, out_spec, optimized, executable, [("traced", graph)] + [
         (s.name, s.graph) for s in stages if s.name != "input"])
@@ -280,8 +283,9 @@ def compile_trace(trace: Trace, out_spec):
 
 
 def compile_stages(fn, args, kwargs=None) -> list[tuple[str, str]]:
-    """The IR at every stage for `fn(*args)`: traced graph, after each pass, then each
-    kernel's MLIR, LLVM IR and assembly. Used by the CLI.
+    """The IR at every stage for `fn(*args)`: traced graph, after each pass, the schedule
+    before and after memory planning, then each kernel's MLIR, LLVM IR and assembly. Used
+    by the CLI.
 
     >>> import kiln
     >>> def f(x): return kiln.exp(x) + 1
@@ -292,11 +296,18 @@ def compile_stages(fn, args, kwargs=None) -> list[tuple[str, str]]:
     trace, out_spec = trace_function(fn, list(args), kwargs or {})
     compiled = compile_trace(trace, out_spec)
     out = [(name, str(g)) for name, g in compiled.stages]
+    exe = compiled.executable
+    out += [("schedule", exe.schedule_text), ("memory", str(exe.schedule))]
     kernels = getattr(compiled.executable, "kernels", [])
     for stage, attr in (("mlir", "mlir"), ("llvm", "llvm_ir"), ("asm", "asm")):
         text = "\n".join(f"// kernel {k.name}\n{getattr(k, attr)}" for k in kernels)
         out.append((stage, text or "(no generated kernels)\n"))
     return out
+
+
+def _jit_cache_size() -> int:
+    """Cache keys (guard sets) kept per jitted function: KILN_JIT_CACHE_SIZE, default 64."""
+    return max(1, int(os.environ.get("KILN_JIT_CACHE_SIZE", "64")))
 
 
 class JitFunction:
@@ -309,7 +320,11 @@ class JitFunction:
         self.reads = function_reads(fn)     # NOTE: names are resolved at call time
         self._plain_reads = [r for r in self.reads if r.chain.kind != "arg"]
         self.recompile_limit = recompile_limit
-        self.cache: dict = {}
+        # NOTE: bounded, least recently used guard set first out (`_insert`): an entry holds
+        # its compiled kernels, so an unbounded cache grows by every new shape. An evicted
+        # guard set traces again when it comes back (and counts toward recompile_limit).
+        self.cache: dict = collections.OrderedDict()
+        self.cache_size = _jit_cache_size()
         self.traces = 0
         self._last_key = None
         self._call = None           # (args, kwargs) between _key and _lookup
@@ -362,6 +377,7 @@ class JitFunction:
         for entry in entries:
             if (entry.guards_hold(call, self._call_leaves) if isinstance(entry, _Compiled)
                     else entry.guards_hold()):
+                self.cache.move_to_end(key)     # NOTE: most recently used (see _insert)
                 return entry
         compiled = [e for e in entries if isinstance(e, _Compiled)]
         if compiled:
@@ -408,7 +424,7 @@ class JitFunction:
             entry = compile_trace(trace, out_spec)
         except Exception as e:  # NOTE: a compiler failure must never stop the user's program
             return self._eager(key, f"compilation failed ({type(e).__name__}: {e})")
-        self.cache.setdefault(key, []).append(entry)
+        self._insert(key, entry)
         return entry
 
     def _replay_for(self, key):
@@ -422,7 +438,7 @@ class JitFunction:
                     entries.remove(entry)
                     if not entries:
                         del self.cache[old]
-                    self.cache.setdefault(key, []).append(entry)
+                    self._insert(key, entry)
                     return entry
         return None
 
@@ -438,7 +454,7 @@ class JitFunction:
             return self._eager(key, f"{reason}; it uses parameters that require grad and "
                                "replay mode does not compute gradients yet")
         entry = ReplayEntry(self.fn, self.name, effects, reason, self.recompile_limit)
-        self.cache.setdefault(key, []).append(entry)
+        self._insert(key, entry)
         return entry
 
     def _reads_trainable(self, call) -> bool:
@@ -464,8 +480,16 @@ class JitFunction:
         warnings.warn(f"@kiln.jit({self.name}): running eagerly: {reason}",
                       KilnJitWarning, stacklevel=4)
         entry = _Eager(self.fn, reason)
-        self.cache.setdefault(key, []).append(entry)
+        self._insert(key, entry)
         return entry
+
+    def _insert(self, key, entry):
+        """Add `entry` under `key` (now the most recently used), evicting the least recently
+        used keys beyond `cache_size`."""
+        self.cache.setdefault(key, []).append(entry)
+        self.cache.move_to_end(key)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
 
     def graph_for(self, *args, **kwargs):
         """The optimized ir.Graph used for these arguments (compiling if needed)."""

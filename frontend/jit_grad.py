@@ -55,7 +55,8 @@ class TapeBackward:
     def compile(self, forward_inputs: list) -> None:
         """Optimize and compile the backward graph (after the forward graph is final)."""
         from kiln.passes.manager import run_passes
-        from kiln.runtime.executable import build_executable
+
+        from .compile import compile_graph
         if self.graph is None:
             return
         position = {v: i for i, v in enumerate(forward_inputs)}
@@ -63,7 +64,7 @@ class TapeBackward:
         self.saved_inputs = [position.get(v) for v in self.saved]
         self.traced = self.graph
         self.graph, self.stages = run_passes(self.traced)
-        self.executable = build_executable(self.graph)
+        self.executable = compile_graph(self.graph)
 
     def record(self, tensors: list, outputs: list, saved_arrays: list) -> None:
         """Make this call's differentiated outputs require grad, through one tape node."""

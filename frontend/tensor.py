@@ -10,6 +10,7 @@ import numpy as np
 from kiln.ir import dtypes
 from kiln.ir.dtypes import DType
 from kiln.ir.errors import KilnError
+from kiln.ir.interpreter import run_op
 from kiln.ir.registry import get_op
 from kiln.ir.types import TensorType, user_loc
 
@@ -401,15 +402,8 @@ def _eager(opdef, inputs, attrs) -> list[Tensor]:
         view = views.eager_view(opdef, inputs[0], a, types[0])
         if view is not None:
             return [view]
-    out = opdef.ref(arrays, a)
-    outs = out if isinstance(out, tuple) else (out,)
-    results = []
-    for arr, ty in zip(outs, types):
-        arr = np.asarray(arr)
-        if arr.dtype != ty.dtype.np:
-            arr = arr.astype(ty.dtype.np)
-        results.append(Tensor._wrap(_fresh(arr, arrays)))
-    return results
+    outs = run_op(opdef.name, a, arrays, types)
+    return [Tensor._wrap(_fresh(arr, arrays)) for arr in outs]
 
 
 def _fresh(arr: np.ndarray, inputs) -> np.ndarray:

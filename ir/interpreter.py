@@ -8,20 +8,34 @@ from .graph import Graph
 from .registry import get_op
 
 
-def run_node(node, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """One node's reference result, checked against its declared output types."""
-    out = get_op(node.op).ref(arrays, node.attrs)
+def run_op(op: str, attrs, arrays, out_types, node=None, loc=None) -> tuple[np.ndarray, ...]:
+    """An op's NumPy reference on `arrays`, cast to and checked against `out_types`: the one
+    reference executor (eager mode, this interpreter and the executable's `run` steps).
+
+    >>> from kiln.ir.registry import get_op
+    >>> from kiln.ir.types import TensorType
+    >>> from kiln.ir.dtypes import float32
+    >>> run_op("exp", get_op("exp").make_attrs({}), [np.zeros(2, np.float32)],
+    ...        [TensorType(float32, (2,))])[0].tolist()
+    [1.0, 1.0]
+    """
+    out = get_op(op).ref(arrays, attrs)
     outs = out if isinstance(out, tuple) else (out,)
     results = []
-    for v, a in zip(node.outputs, outs):
+    for t, a in zip(out_types, outs):
         a = np.asarray(a)
-        if a.dtype != v.type.dtype.np:
-            a = a.astype(v.type.dtype.np)
-        if a.shape != v.type.shape:
-            raise KilnError(f"reference of '{node.op}' returned shape {a.shape}, "
-                            f"declared {v.type}", node=node, loc=node.loc)
+        if a.dtype != t.dtype.np:
+            a = a.astype(t.dtype.np)
+        if a.shape != t.shape:
+            raise KilnError(f"reference of '{op}' returned shape {a.shape}, declared {t}",
+                            node=node, loc=loc)
         results.append(a)
     return tuple(results)
+
+
+def run_node(node, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """One node's reference result, checked against its declared output types."""
+    return run_op(node.op, node.attrs, arrays, [v.type for v in node.outputs], node, node.loc)
 
 
 def interpret(graph: Graph, inputs) -> list[np.ndarray]:

@@ -48,7 +48,7 @@ _TOKEN = re.compile(r"""
   | (?P<STRING>"(?:[^"\\]|\\.)*")
   | (?P<NUMBER>-?(?:inf|nan)\b|-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
   | (?P<NAME>[^\W\d]\w*)
-  | (?P<PUNCT>[()\[\]{},:=])
+  | (?P<PUNCT>->|<-|[()\[\]{},:=])
 """, re.VERBOSE | re.DOTALL)
 _INT = re.compile(r"-?\d+")
 _DIGITS = re.compile(r"[0-9]+")

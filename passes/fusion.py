@@ -1,15 +1,15 @@
 """Elementwise fusion: group elementwise nodes into `kernel` nodes whose body is a Graph.
 
-What the code generator relies on, for every kernel:
-- one iteration shape: every member (elementwise node) has that output shape and device, so
-  every kernel output has exactly that shape;
-- every body value's shape broadcasts (NumPy rules, right-aligned) to the iteration shape;
-- body inputs correspond 1:1, in order, to the kernel's operands, with no repeats.
+What the code generator relies on, for every kernel: the body rules of `ir/ops/kernel.py`
+(one iteration space; reductions of one shape over the same axes, with elementwise members of
+the space's shape or its row shape; every body value broadcasts to the space); body inputs
+correspond 1:1, in order, to the kernel's operands, with no repeats.
 
 `full` and `expand` are "free": reading them costs no more than recomputing them, so a kernel
 that reads one gets its own copy in the body (an `expand` becomes an indexed read of its input).
-The outer copy stays only while something outside a kernel still reads it. Reductions, matmul
-and the other movement ops stay outside kernels.
+The outer copy stays only while something outside a kernel still reads it. Matmul, argmax and
+the other movement ops stay outside kernels; a reduction with keepdim=false may end a kernel
+but nothing inside the kernel reads it.
 
 Grouping merges a consumer's group into its producer's group (same iteration shape) unless
 the producer's group reaches the consumer's group through some other node, which would make
@@ -33,7 +33,9 @@ import collections
 import networkx as nx
 
 from kiln.ir.builder import make_node
+from kiln.ir.dtypes import DType
 from kiln.ir.graph import Graph, Node, Value
+from kiln.ir.ops.kernel import FUSIBLE_REDUCTIONS
 from kiln.ir.registry import get_op
 
 from .canonicalize import dce
@@ -42,13 +44,37 @@ FREE_OPS = ("full", "expand")
 
 
 def _is_member(node: Node) -> bool:
-    return get_op(node.op).kind == "elementwise"
+    kind = get_op(node.op).kind
+    if kind == "elementwise":
+        return True
+    return (node.op in FUSIBLE_REDUCTIONS and node.inputs[0].type.dtype != DType.bool
+            and node.inputs[0].type.numel > 0 and len(node.attrs.axes) > 0)
 
 
 def _space(node: Node):
-    """The iteration space a member runs over: its output's shape and device."""
+    """(iteration shape, reduction axes, device) of a member: an elementwise node runs over
+    its output's shape, a reduction over its input's shape."""
+    if get_op(node.op).kind == "reduce":
+        t = node.inputs[0].type
+        return tuple(t.shape), tuple(node.attrs.axes), t.device
     t = node.outputs[0].type
-    return t.shape, t.device
+    return tuple(t.shape), (), t.device
+
+
+def _join(a, b):
+    """The space of a group holding groups of spaces a and b, or None when they cannot share
+    a kernel: elementwise groups of one shape, or a reduction group with elementwise groups
+    of its space's shape or of its row shape (reduced axes kept as 1)."""
+    (sa, ra, da), (sb, rb, db) = a, b
+    if da != db:
+        return None
+    if ra and rb:
+        return a if (sa, ra) == (sb, rb) else None
+    if not ra and not rb:
+        return a if sa == sb else None
+    (space, axes, _), other = (a, sb) if ra else (b, sa)
+    row = tuple(1 if k in axes else d for k, d in enumerate(space))
+    return (a if ra else b) if other in (space, row) else None
 
 
 def _sources(v: Value) -> list[Value]:
@@ -74,6 +100,7 @@ class _Groups:
     def __init__(self, graph: Graph):
         self.index = {n: i for i, n in enumerate(graph.nodes)}
         self.root = list(range(len(graph.nodes)))
+        self.space = {i: _space(n) for i, n in enumerate(graph.nodes) if _is_member(n)}
         self.dag = nx.DiGraph()
         self.dag.add_nodes_from(range(len(graph.nodes)))
         for n in graph.nodes:
@@ -89,9 +116,13 @@ class _Groups:
 
     def try_merge(self, producer: Node, consumer: Node) -> bool:
         a, b = self.find(producer), self.find(consumer)
-        if a == b or _space(producer) != _space(consumer) or self._other_path(a, b):
+        if a == b or (producer.op in FUSIBLE_REDUCTIONS and not producer.attrs.keepdim):
+            return False     # NOTE: a keepdim=false result no longer lines up with the space
+        joined = _join(self.space[a], self.space[b])
+        if joined is None or self._other_path(a, b):
             return False
         keep, gone = min(a, b), max(a, b)
+        self.space[keep] = joined
         for u in list(self.dag.predecessors(gone)):
             if u != keep:
                 self.dag.add_edge(u, keep)
@@ -193,7 +224,8 @@ def _needed(graph: Graph, groups: _Groups, live: set[Value]) -> set[Value]:
 
 
 def fuse_elementwise(graph: Graph, fired: collections.Counter | None = None) -> Graph:
-    """Replace groups of elementwise nodes by `kernel` nodes named fused_0, fused_1, ...
+    """Replace groups of elementwise nodes and reductions by `kernel` nodes named fused_0,
+    fused_1, ... (a reduction with keepdim=false ends its kernel: nothing in it reads it).
 
     Dead nodes are dropped first. Counts `kernel` (kernels made), `fused_op` (members),
     `copied_full`/`copied_expand` (free nodes copied into bodies) and `dce` in `fired`.
@@ -207,14 +239,14 @@ def fuse_elementwise(graph: Graph, fired: collections.Counter | None = None) -> 
     ...   return %2
     ... }''')), end="")
     graph @f(%x: f32[4,8]) {
-      %0: f32[4,8] = kernel %x {name="fused_0"} {
+      %0: f32[4] = kernel %x {name="fused_0"} {
         body @fused_0(%1: f32[4,8]) {
           %2: f32[4,8] = exp %1
-          return %2
+          %3: f32[4] = sum %2 {axes=[1], keepdim=false}
+          return %3
         }
       }
-      %3: f32[4] = sum %0 {axes=[1], keepdim=false}
-      %4: f32[4] = kernel %3 {name="fused_1"} {
+      %4: f32[4] = kernel %0 {name="fused_1"} {
         body @fused_1(%5: f32[4]) {
           %6: f32[4] = neg %5
           return %6

@@ -1,7 +1,45 @@
-"""Which devices this process can use."""
+"""The Device interface every backend's runtime implements, and which devices exist here.
+
+A Device is handed compiled artifacts by a backend's renderer (the runtime never imports
+codegen) and runs them:
+
+- `load(artifact)`: make a renderer's artifact launchable (the CPU wraps the address of
+  machine code; CUDA would load PTX with cuModuleLoadData); returns a handle;
+- `empty(shape, dtype)`: device memory for one tensor (an arena is one uint8 tensor);
+- `copy(dst, src)`: copy between two of its buffers;
+- `launch(handle, arrays)`: run a kernel over its operands then its results;
+- `call(op, attrs, ins, outs)`: a library routine (matmul) writing into `outs`;
+- `synchronize()`: wait for launched work (a no-op where launches are synchronous).
+"""
 from __future__ import annotations
 
 import functools
+
+import numpy as np
+
+
+class Device:
+    """The interface (see the module docstring); `name` is what TensorType.device says."""
+
+    name = "?"
+
+    def load(self, artifact):
+        raise NotImplementedError
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        return np.empty(shape, dtype)
+
+    def copy(self, dst: np.ndarray, src: np.ndarray) -> None:
+        np.copyto(dst, src)
+
+    def launch(self, handle, arrays: list) -> None:
+        raise NotImplementedError
+
+    def call(self, op: str, attrs, ins: list, outs: list) -> None:
+        raise NotImplementedError(f"not supported yet: library routine '{op}' on {self.name}")
+
+    def synchronize(self) -> None:
+        return None
 
 
 @functools.cache

@@ -1,146 +1,174 @@
-"""An Executable: a graph turned into a list of launches over buffers.
+"""An Executable: a planned schedule run on one Device.
 
-Each `kernel` node becomes a compiled CPU kernel launch; every other node runs its NumPy
-reference (`run_node`), like the interpreter. Everything that does not depend on the input
-values (slots, output types, compiled functions, when a buffer dies) is computed at build
-time, so a call is one Python loop over prepared steps.
+Everything that does not depend on the input values (slots, loaded kernels, arena views,
+when a buffer dies) is prepared when it is built, so a call is one Python loop over prepared
+steps. Temps live in an arena (one block per concurrent call, reused across calls), outputs are
+fresh per call (the caller keeps them), `run` steps make their own arrays.
 
     >>> import numpy as np
-    >>> from kiln.ir.builder import GraphBuilder, make_node
-    >>> from kiln.ir.types import TensorType
-    >>> from kiln.ir.dtypes import float32
-    >>> body = GraphBuilder("body"); x = body.add_input(TensorType(float32, (3,)))
-    >>> body = body.finish(body.emit("exp", [x], {}))
-    >>> g = GraphBuilder("f"); a = g.add_input(TensorType(float32, (3,)))
-    >>> g = g.finish(g.emit("kernel", [a], {"name": "k0", "body": body}))
-    >>> build_executable(g)([np.zeros(3, np.float32)])[0].tolist()
-    [1.0, 1.0, 1.0]
+    >>> from kiln.ir.schedule_text import parse_schedule
+    >>> from kiln.runtime.null import NullDevice
+    >>> s = parse_schedule('''
+    ... schedule @f(%x: f32[2,2]) {
+    ...   buffer %0: f32[2,2] output
+    ...   call matmul (%x, %x) -> (%0)
+    ...   return %0
+    ... }''')
+    >>> build_executable(s, NullDevice(compute=True))([np.eye(2, dtype=np.float32)])[0].tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
 """
 from __future__ import annotations
 
 import numpy as np
 
-from kiln.codegen.cpu_kernel import CompiledKernel, compile_kernel
 from kiln.ir.errors import KilnError
-from kiln.ir.graph import Graph
-from kiln.ir.interpreter import run_node
+from kiln.ir.interpreter import run_op
+from kiln.ir.schedule import Call, Launch, Run, Schedule
 
-from .allocator import default_allocator
-from .cpu import CpuLauncher, default_launcher, kernel_function
-
-_ALLOCATOR = default_allocator()
+from .device import Device
 
 
-def _pointer(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+class _Arena:
+    """One arena block and a view per planned temp (slot, array)."""
+
+    def __init__(self, schedule: Schedule, slots: dict, device: Device):
+        self.block = device.empty((max(schedule.arena_bytes or 0, 1),), np.uint8)
+        self.views = []
+        for b in schedule.buffers:
+            if b.kind == "temp":
+                view = self.block[b.offset:b.offset + b.type.nbytes]
+                self.views.append((slots[id(b)], view.view(b.type.dtype.np).reshape(
+                    b.type.shape)))
 
 
-class _KernelStep:
-    """Launch one compiled kernel: fresh output buffers, pointers, (lo, hi) chunks."""
+class _Step:
+    """A step with its input and output slots; `fresh` outputs are allocated per call."""
 
-    def __init__(self, compiled: CompiledKernel, node, ins, outs, launcher: CpuLauncher,
-                 trusted: set):
-        self.compiled = compiled
-        self.node = node
-        self.ins = ins
-        self.outs = outs
-        self.out_specs = [(v.type.shape, v.type.dtype.np) for v in node.outputs]
-        # NOTE: buffers made by other kernels are fresh and C-contiguous; reference results
-        # may be views, so only those are checked.
-        self.check = [s not in trusted for s in ins]
-        self.fn = kernel_function(compiled.address, len(ins) + len(outs))
-        self.outer = compiled.plan.outer
-        self.work = compiled.work
-        self.launcher = launcher
+    def __init__(self, step, slots: dict, device: Device):
+        self.step = step
+        self.ins = [slots[id(b)] for b in step.ins]
+        self.outs = [slots[id(b)] for b in step.outs]
+        self.fresh = [(slots[id(b)], tuple(b.type.shape), b.type.dtype.np)
+                      for b in step.outs if b.kind == "output"]
+        # NOTE: a `run` step may leave a strided view; kernels read C-contiguous buffers
+        self.contiguous = [slots[id(b)] for b in step.ins if b.kind == "value"]
+        self.device = device
 
-    def __call__(self, env: list):
-        args = []
-        for s, check in zip(self.ins, self.check):
+    def prepare(self, env: list):
+        for s in self.contiguous:
             a = env[s]
-            if check and not a.flags.c_contiguous:
-                a = np.ascontiguousarray(a)
-            args.append(a)
-        empty = _ALLOCATOR.empty
-        results = [empty(shape, dtype) for shape, dtype in self.out_specs]
-        pointers = [_pointer(a) for a in args] + [_pointer(r) for r in results]
-        self.launcher.launch(self.fn, pointers, self.outer, self.work)
-        for s, r in zip(self.outs, results):
-            env[s] = r
+            if not a.flags.c_contiguous:
+                env[s] = np.ascontiguousarray(a)
+        empty = self.device.empty
+        for s, shape, dtype in self.fresh:
+            env[s] = empty(shape, dtype)
 
 
-class _EmptyKernelStep:
-    """A kernel whose iteration space has no elements: outputs are empty arrays."""
-
-    def __init__(self, node, ins, outs):
-        self.node = node
-        self.ins = ins
-        self.outs = outs
+class _LaunchStep(_Step):
+    def __init__(self, step: Launch, slots, device, handle):
+        super().__init__(step, slots, device)
+        self.handle = handle
+        self.empty = any(d == 0 for d in step.kernel.space)
+        self.order = self.ins + self.outs
 
     def __call__(self, env: list):
-        for s, v in zip(self.outs, self.node.outputs):
-            env[s] = np.empty(v.type.shape, v.type.dtype.np)
+        self.prepare(env)
+        if not self.empty:
+            self.device.launch(self.handle, [env[s] for s in self.order])
 
 
-class _ReferenceStep:
-    """Any other node: its NumPy reference, errors naming the node and the user's line."""
+class _CallStep(_Step):
+    def __call__(self, env: list):
+        self.prepare(env)
+        self.device.call(self.step.op, self.step.attrs, [env[s] for s in self.ins],
+                         [env[s] for s in self.outs])
 
-    def __init__(self, node, ins, outs):
-        self.node = node
-        self.ins = ins
-        self.outs = outs
+
+class _RunStep(_Step):
+    """An op's NumPy reference; errors name the op and the user's line."""
+
+    def __init__(self, step: Run, slots, device):
+        super().__init__(step, slots, device)
+        self.types = [b.type for b in step.outs]
 
     def __call__(self, env: list):
         try:
-            results = run_node(self.node, [env[s] for s in self.ins])
+            results = run_op(self.step.op, self.step.attrs, [env[s] for s in self.ins],
+                             self.types, loc=self.step.loc)
         except KilnError:
             raise
         except Exception as e:  # NOTE: same wording as the interpreter
-            raise KilnError(f"while running {self.node.op}: {type(e).__name__}: {e}",
-                            node=self.node, loc=self.node.loc) from e
+            raise KilnError(f"while running {self.step.op}: {type(e).__name__}: {e}",
+                            loc=self.step.loc) from e
         for s, r in zip(self.outs, results):
             env[s] = r
 
 
 class Executable:
-    """A compiled graph: `exe(list_of_arrays) -> list_of_arrays` (the graph's outputs).
+    """A compiled schedule: `exe(list_of_arrays) -> list_of_arrays` (its outputs).
 
-    The write-backs that end a functional graph (`copy_ %input, %value`) are performed into
-    the arrays the caller passed (`writebacks`: (input index, slot)), after every other step.
-    """
+    The write-backs that end a functional graph are performed into the arrays the caller
+    passed, after every step."""
 
-    def __init__(self, graph: Graph, steps, slots: int, input_slots, output_slots, frees,
-                 kernels: list[CompiledKernel], writebacks=()):
-        self.graph = graph
-        self.steps = steps
-        self.slots = slots
-        self.input_slots = input_slots
-        self.output_slots = output_slots
-        self.frees = frees
-        self.kernels = kernels
-        self.writebacks = list(writebacks)
-        self._input_specs = [(tuple(v.type.shape), v.type.dtype.np, v.type)
-                             for v in graph.inputs]
+    def __init__(self, schedule: Schedule, device: Device, handles: dict):
+        self.schedule = schedule
+        self.device = device
+        self.graph = None              # NOTE: the graph it came from, when there is one
+        slots: dict[int, int] = {}
+        for b in schedule.inputs + schedule.buffers:
+            slots.setdefault(id(b), len(slots))
+        self.slots = len(slots)
+        self.input_slots = [slots[id(b)] for b in schedule.inputs]
+        self.output_slots = [slots[id(b)] for b in schedule.outputs]
+        self.writebacks = [(schedule.inputs.index(d), slots[id(s)]) for d, s in schedule.writes]
+        self.steps = [_make_step(st, slots, device, handles) for st in schedule.steps]
+        self.handles = handles
+        self._slot_map = slots
+        self._input_specs = [(tuple(b.type.shape), b.type.dtype.np, b.type)
+                             for b in schedule.inputs]
+        self._arenas: list[_Arena] = []
+        self._copy_outputs = _outputs_in_arena(schedule, slots)
+
+    @property
+    def kernels(self) -> list:
+        """The loaded kernels' artifacts, in launch order (for the CLI's stages)."""
+        return [s.handle.artifact for s in self.steps
+                if isinstance(s, _LaunchStep) and hasattr(s.handle, "artifact")]
+
+    @property
+    def work(self) -> list:
+        """(kernel name, estimated work) per loaded kernel, for the threading tests."""
+        return [(h.name, h.work) for h in self.handles.values() if hasattr(h, "work")]
 
     def __repr__(self) -> str:
-        return (f"<Executable @{self.graph.name}: {len(self.steps)} steps, "
-                f"{len(self.kernels)} compiled kernels>")
+        return (f"<Executable @{self.schedule.name}: {len(self.steps)} steps, "
+                f"{len(self.handles)} kernels, arena {self.schedule.arena_bytes or 0} bytes>")
 
     def __call__(self, inputs) -> list[np.ndarray]:
         if len(inputs) != len(self.input_slots):
-            raise KilnError(f"executable @{self.graph.name} takes {len(self.input_slots)} "
+            raise KilnError(f"executable @{self.schedule.name} takes {len(self.input_slots)} "
                             f"inputs, got {len(inputs)}")
         env: list = [None] * self.slots
         for i, (a, s, spec) in enumerate(zip(inputs, self.input_slots, self._input_specs)):
-            env[s] = _check_input(self.graph.name, i, a, spec)
-        for step, dead in zip(self.steps, self.frees):
-            step(env)
-            for s in dead:
-                env[s] = None
-        if not self.writebacks:
-            return [env[s] for s in self.output_slots]
-        return self._write_back(env, inputs)
+            env[s] = _check_input(self.schedule.name, i, a, spec)
+        arena = self._arenas.pop() if self._arenas else _Arena(self.schedule, self._slot_map,
+                                                                self.device)
+        try:
+            for s, view in arena.views:
+                env[s] = view
+            for step in self.steps:
+                step(env)
+            outs = [env[s] for s in self.output_slots]
+            for i in self._copy_outputs:
+                if np.may_share_memory(outs[i], arena.block):
+                    outs[i] = np.array(outs[i], copy=True)
+            if self.writebacks:
+                outs = self._write_back(env, inputs, outs)
+        finally:
+            self._arenas.append(arena)
+        return outs
 
-    def _write_back(self, env: list, inputs) -> list:
+    def _write_back(self, env: list, inputs, outs: list) -> list:
         """Write the final values into the caller's arrays. A value or output that still
         reads a written array (the old x written into y while x is written too, an output
         that views an input) is copied first: every value is the one before the writes."""
@@ -151,74 +179,54 @@ class Executable:
                 return np.array(a, copy=True)
             return a
         values = [own(env[s]) for _, s in self.writebacks]
-        outs = [own(env[s]) for s in self.output_slots]
+        outs = [own(o) for o in outs]
         for (i, _), v in zip(self.writebacks, values):
             np.copyto(inputs[i], v)
         return outs
 
 
-def _check_input(graph_name: str, i: int, a, spec) -> np.ndarray:
+def _outputs_in_arena(schedule: Schedule, slots: dict) -> list[int]:
+    """Output positions whose array may be (a view of) an arena temp: checked before they
+    leave and copied if they are, since the next call reuses the arena. A `run` step's
+    NumPy reference may return a view of any input."""
+    in_arena = {id(b) for b in schedule.buffers if b.kind == "temp"}
+    for st in schedule.steps:
+        if isinstance(st, Run) and any(id(b) in in_arena for b in st.ins):
+            in_arena.update(id(b) for b in st.outs)
+    return [i for i, b in enumerate(schedule.outputs) if id(b) in in_arena]
+
+
+def _check_input(name: str, i: int, a, spec) -> np.ndarray:
     shape, dtype, type_ = spec
     a = np.asarray(a)
     if a.shape != shape or a.dtype != dtype:
-        raise KilnError(f"executable @{graph_name}: input {i} must be {type_}, got array "
+        raise KilnError(f"executable @{name}: input {i} must be {type_}, got array "
                         f"{a.dtype}{list(a.shape)}")
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
     return a
 
 
-def build_executable(graph: Graph, launcher: CpuLauncher | None = None) -> Executable:
-    """Compile every kernel node of `graph` (cached per distinct body) and plan the calls."""
-    launcher = launcher or default_launcher()
-    slot: dict = {}
-    for v in graph.inputs:
-        slot.setdefault(v, len(slot))
-    steps, kernels, trusted, writebacks = [], [], set(), []
-    input_index = {v: i for i, v in enumerate(graph.inputs)}
-    for node in graph.nodes:
-        if node.op == "copy_":      # NOTE: a write-back (the graph is functional)
-            writebacks.append((input_index[node.inputs[0]], _slot_of(slot, node.inputs[1],
-                                                                      node)))
+def _make_step(step, slots, device, handles):
+    if isinstance(step, Launch):
+        return _LaunchStep(step, slots, device, handles[id(step.kernel)])
+    if isinstance(step, Call):
+        return _CallStep(step, slots, device)
+    return _RunStep(step, slots, device)
+
+
+def build_executable(schedule: Schedule, device: Device, compile_kernel=None) -> Executable:
+    """Load every kernel of a planned `schedule` on `device`: `compile_kernel(kernel)` (a
+    backend renderer's compile) makes each artifact; without it the kernel itself is handed
+    to the device (the null device needs nothing else)."""
+    if schedule.arena_bytes is None and any(b.kind == "temp" for b in schedule.buffers):
+        from kiln.passes.plan_memory import plan_memory    # NOTE: runtime -> passes is fine
+        plan_memory(schedule)
+    handles = {}
+    for k in schedule.kernels:
+        if any(d == 0 for d in k.space):
+            handles[id(k)] = None       # NOTE: nothing to compute: its outputs are empty
             continue
-        ins = [_slot_of(slot, v, node) for v in node.inputs]
-        outs = [slot.setdefault(v, len(slot)) for v in node.outputs]
-        step = _make_step(node, ins, outs, launcher, trusted)
-        if isinstance(step, _KernelStep):
-            kernels.append(step.compiled)
-            trusted.update(outs)
-        steps.append(step)
-    output_slots = [_slot_of(slot, v, None) for v in graph.outputs]
-    frees = _dead_after(steps, set(output_slots) | {s for _, s in writebacks})
-    input_slots = [slot[v] for v in graph.inputs]
-    return Executable(graph, steps, len(slot), input_slots, output_slots, frees, kernels,
-                      writebacks)
-
-
-def _slot_of(slot: dict, v, node) -> int:
-    if v not in slot:
-        where = f"node {node.op}" if node is not None else "the graph outputs"
-        raise KilnError(f"{where} reads a value that is not defined before it ({v})",
-                        loc=getattr(node, "loc", None))
-    return slot[v]
-
-
-def _make_step(node, ins, outs, launcher, trusted):
-    if node.op != "kernel":
-        return _ReferenceStep(node, ins, outs)
-    if any(v.type.numel == 0 for v in node.outputs):
-        return _EmptyKernelStep(node, ins, outs)
-    return _KernelStep(compile_kernel(node), node, ins, outs, launcher, trusted)
-
-
-def _dead_after(steps, keep: set) -> list[list[int]]:
-    """Per step, the slots last read there (freed right after, unless a graph output)."""
-    last: dict[int, int] = {}
-    for i, step in enumerate(steps):
-        for s in step.ins:
-            last[s] = i
-    frees: list[list[int]] = [[] for _ in steps]
-    for s, i in last.items():
-        if s not in keep:
-            frees[i].append(s)
-    return frees
+        artifact = compile_kernel(k) if compile_kernel is not None else k
+        handles[id(k)] = device.load(artifact)
+    return Executable(schedule, device, handles)

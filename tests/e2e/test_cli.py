@@ -201,14 +201,16 @@ def test_ir_demo_step_end_to_end():
     assert r.returncode == 0, r.stderr
     stages = _stage_texts(r.stdout)
     names = list(stages)
-    for name in ("traced", "canonicalize", "mlir", "llvm", "asm"):
+    for name in ("traced", "canonicalize", "fusion", "schedule", "memory", "mlir", "llvm",
+                 "asm"):
         assert name in names, f"no stage {name!r} in {names}"
-    assert names[0] == "traced" and names[-3:] == ["mlir", "llvm", "asm"]
+    assert names[0] == "traced" and names[-5:] == ["schedule", "memory", "mlir", "llvm", "asm"]
     assert "f32[1024]" in stages["traced"]
     assert _kernel_lines(stages["traced"]) == []
     # NOTE: the graph after the last pass is what runs: the whole expression, one kernel.
-    fused = stages[names[names.index("mlir") - 1]]
-    assert len(_kernel_lines(fused)) == 1, fused
+    assert len(_kernel_lines(stages["fusion"])) == 1, stages["fusion"]
+    assert stages["schedule"].count("launch @fused_0") == 1
+    assert "arena bytes=" in stages["memory"]
     assert "func.func" in stages["mlir"] and "define" in stages["llvm"]
 
 
@@ -231,3 +233,73 @@ def test_explain_command_prints_the_report():
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr
     assert "1 compiled kernel(s)" in proc.stdout and "tensor argument 0: f32[64]" in proc.stdout
+
+
+# ---- kiln cache info | clear ---------------------------------------------------------------
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """KILN_CACHE_DIR in tmp_path (never the user's cache), with two entries in it."""
+    from kiln.runtime.disk_cache import DiskCache
+
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path / "kc"))
+    monkeypatch.delenv("KILN_CACHE_MAX_BYTES", raising=False)
+    cache = DiskCache()
+    assert cache.put("key one", b"x" * 2000) and cache.put("key two", b"y" * 100)
+    return tmp_path / "kc"
+
+
+def test_cache_info_and_clear(cache_dir, capsys):
+    assert cli.main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    total = sum(p.stat().st_size for p in (cache_dir / "v1").iterdir())
+    assert f"path:    {cache_dir / 'v1'}\n" in out and "entries: 2\n" in out
+    assert f"({total} bytes); at most 1.0 GiB" in out and "status:  enabled" in out
+    assert cli.main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out == (f"removed 2 entries, 2.2 KiB ({total} bytes), "
+                                       f"from {cache_dir / 'v1'}\n")
+    assert list((cache_dir / "v1").iterdir()) == []
+    assert cli.main(["cache", "info"]) == 0
+    assert "entries: 0\n" in capsys.readouterr().out
+
+
+def test_cache_off(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("KILN_CACHE_DIR", "off")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["cache", "info"]) == 0
+    assert capsys.readouterr().out.startswith("disk cache: off")
+    assert cli.main(["cache", "clear"]) == 0
+    assert "nothing to clear" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_in_an_unusable_folder_exits_1_with_a_warning(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path / "afile" / "kc"))
+    assert cli.main(["cache", "info"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("kiln cache: warning: kiln disk cache disabled for this "
+                                   "process: cannot list") and "Not a directory" in captured.err
+    assert "status:  disabled" in captured.out
+    # the same process: the cache stays disabled, and says so once
+    assert cli.main(["cache", "clear"]) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_cache_without_an_action_prints_its_help(capsys):
+    assert cli.main(["cache"]) == 2
+    out = capsys.readouterr().out
+    assert "KILN_CACHE_DIR" in out and "kiln cache info" in out
+
+
+def test_python_m_kiln_cache(cache_dir):
+    import os
+
+    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir))
+    r = subprocess.run([sys.executable, "-m", "kiln", "cache", "info"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"path:    {cache_dir / 'v1'}" in r.stdout and "entries: 2" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "kiln", "cache", "--help"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "kiln cache clear" in r.stdout and "KILN_CACHE_MAX_BYTES" \
+        in r.stdout

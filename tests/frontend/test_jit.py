@@ -92,7 +92,7 @@ def test_graph_break_splits_the_graph_without_running_eagerly():
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     import kiln.runtime.executable as ex
 
-    def broken(graph):
+    def broken(*args, **kwargs):
         raise RuntimeError("codegen exploded")
     monkeypatch.setattr(ex, "build_executable", broken)
     f = kiln.jit(w1)
@@ -142,7 +142,8 @@ def test_reductions_and_matmul_between_kernels():
         got = f(x, w).numpy()
     np.testing.assert_allclose(got, kiln.softmax(kiln.relu(x @ w + 1.0), -1).numpy(),
                                rtol=1e-5, atol=1e-6)
-    assert _kernels(f, x, w) >= 2
+    # NOTE: the matmul is a library call; the +1, relu and the whole softmax one kernel
+    assert _kernels(f, x, w) == 1
 
 
 def test_outputs_are_freed_without_garbage_collection():

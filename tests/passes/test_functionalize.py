@@ -13,7 +13,7 @@ from kiln.ir.interpreter import interpret, run_node
 from kiln.ir.registry import all_ops
 from kiln.passes.autograd import grad_graph
 from kiln.passes.functionalize import functionalize, output_aliases, writebacks
-from kiln.runtime.executable import build_executable
+from kiln.frontend.compile import compile_graph
 
 # --- the reference: the graph BEFORE the pass, run with PyTorch's aliasing --------------------
 
@@ -77,7 +77,7 @@ def run_functional(g: Graph, args):
 
 def run_executable(g: Graph, args):
     arrays = [np.array(a, copy=True) for a in args]
-    outs = build_executable(g)(arrays)
+    outs = compile_graph(g)(arrays)
     return [np.array(o, copy=True) for o in outs], arrays
 
 

@@ -1,7 +1,7 @@
 """Launch compiled CPU kernels: ctypes calls, split over a small pool of threads.
 
 A kernel function is `void f(ptr..., i64 lo, i64 hi)` over rows [lo, hi) of its outermost
-loop (see codegen/lower_kernel.py). ctypes releases the GIL during the call, so the chunks
+loop (see codegen/cpu/render_kernel.py). ctypes releases the GIL during the call, so the chunks
 of one launch run on all cores; the calling thread runs the first chunk itself.
 
 Handing a chunk to another thread costs 30-60 us on the 2-core machine this was tuned on,

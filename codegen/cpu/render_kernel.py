@@ -1,0 +1,385 @@
+"""A schedule kernel -> MLIR text (func, scf, arith, math, memref) for the CPU.
+
+    void @kiln_<name>(ptr in0, ..., ptr out0, ..., i64 lo, i64 hi)
+
+computes rows [lo, hi) of the outermost parallel loop. Every buffer is a flat memref indexed
+through its access (`offset + sum(iv * stride)`), so broadcasts and transposes are indexing.
+
+Loops: the parallel axes, outermost first; inside them one "row". Body values that vary along
+the reduction axes (full values) are computed inside loops over those axes; values that do not
+(row values: reduction results, what they feed, row-shaped inputs) are computed once per row.
+Each reduction is one loop over the row that carries its accumulator; the outputs that vary
+along the row are stored by one last loop. So softmax over the last axis is one kernel making
+three passes over a row that stays in cache. Kernels without reduction axes are one loop nest
+whose innermost body is the row.
+
+Adjacent axes of the same kind merge when every access is contiguous across them, so a
+contiguous [8192, 1024] elementwise kernel is one loop of 8388608 that threads split evenly.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from kiln.ir.dtypes import DType
+from kiln.ir.errors import KilnError, NotSupportedError, VerifyError
+from kiln.ir.registry import get_op
+from kiln.ir.schedule import Kernel
+
+from ..scalar_builder import MLIR_TYPE, STORAGE_TYPE, Scalar, ScalarBuilder, const_literal
+
+ROW, FULL = 0, 1
+# NOTE: float32 sums over this many elements or more accumulate in float64: a running float32
+# sum of millions of terms loses digits that NumPy's pairwise sum keeps.
+WIDE_SUM_FROM = 1 << 16
+# NOTE: a memory access costs about as much as several arithmetic ops in a streaming loop.
+MEMORY_OP_WEIGHT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Dim:
+    """One loop: its extent and each access's element stride along it (loads, then stores)."""
+
+    extent: int
+    strides: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopNest:
+    parallel: tuple[Dim, ...]     # at least one (extent 1 when the kernel has none)
+    reduce: tuple[Dim, ...]
+
+    @property
+    def outer(self) -> int:
+        return self.parallel[0].extent
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.parallel + self.reduce:
+            n *= d.extent
+        return n
+
+
+def loop_nest(k: Kernel) -> LoopNest:
+    """The kernel's loops: unit axes dropped, mergeable neighbours merged."""
+    accesses = k.loads + k.stores
+    dims = [(k.space[a], tuple(x.strides[a] for x in accesses), a in k.reduce)
+            for a in range(len(k.space)) if k.space[a] != 1]
+    merged: list = []
+    for extent, strides, red in dims:
+        if merged and merged[-1][2] == red and all(
+                s0 == s1 * extent for s0, s1 in zip(merged[-1][1], strides)):
+            merged[-1] = (merged[-1][0] * extent, strides, red)
+        else:
+            merged.append((extent, strides, red))
+    par = tuple(Dim(e, s) for e, s, r in merged if not r)
+    red = tuple(Dim(e, s) for e, s, r in merged if r)
+    return LoopNest(par or (Dim(1, (0,) * len(accesses)),), red)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedKernel:
+    mlir: str
+    nest: LoopNest
+    ops_per_element: int
+
+
+def render_kernel(k: Kernel, symbol: str) -> RenderedKernel:
+    """MLIR text of a module with one function computing kernel `k`."""
+    nest = loop_nest(k)
+    em = _Emitter(k, nest)
+    em.emit()
+    params = [f"%in{i}: {em.memref(i)} {{llvm.noalias}}" for i in range(len(k.loads))]
+    params += [f"%out{j}: {em.memref(len(k.loads) + j)} {{llvm.noalias}}"
+               for j in range(len(k.stores))]
+    params += ["%lo: index", "%hi: index"]
+    head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
+            "%zero_i8 = arith.constant 0 : i8"]
+    stops = [em.const_index(dim.extent) for dim in nest.parallel]
+    lines = [f"func.func @{symbol}({', '.join(params)}) {{"]
+    lines += ["  " + s for s in head + em.b.const_lines + em.index_consts]
+    depth = len(nest.parallel)
+    for d in range(depth):
+        start, stop = ("%lo", "%hi") if d == 0 else ("%c0", stops[d])
+        lines.append("  " * (d + 1) + f"scf.for %p{d} = {start} to {stop} step %c1 {{")
+    lines += ["  " * (depth + 1) + s for s in em.row_lines]
+    lines += ["  " * (d + 1) + "}" for d in reversed(range(depth))]
+    lines += ["  return", "}"]
+    text = "module {\n" + "\n".join("  " + s for s in lines) + "\n}\n"
+    accesses = len(k.loads) + len(k.stores)
+    return RenderedKernel(text, nest, em.ops + MEMORY_OP_WEIGHT * accesses)
+
+
+class _Emitter:
+    """Emits a kernel's row: loads, body ops, reduction loops and stores."""
+
+    def __init__(self, k: Kernel, nest: LoopNest):
+        self.k, self.nest = k, nest
+        self.b = ScalarBuilder()
+        self.level = _levels(k)
+        self.row: dict = {}
+        self.loop: dict | None = None
+        self.row_lines: list[str] = []
+        self.index_consts: list[str] = []
+        self._consts: dict[int, str] = {}
+        self.row_index: dict[int, str] = {}
+        self.loop_index: dict[int, str] = {}
+        self.ops = 0
+        self.reduce_extent = 1
+        for d in nest.reduce:
+            self.reduce_extent *= d.extent
+
+    # ---- buffers and indices ---------------------------------------------------------------
+    def memref(self, j: int) -> str:
+        acc = (self.k.loads + self.k.stores)[j]
+        dtype = self._dtype(j)
+        return f"memref<{max(acc.span(self.k.space), 1)}x{STORAGE_TYPE[dtype]}>"
+
+    def _dtype(self, j: int) -> DType:
+        n = len(self.k.loads)
+        v = self.k.body.inputs[j] if j < n else self.k.body.outputs[j - n]
+        return v.type.dtype
+
+    def const_index(self, value: int) -> str:
+        if value not in self._consts:
+            name = f"%n{len(self._consts)}"
+            self.index_consts.append(f"{name} = arith.constant {value} : index")
+            self._consts[value] = name
+        return self._consts[value]
+
+    def _index(self, base: str | None, ivs, dims, j: int) -> str:
+        terms = [] if base is None else [base]
+        for iv, dim in zip(ivs, dims):
+            st = dim.strides[j]
+            if st == 1:
+                terms.append(iv)
+            elif st:
+                t = self.b.fresh()
+                self.b.lines.append(f"{t} = arith.muli {iv}, {self.const_index(st)} : index")
+                terms.append(t)
+        if not terms:
+            return "%c0"
+        out = terms[0]
+        for t in terms[1:]:
+            s = self.b.fresh()
+            self.b.lines.append(f"{s} = arith.addi {out}, {t} : index")
+            out = s
+        return out
+
+    def index(self, j: int, in_loop: bool) -> str:
+        if j not in self.row_index:
+            saved, self.b.lines = self.b.lines, self.row_lines
+            acc = (self.k.loads + self.k.stores)[j]
+            base = self.const_index(acc.offset) if acc.offset else None
+            ivs = [f"%p{d}" for d in range(len(self.nest.parallel))]
+            self.row_index[j] = self._index(base, ivs, self.nest.parallel, j)
+            self.b.lines = saved
+        if not in_loop or not any(d.strides[j] for d in self.nest.reduce):
+            return self.row_index[j]
+        if j not in self.loop_index:
+            ivs = [f"%r{d}" for d in range(len(self.nest.reduce))]
+            self.loop_index[j] = self._index(self.row_index[j], ivs, self.nest.reduce, j)
+        return self.loop_index[j]
+
+    # ---- values -----------------------------------------------------------------------------
+    def get(self, v, in_loop: bool) -> Scalar:
+        memo = self.row if self.level[v] == ROW else self.loop
+        if v in memo:
+            return memo[v]
+        if self.level[v] == ROW and in_loop:
+            raise VerifyError(f"kernel {self.k.name}: row value {v.type} needed inside a "
+                              "loop before it was computed (internal ordering error)")
+        if v.producer is None:
+            out = self._load(self.k.body.inputs.index(v), in_loop)
+        else:
+            n = v.producer
+            if get_op(n.op).kind == "reduce":
+                raise VerifyError(f"kernel {self.k.name}: {n.op} used before its loop")
+            out = self._node(n, [self.get(u, in_loop) for u in n.inputs])
+        memo[v] = out
+        return out
+
+    def _load(self, i: int, in_loop: bool) -> Scalar:
+        dtype = self.k.body.inputs[i].type.dtype
+        raw = self.b.fresh()
+        idx = self.index(i, in_loop)
+        self.b.lines.append(f"{raw} = memref.load %in{i}[{idx}] : {self.memref(i)}")
+        self.ops += MEMORY_OP_WEIGHT
+        if dtype != DType.bool:
+            return Scalar(raw, dtype)
+        return self.b.emit(f"arith.cmpi ne, {raw}, %zero_i8 : i8", DType.bool)
+
+    def _node(self, n, args: list[Scalar]) -> Scalar:
+        before = len(self.b.lines)
+        out = _emit_node(self.b, n, args)
+        self.ops += len(self.b.lines) - before
+        return out
+
+    def _row_deps(self, targets) -> list:
+        """Row values the full values `targets` read, in body order."""
+        seen, out = set(), []
+
+        def walk(v):
+            if v in seen:
+                return
+            seen.add(v)
+            if self.level[v] == ROW:
+                out.append(v)
+            elif v.producer is not None:
+                for u in v.producer.inputs:
+                    walk(u)
+        for t in targets:
+            walk(t)
+        order = {v: i for i, v in enumerate(_all_values(self.k.body))}
+        return sorted(out, key=order.__getitem__)
+
+    # ---- the row ----------------------------------------------------------------------------
+    def emit(self):
+        self.b.lines = self.row_lines
+        reduced = bool(self.k.reduce)
+        for n in self.k.body.nodes:
+            if get_op(n.op).kind == "reduce":
+                self.row[n.outputs[0]] = self._reduction(n)
+        n_in = len(self.k.loads)
+        in_loop, at_row = [], []
+        for j, v in enumerate(self.k.body.outputs):
+            varies = any(d.strides[n_in + j] for d in self.nest.reduce)
+            (in_loop if reduced and varies else at_row).append(j)
+        if in_loop:
+            self._loop([self.k.body.outputs[j] for j in in_loop], None, in_loop)
+        for j in at_row:
+            self._store(j, self.get(self.k.body.outputs[j], False), False)
+
+    def _store(self, j: int, value: Scalar, in_loop: bool):
+        n_in = len(self.k.loads)
+        dtype = self.k.body.outputs[j].type.dtype
+        if value.dtype != dtype:
+            raise VerifyError(f"kernel {self.k.name}: output {j} computed as {value.dtype}, "
+                              f"declared {dtype}")
+        name = value.name
+        if dtype == DType.bool:
+            name = self.b.fresh()
+            self.b.lines.append(f"{name} = arith.extui {value.name} : i1 to i8")
+        idx = self.index(n_in + j, in_loop)
+        self.b.lines.append(f"memref.store {name}, %out{j}[{idx}] : {self.memref(n_in + j)}")
+        self.ops += MEMORY_OP_WEIGHT
+
+    def _reduction(self, n) -> Scalar:
+        x = n.inputs[0]
+        dtype = n.outputs[0].type.dtype
+        acc_dtype = dtype
+        if n.op in ("sum", "mean") and dtype == DType.float32 and (
+                self.reduce_extent >= WIDE_SUM_FROM):
+            acc_dtype = DType.float64
+        init = self.b.const(_init(n.op, acc_dtype), acc_dtype)
+        result = self._loop([x], (n.op, init, acc_dtype), [])
+        if acc_dtype != dtype:
+            result = self.b.emit(f"arith.truncf {result.name} : f64 to f32", dtype)
+        if n.op == "mean":
+            count = self.b.const(float(self.reduce_extent), dtype)
+            result = self.b.emit(f"arith.divf {result.name}, {count.name} : "
+                                 f"{MLIR_TYPE[dtype]}", dtype)
+        return result
+
+    def _loop(self, values, reduction, stores: list[int]):
+        """A loop nest over the reduction axes computing `values` (full values); with
+        `reduction` = (op, init, acc dtype) it folds values[0] and returns the result, else it
+        stores outputs `stores`."""
+        for u in self._row_deps(values):
+            self.get(u, False)
+        outer_lines = self.b.lines
+        self.b.lines, self.loop, self.loop_index = [], {}, {}
+        dims = self.nest.reduce
+        accs = [f"%acc{self.b.fresh()[2:]}_{d}" for d in range(len(dims))]
+        if reduction is not None:
+            op, init, acc_dtype = reduction
+            x = self.get(values[0], True)
+            if x.dtype != acc_dtype:
+                x = self.b.emit(f"arith.extf {x.name} : f32 to f64", acc_dtype)
+            current = accs[-1] if dims else init.name
+            new = self.b.emit(_combine(op, acc_dtype, current, x.name), acc_dtype)
+        else:
+            for j in stores:
+                self._store(j, self.get(self.k.body.outputs[j], True), True)
+            new = None
+        inner, self.b.lines, self.loop = self.b.lines, outer_lines, None
+        if not dims:
+            self.b.lines.extend(inner)
+            return new
+        ty = MLIR_TYPE[reduction[2]] if reduction is not None else None
+        text = inner
+        for d in reversed(range(len(dims))):
+            stop = self.const_index(dims[d].extent)
+            if ty is None:
+                text = ([f"scf.for %r{d} = %c0 to {stop} step %c1 {{"]
+                        + ["  " + s for s in text] + ["}"])
+                continue
+            start = reduction[1].name if d == 0 else accs[d - 1]
+            res = self.b.fresh()
+            yielded = new.name if d == len(dims) - 1 else prev
+            text = ([f"{res} = scf.for %r{d} = %c0 to {stop} step %c1 iter_args({accs[d]} = "
+                     f"{start}) -> ({ty}) {{"] + ["  " + s for s in text]
+                    + [f"  scf.yield {yielded} : {ty}", "}"])
+            prev = res
+        self.b.lines.extend(text)
+        return Scalar(prev, reduction[2]) if ty is not None else None
+
+
+def _all_values(body):
+    return list(body.inputs) + [o for n in body.nodes for o in n.outputs]
+
+
+def _levels(k: Kernel) -> dict:
+    """Body value -> ROW or FULL (see the module docstring)."""
+    level: dict = {}
+    for i, v in enumerate(k.body.inputs):
+        level[v] = FULL if any(k.loads[i].strides[a] for a in k.reduce
+                               if k.space[a] != 1) else ROW
+    for n in k.body.nodes:
+        if get_op(n.op).kind == "reduce" or n.op == "full":
+            lv = ROW
+        else:
+            lv = max((level[u] for u in n.inputs), default=ROW)
+        for o in n.outputs:
+            level[o] = lv
+    return level
+
+
+def _init(op: str, dtype: DType):
+    if op in ("sum", "mean"):
+        return 0
+    big = float("inf") if dtype.is_float else (2 ** (dtype.itemsize * 8 - 1) - 1)
+    if op == "max":
+        return -big if dtype.is_float else -big - 1
+    return big
+
+
+def _combine(op: str, dtype: DType, acc: str, x: str) -> str:
+    ty = MLIR_TYPE[dtype]
+    if op in ("sum", "mean"):
+        if dtype.is_float:
+            # NOTE: reassoc lets LLVM keep several partial sums in vector lanes.
+            return f"arith.addf {acc}, {x} fastmath<reassoc,contract> : {ty}"
+        return f"arith.addi {acc}, {x} : {ty}"
+    if dtype.is_float:
+        return f"arith.{'maximumf' if op == 'max' else 'minimumf'} {acc}, {x} : {ty}"
+    return f"arith.{'maxsi' if op == 'max' else 'minsi'} {acc}, {x} : {ty}"
+
+
+def _emit_node(b: ScalarBuilder, n, args: list[Scalar]) -> Scalar:
+    if n.op == "expand":
+        return args[0]
+    if n.op == "full":
+        return b.const(n.attrs.value, n.attrs.dtype)
+    scalar = get_op(n.op).scalar
+    if scalar is None:
+        raise NotSupportedError(f"not supported yet: elementwise op '{n.op}' declares no "
+                                "scalar body, so codegen cannot emit it", node=n, loc=n.loc)
+    try:
+        return scalar(b, n.attrs, *args)
+    except KilnError as e:
+        types = ", ".join(str(v.type) for v in n.inputs)
+        raise type(e)(f"codegen of {n.op}({types}): {e.message}", node=n, loc=n.loc) from e
+
+
+__all__ = ["render_kernel", "loop_nest", "LoopNest", "RenderedKernel", "const_literal"]

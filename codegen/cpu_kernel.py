@@ -10,8 +10,11 @@
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
 import threading
+import weakref
 
 from .llvm_cpu import CpuObject, compile_llvm_ir
 from .lower_kernel import KernelPlan, body_signature, lower_kernel, plan_kernel, symbol_name
@@ -67,17 +70,45 @@ class CompiledKernel:
         return self.plan.numel * self.artifact.ops_per_element
 
 
-_CACHE: dict[str, _Artifact] = {}
+def _cache_size() -> int:
+    return max(1, int(os.environ.get("KILN_KERNEL_CACHE_SIZE", "64")))
+
+
+# NOTE: a bounded LRU (KILN_KERNEL_CACHE_SIZE entries): each artifact owns an MCJIT engine
+# (about 0.8 MiB, mostly its TargetMachine), freed once neither this cache nor an Executable
+# holds it. `_LIVE` finds an artifact evicted here but still held by an Executable, so an
+# equal body never gets a second engine while the first is alive.
+CACHE_SIZE = _cache_size()
+_CACHE: collections.OrderedDict[str, _Artifact] = collections.OrderedDict()
+_LIVE: weakref.WeakValueDictionary[str, _Artifact] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 STATS = {"compiled": 0, "hits": 0}
 
 
+def _cached(key: str) -> _Artifact | None:
+    artifact = _CACHE.get(key)
+    if artifact is None:
+        artifact = _LIVE.get(key)
+        if artifact is None:
+            return None
+        _CACHE[key] = artifact
+    _CACHE.move_to_end(key)
+    _evict()
+    return artifact
+
+
+def _evict():
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+
+
 def compile_kernel(node) -> CompiledKernel:
-    """Lower, translate and JIT a kernel node; identical bodies compile once per process."""
+    """Lower, translate and JIT a kernel node; identical bodies compile once per process
+    (while the artifact is cached or in use)."""
     plan = plan_kernel(node)
     key = body_signature(node)
     with _LOCK:
-        artifact = _CACHE.get(key)
+        artifact = _cached(key)
         if artifact is not None:
             STATS["hits"] += 1
             return CompiledKernel(plan.name, plan, artifact)
@@ -87,7 +118,9 @@ def compile_kernel(node) -> CompiledKernel:
     artifact = _Artifact(symbol, lowered.mlir, llvm_ir, compile_llvm_ir(llvm_ir, symbol),
                          lowered.ops_per_element)
     with _LOCK:
-        artifact = _CACHE.setdefault(key, artifact)
+        artifact = _cached(key) or artifact     # NOTE: another thread may have won the race
+        _CACHE[key] = _LIVE[key] = artifact
+        _evict()
         STATS["compiled"] += 1
     return CompiledKernel(plan.name, plan, artifact)
 
@@ -96,3 +129,4 @@ def clear_cache():
     """Forget compiled kernels (tests; the engines are freed when no Executable holds them)."""
     with _LOCK:
         _CACHE.clear()
+        _LIVE.clear()

@@ -85,6 +85,23 @@ def emit_object(llvm_ir_text: str) -> bytes:
         return tm.emit_object(module)
 
 
+def emit_object_modules(texts: list[str]) -> tuple[bytes, str]:
+    """Link LLVM IR modules into the first, O3-optimize them for this CPU and generate one
+    relocatable object; (its bytes, the optimized IR text)."""
+    llvm = _llvm()
+    with _LOCK:
+        try:
+            module = llvm.parse_assembly(texts[0])
+            for text in texts[1:]:
+                module.link_in(llvm.parse_assembly(text))
+            module.verify()
+        except RuntimeError as e:
+            raise CodegenError(f"LLVM rejected the IR: {e}") from e
+        tm = host_target_machine()
+        optimize(module, tm)
+        return tm.emit_object(module), str(module)
+
+
 class LoadedObject:
     """Machine code loaded by `load_object`. It holds the execution engine that owns the
     code: `address(symbol)` is valid while this object lives."""

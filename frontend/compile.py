@@ -41,7 +41,7 @@ def compile_graph(graph: Graph, launcher=None, device: str = "cpu"):
     text = str(schedule)
     plan_memory(schedule)
     dev, renderer = backend(device, launcher)
-    exe = build_executable(schedule, dev, renderer.compile)
+    exe = build_executable(schedule, dev, renderer)
     exe.schedule_text = text
     exe.graph = graph
     return exe

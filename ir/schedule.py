@@ -111,13 +111,26 @@ class Launch:
 
 @dataclasses.dataclass(eq=False)
 class Call:
-    """A library routine (`op` from the registry) writing into `outs`."""
+    """A library routine (`op` from the registry) writing into `outs`. `transpose` (one flag
+    per operand, or empty) says an operand buffer holds the transpose of its last two axes
+    (a matmul reads `w.T` from `w` itself, as BLAS's transa/transb)."""
 
     op: str
     attrs: Attrs
     ins: list[Buffer]
     outs: list[Buffer]
     loc: Loc | None = None
+    transpose: tuple = ()
+
+    def operand_types(self) -> list:
+        """The operands' types as the op sees them (after the transposes)."""
+        out = []
+        for i, b in enumerate(self.ins):
+            t = b.type
+            if self.transpose and self.transpose[i]:
+                t = t.with_shape(t.shape[:-2] + (t.shape[-1], t.shape[-2]))
+            out.append(t)
+        return out
 
 
 @dataclasses.dataclass(eq=False)
@@ -204,6 +217,26 @@ def _verify_step(s: Schedule, step, defined: set, declared: set):
         defined.add(id(b))
     if kind == "launch":
         _verify_launch(where, step)
+    elif kind == "call":
+        _verify_call(where, step)
+
+
+def _verify_call(where: str, step: Call):
+    from .registry import get_op
+    if step.transpose and len(step.transpose) != len(step.ins):
+        raise VerifyError(f"{where}: {len(step.transpose)} transpose flags for "
+                          f"{len(step.ins)} operands", loc=step.loc)
+    types = step.operand_types()
+    try:
+        want = get_op(step.op).infer(types, step.attrs)
+    except Exception as e:
+        raise VerifyError(f"{where}: operands {', '.join(map(str, types))}: {e}",
+                          loc=step.loc) from None
+    got = [b.type for b in step.outs]
+    if list(want) != got:
+        raise VerifyError(f"{where}: results {', '.join(map(str, got))}, but {step.op} of "
+                          f"{', '.join(map(str, types))} gives {', '.join(map(str, want))}",
+                          loc=step.loc)
 
 
 def _verify_launch(where: str, step: Launch):

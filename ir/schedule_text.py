@@ -74,9 +74,10 @@ def _print_step(step, names: _Names, lines: list):
     head = f"  {kind} "
     io = f"{_args(step.ins, names)} -> {_args(step.outs, names)}"
     if kind != "launch":
-        attrs = ""
-        if list(step.attrs.items()):
-            attrs = " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in step.attrs.items()) + "}"
+        items = [(k, format_attr(v)) for k, v in step.attrs.items()]
+        if kind == "call" and step.transpose:
+            items.append(("transpose", format_attr(tuple(step.transpose))))
+        attrs = " {" + ", ".join(f"{k}={v}" for k, v in items) + "}" if items else ""
         lines.append(f"{head}{step.op} {io}{attrs}{loc}")
         return
     k = step.kernel
@@ -226,15 +227,47 @@ class _ScheduleParser(_Parser):
         op_tok = self.expect_kind("NAME", "an op name")
         opdef = self.op(op_tok)
         ins, outs = self.io(scope)
-        attrs = self.attrs(opdef) if self.at("{") else {}
+        schema = dict(opdef.attrs)
+        if kind == "call":
+            schema["transpose"] = "bools"
+        attrs = self.step_attrs(opdef.name, schema) if self.at("{") else {}
+        transpose = attrs.pop("transpose", ())
         loc = self.loc()
         self.end_line()
-        cls = Call if kind == "call" else Run
         try:
             built = Attrs.build(opdef.name, opdef.attrs, attrs)
         except Exception as e:
             raise self.error(op_tok, str(e)) from None
-        return cls(opdef.name, built, ins, outs, loc)
+        if kind == "call":
+            return Call(opdef.name, built, ins, outs, loc, tuple(transpose))
+        return Run(opdef.name, built, ins, outs, loc)
+
+    def step_attrs(self, op: str, schema: dict) -> dict:
+        """`{name=literal, ...}` for a call or run step (a call may add `transpose=[..]`)."""
+        self.expect("{", "`{`")
+        given: dict = {}
+        while True:
+            tok = self.expect_kind("NAME", "an attribute name")
+            kind = schema.get(tok.text)
+            if kind is None:
+                raise self.error(tok, f"'{op}' has no attribute '{tok.text}'; it takes "
+                                 f"{sorted(schema)}")
+            self.expect("=", f"`=` after attribute '{tok.text}'")
+            if kind == "bools":
+                self.expect("[", "`[` and true/false flags")
+                flags = []
+                while not self.at("]"):
+                    if flags:
+                        self.expect(",", "`,` or `]`")
+                    flags.append(self.literal("bool", tok.text))
+                self.next()
+                given[tok.text] = tuple(flags)
+            else:
+                given[tok.text] = self.literal(kind, tok.text)
+            if not self.at(","):
+                self.expect("}", "`,` or `}` after an attribute")
+                return given
+            self.next()
 
     def launch(self, scope: dict) -> Launch:
         name = self.graph_name()

@@ -25,6 +25,7 @@ from kiln.ir.dtypes import DType as dtype
 from kiln.ir.dtypes import bool_ as bool
 from kiln.ir.dtypes import float32, float64, int32, int64
 from kiln.ir.errors import KilnError, NotSupportedError, ShapeError
+from kiln.runtime.allocator import empty_cache, memory_stats
 from kiln import nn, optim  # noqa: E402,F401
 import kiln.utils.data  # noqa: E402,F401  (kiln.utils.data as an attribute, like torch)
 from kiln.serialization import SerializationError, load, save  # noqa: E402

@@ -28,6 +28,17 @@ from kiln.ir.schedule import Access, Buffer, Call, Kernel, Launch, Run, Schedule
 LIBRARY_OPS = ("matmul",)
 
 
+def _load(shape, space, strides, offset) -> Access:
+    """How a kernel reads a value of `shape` stored with element `strides` at `offset`: its
+    dims line up with the space's last dims; stride 0 where it has extent 1."""
+    out = [0] * len(space)
+    lead = len(space) - len(shape)
+    for k, (d, st) in enumerate(zip(shape, strides)):
+        if d != 1:
+            out[lead + k] = st
+    return Access(tuple(out), offset)
+
+
 def broadcast_access(shape, space, axes_of=None) -> Access:
     """The access of a C-contiguous array of `shape` over `space`: its dims line up with the
     space's last dims (or with `axes_of`, the space axes its dims are, for a reduction's
@@ -43,45 +54,108 @@ def broadcast_access(shape, space, axes_of=None) -> Access:
 
 def build_schedule(graph: Graph) -> Schedule:
     """The schedule of a fused graph (the fusion pass's output)."""
-    buffers: dict[Value, Buffer] = {}
-    inputs = []
-    for i, v in enumerate(graph.inputs):
-        b = Buffer(v.hint or f"in{i}", v.type, "input")
-        buffers.setdefault(v, b)
-        inputs.append(buffers[v])
-    returned = set(graph.outputs)
-    s = Schedule(graph.name, inputs, [], [], [])
+    return _Builder(graph).build()
 
-    def make(v: Value, kind: str) -> Buffer:
-        if kind != "value" and v in returned:
+
+# NOTE: view ops that fold into the accesses of the kernels and calls that read them: no
+# step and no copy, only strides. A view is materialized (a `run` step) only where an array
+# is needed: a reference op, a graph output, a write-back or a matmul operand BLAS cannot read.
+FOLDED_VIEWS = ("permute", "reshape")
+
+
+class _Builder:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.buffers: dict[Value, Buffer] = {}
+        self.views: dict[Value, tuple[Buffer, tuple, int]] = {}
+        inputs = []
+        for i, v in enumerate(graph.inputs):
+            self.buffers.setdefault(v, Buffer(v.hint or f"in{i}", v.type, "input"))
+            inputs.append(self.buffers[v])
+        self.returned = set(graph.outputs)
+        self.s = Schedule(graph.name, inputs, [], [], [])
+
+    def make(self, v: Value, kind: str) -> Buffer:
+        if kind != "value" and v in self.returned:
             kind = "output"
-        b = Buffer(f"t{len(s.buffers)}", v.type, kind)
-        s.buffers.append(b)
-        buffers[v] = b
+        b = Buffer(f"t{len(self.s.buffers)}", v.type, kind)
+        self.s.buffers.append(b)
+        self.buffers[v] = b
         return b
 
-    for node in graph.nodes:
-        if node.op == "copy_":      # NOTE: a write-back (the graph is functional)
-            s.writes.append((buffers[node.inputs[0]], buffers[node.inputs[1]]))
-            continue
-        ins = [buffers[v] for v in node.inputs]
-        if node.op == "kernel":
-            outs = [make(v, "temp") for v in node.outputs]
-            s.steps.append(Launch(_kernel(node), ins, outs, node.loc))
-        elif node.op in LIBRARY_OPS:
-            outs = [make(v, "temp") for v in node.outputs]
-            s.steps.append(Call(node.op, node.attrs, ins, outs, node.loc))
-        else:
-            outs = [make(v, "value") for v in node.outputs]
-            s.steps.append(Run(node.op, node.attrs, ins, outs, node.loc))
-    s.outputs = [buffers[v] for v in graph.outputs]
-    return s
+    def access(self, v: Value) -> tuple[Buffer, tuple, int]:
+        """(buffer, element strides of v's shape, offset) that reads value v."""
+        if v in self.views:
+            return self.views[v]
+        return self.buffer(v), contiguous_strides(v.shape), 0
+
+    def buffer(self, v: Value) -> Buffer:
+        """A buffer holding v as an array: a folded view is materialized here."""
+        if v not in self.buffers:
+            node = v.producer
+            self.s.steps.append(Run(node.op, node.attrs, [self.buffer(u) for u in node.inputs],
+                                    [self.make(o, "value") for o in node.outputs], node.loc))
+        return self.buffers[v]
+
+    def fold_view(self, node) -> bool:
+        v, (root, strides, offset) = node.inputs[0], self.access(node.inputs[0])
+        if node.op == "permute":
+            self.views[node.out] = (root, tuple(strides[p] for p in node.attrs.perm), offset)
+            return True
+        if strides == contiguous_strides(v.shape):      # NOTE: a reshape of a dense value
+            self.views[node.out] = (root, contiguous_strides(node.out.shape), offset)
+            return True
+        return False
+
+    def build(self) -> Schedule:
+        s = self.s
+        for node in self.graph.nodes:
+            if node.op == "copy_":      # NOTE: a write-back (the graph is functional)
+                s.writes.append((self.buffer(node.inputs[0]), self.buffer(node.inputs[1])))
+            elif node.op in FOLDED_VIEWS and self.fold_view(node):
+                continue
+            elif node.op == "kernel":
+                reads = [self.access(v) for v in node.inputs]
+                outs = [self.make(v, "temp") for v in node.outputs]
+                s.steps.append(Launch(_kernel(node, reads), [r[0] for r in reads], outs,
+                                      node.loc))
+            elif node.op in LIBRARY_OPS:
+                self.call(node)
+            else:
+                ins = [self.buffer(v) for v in node.inputs]
+                outs = [self.make(v, "value") for v in node.outputs]
+                s.steps.append(Run(node.op, node.attrs, ins, outs, node.loc))
+        s.outputs = [self.buffer(v) for v in self.graph.outputs]
+        return s
+
+    def call(self, node):
+        """A matmul reads each operand as it is stored or as a transposed dense matrix."""
+        ins, trans = [], []
+        for v in node.inputs:
+            root, strides, offset = self.access(v)
+            shape = tuple(v.shape)
+            swapped = shape[:-2] + (shape[-1], shape[-2])
+            dense_t = contiguous_strides(swapped)
+            dense_t = dense_t[:-2] + (dense_t[-1], dense_t[-2])
+            if offset == 0 and strides == contiguous_strides(shape):
+                ins.append(root)
+                trans.append(False)
+            elif offset == 0 and strides == dense_t and root.type.numel == v.type.numel:
+                ins.append(root)
+                trans.append(True)
+            else:
+                ins.append(self.buffer(v))
+                trans.append(False)
+        outs = [self.make(v, "temp") for v in node.outputs]
+        self.s.steps.append(Call(node.op, node.attrs, ins, outs, node.loc,
+                                 tuple(trans) if any(trans) else ()))
 
 
-def _kernel(node) -> Kernel:
+def _kernel(node, reads) -> Kernel:
     body = node.attrs.body
     space, axes = kernel_space(node.attrs.name, body)
-    loads = tuple(broadcast_access(v.shape, space) for v in body.inputs)
+    loads = tuple(_load(v.shape, space, strides, offset)
+                  for v, (_, strides, offset) in zip(body.inputs, reads))
     stores = []
     for v in body.outputs:
         p = v.producer

@@ -35,11 +35,18 @@ class Device:
     def launch(self, handle, arrays: list) -> None:
         raise NotImplementedError
 
-    def call(self, op: str, attrs, ins: list, outs: list) -> None:
+    def call(self, op: str, attrs, ins: list, outs: list, transpose=()) -> None:
         raise NotImplementedError(f"not supported yet: library routine '{op}' on {self.name}")
 
     def synchronize(self) -> None:
         return None
+
+
+def transposed(arrays: list, flags) -> list:
+    """`arrays` with the last two axes swapped where `flags` says (a call's `transpose`)."""
+    if not flags:
+        return arrays
+    return [np.swapaxes(a, -1, -2) if f else a for a, f in zip(arrays, flags)]
 
 
 @functools.cache

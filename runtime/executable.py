@@ -81,7 +81,7 @@ class _CallStep(_Step):
     def __call__(self, env: list):
         self.prepare(env)
         self.device.call(self.step.op, self.step.attrs, [env[s] for s in self.ins],
-                         [env[s] for s in self.outs])
+                         [env[s] for s in self.outs], self.step.transpose)
 
 
 class _RunStep(_Step):
@@ -110,7 +110,8 @@ class Executable:
     The write-backs that end a functional graph are performed into the arrays the caller
     passed, after every step."""
 
-    def __init__(self, schedule: Schedule, device: Device, handles: dict):
+    def __init__(self, schedule: Schedule, device: Device, handles: dict, groups=None,
+                 segments=None):
         self.schedule = schedule
         self.device = device
         self.graph = None              # NOTE: the graph it came from, when there is one
@@ -121,8 +122,16 @@ class Executable:
         self.input_slots = [slots[id(b)] for b in schedule.inputs]
         self.output_slots = [slots[id(b)] for b in schedule.outputs]
         self.writebacks = [(schedule.inputs.index(d), slots[id(s)]) for d, s in schedule.writes]
-        self.steps = [_make_step(st, slots, device, handles) for st in schedule.steps]
+        segments = segments or {}
+        self.steps = []
+        for item in (groups if groups is not None else schedule.steps):
+            if isinstance(item, list):
+                steps, handle = segments[id(item[0])]
+                self.steps.append(_SegmentStep(steps, slots, device, handle))
+            else:
+                self.steps.append(_make_step(item, slots, device, handles))
         self.handles = handles
+        self.segments = [h for _, h in segments.values()]
         self._slot_map = slots
         self._input_specs = [(tuple(b.type.shape), b.type.dtype.np, b.type)
                              for b in schedule.inputs]
@@ -132,17 +141,27 @@ class Executable:
     @property
     def kernels(self) -> list:
         """The loaded kernels' artifacts, in launch order (for the CLI's stages)."""
-        return [s.handle.artifact for s in self.steps
-                if isinstance(s, _LaunchStep) and hasattr(s.handle, "artifact")]
+        out = []
+        for s in self.steps:
+            if isinstance(s, _SegmentStep):
+                out += list(s.handle.artifact.kernels)
+            elif isinstance(s, _LaunchStep) and hasattr(s.handle, "artifact"):
+                out.append(s.handle.artifact)
+        return out
 
     @property
     def work(self) -> list:
         """(kernel name, estimated work) per loaded kernel, for the threading tests."""
         return [(h.name, h.work) for h in self.handles.values() if hasattr(h, "work")]
 
+    @property
+    def entries(self) -> int:
+        """How many times one call enters compiled code (segments plus threaded launches)."""
+        return sum(isinstance(s, (_SegmentStep, _LaunchStep)) for s in self.steps)
+
     def __repr__(self) -> str:
         return (f"<Executable @{self.schedule.name}: {len(self.steps)} steps, "
-                f"{len(self.handles)} kernels, arena {self.schedule.arena_bytes or 0} bytes>")
+                f"{len(self.kernels)} kernels, arena {self.schedule.arena_bytes or 0} bytes>")
 
     def __call__(self, inputs) -> list[np.ndarray]:
         if len(inputs) != len(self.input_slots):
@@ -215,18 +234,79 @@ def _make_step(step, slots, device, handles):
     return _RunStep(step, slots, device)
 
 
-def build_executable(schedule: Schedule, device: Device, compile_kernel=None) -> Executable:
-    """Load every kernel of a planned `schedule` on `device`: `compile_kernel(kernel)` (a
-    backend renderer's compile) makes each artifact; without it the kernel itself is handed
-    to the device (the null device needs nothing else)."""
+class _SegmentStep(_Step):
+    """Steps compiled into one entry function: one call, given a buffer pointer array."""
+
+    def __init__(self, steps: list, slots: dict, device: Device, handle):
+        self.step = steps[0]
+        self.steps = steps
+        self.handle = handle
+        self.ins = [slots[id(b)] for st in steps for b in st.ins]
+        self.outs = [slots[id(b)] for st in steps for b in st.outs]
+        self.fresh = [(slots[id(b)], tuple(b.type.shape), b.type.dtype.np)
+                      for st in steps for b in st.outs if b.kind == "output"]
+        self.contiguous = [slots[id(b)] for st in steps for b in st.ins if b.kind == "value"]
+        self.device = device
+        self.order = [slots[id(b)] for b in handle.buffers]
+
+    def __call__(self, env: list):
+        self.prepare(env)
+        self.device.run_segment(self.handle, [env[s] for s in self.order])
+
+
+def _segments(schedule: Schedule, device: Device, renderer) -> list:
+    """Steps grouped into runs one compiled entry function can run: launches whose work is
+    below the device's serial limit (larger ones are split over threads) and float matmuls.
+    Each item is a list of steps (a segment) or a single step."""
+    limit = getattr(device, "serial_work_limit", None)
+    if limit is None or not hasattr(renderer, "compile_segment"):
+        return list(schedule.steps)
+    out, run = [], []
+    for st in schedule.steps:
+        if _segmentable(st, renderer, limit):
+            run.append(st)
+            continue
+        if run:
+            out.append(run)
+            run = []
+        out.append(st)
+    if run:
+        out.append(run)
+    return out
+
+
+def _segmentable(st, renderer, limit) -> bool:
+    if isinstance(st, Launch):
+        return (not any(d == 0 for d in st.kernel.space)
+                and renderer.kernel_work(st.kernel) < limit)
+    if isinstance(st, Call):
+        return st.op == "matmul" and st.outs[0].type.dtype.value in ("f32", "f64") \
+            and st.outs[0].type.numel > 0
+    return False
+
+
+def build_executable(schedule: Schedule, device: Device, renderer=None) -> Executable:
+    """Load the code of a planned `schedule` on `device`. `renderer` (a backend's, with
+    `compile(kernel)` and optionally `compile_segment(name, steps)`; or just a compile
+    function) makes the artifacts; without one the kernel itself is handed to the device
+    (the null device needs nothing else)."""
     if schedule.arena_bytes is None and any(b.kind == "temp" for b in schedule.buffers):
         from kiln.passes.plan_memory import plan_memory    # NOTE: runtime -> passes is fine
         plan_memory(schedule)
-    handles = {}
-    for k in schedule.kernels:
-        if any(d == 0 for d in k.space):
-            handles[id(k)] = None       # NOTE: nothing to compute: its outputs are empty
+    compile_kernel = getattr(renderer, "compile", renderer)
+    groups = _segments(schedule, device, renderer)
+    handles, segments = {}, {}
+    for item in groups:
+        if isinstance(item, list):
+            art = renderer.compile_segment(f"s{len(segments)}", item)
+            segments[id(item[0])] = (item, device.load_segment(art))
             continue
-        artifact = compile_kernel(k) if compile_kernel is not None else k
-        handles[id(k)] = device.load(artifact)
-    return Executable(schedule, device, handles)
+        if isinstance(item, Launch):
+            k = item.kernel
+            if any(d == 0 for d in k.space):
+                handles[id(k)] = None       # NOTE: nothing to compute: its outputs are empty
+                continue
+            artifact = compile_kernel(k) if compile_kernel is not None else k
+            handles[id(k)] = device.load(artifact)
+    exe = Executable(schedule, device, handles, groups, segments)
+    return exe

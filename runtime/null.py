@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import Device
+from .device import Device, transposed
 from .reference import run_kernel_reference
 
 
@@ -51,7 +51,7 @@ class NullDevice(Device):
             n = len(handle.loads)
             run_kernel_reference(handle, arrays[:n], arrays[n:])
 
-    def call(self, op: str, attrs, ins: list, outs: list) -> None:
+    def call(self, op: str, attrs, ins: list, outs: list, transpose=()) -> None:
         self.calls.append(op)
         if self.compute and op == "matmul":
-            np.matmul(ins[0], ins[1], out=outs[0])
+            np.matmul(*transposed(ins, transpose), out=outs[0])

@@ -40,7 +40,11 @@ def _view(a: np.ndarray, acc: Access, space, shape) -> np.ndarray:
     size = flat.itemsize
     full = as_strided(flat[acc.offset:], shape=tuple(space),
                       strides=tuple(s * size for s in acc.strides), writeable=True)
-    index = tuple(slice(0, 1) if s == 0 else slice(None) for s in acc.strides)
+    if shape is None:       # NOTE: a store writes once along its zero strides
+        index = tuple(slice(0, 1) if s == 0 else slice(None) for s in acc.strides)
+    else:                   # NOTE: a load keeps what the value's shape keeps
+        lined = (1,) * (len(space) - len(shape)) + tuple(shape)
+        index = tuple(slice(0, 1) if d == 1 else slice(None) for d in lined)
     return full[index], shape
 
 

@@ -3,6 +3,7 @@ GPU tests skipped (with the reason) where no GPU is usable."""
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
 
 import numpy as np
@@ -12,6 +13,9 @@ from hypothesis import settings
 # NOTE: no deadline: the first example of a jit test compiles through MLIR and LLVM (seconds
 # on a loaded 2-core CI machine), which a per-example deadline would call a failure. On CI the
 # examples are derandomized so a red run is reproduced by rerunning it.
+# NOTE: compiled code is cached in a folder of this test run, never in the user's cache
+os.environ.setdefault("KILN_CACHE_DIR", tempfile.mkdtemp(prefix="kiln-test-cache-"))
+
 settings.register_profile("kiln", deadline=None, print_blob=True)
 settings.register_profile("ci", parent=settings.get_profile("kiln"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "kiln")

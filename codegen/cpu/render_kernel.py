@@ -33,6 +33,14 @@ ROW, FULL = 0, 1
 WIDE_SUM_FROM = 1 << 16
 # NOTE: a memory access costs about as much as several arithmetic ops in a streaming loop.
 MEMORY_OP_WEIGHT = 4
+# NOTE: a full value that two loops of a row need (softmax's exp(x - max), used by the sum
+# and by the division) is kept in a row-sized scratch buffer (on the stack, so in L1/L2)
+# instead of being computed twice, when it costs at least this much (an op in EXPENSIVE
+# counts 10) and the row fits in SCRATCH_BYTES.
+EXPENSIVE = {"exp", "log", "tanh", "sigmoid", "erf", "pow", "sqrt", "rsqrt", "div", "log1p",
+             "expm1", "sin", "cos"}
+RECOMPUTE_BELOW = 8
+SCRATCH_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +105,7 @@ def render_kernel(k: Kernel, symbol: str) -> RenderedKernel:
             "%zero_i8 = arith.constant 0 : i8"]
     stops = [em.const_index(dim.extent) for dim in nest.parallel]
     lines = [f"func.func @{symbol}({', '.join(params)}) {{"]
-    lines += ["  " + s for s in head + em.b.const_lines + em.index_consts]
+    lines += ["  " + s for s in head + em.b.const_lines + em.index_consts + em.scratch_lines]
     depth = len(nest.parallel)
     for d in range(depth):
         start, stop = ("%lo", "%hi") if d == 0 else ("%c0", stops[d])
@@ -128,6 +136,10 @@ class _Emitter:
         self.reduce_extent = 1
         for d in nest.reduce:
             self.reduce_extent *= d.extent
+        self.scratch: dict = {}         # full value -> (memref name, phase that stores it)
+        self.scratch_lines: list[str] = []
+        self.phase = 0
+        self.scratch_index: str | None = None
 
     # ---- buffers and indices ---------------------------------------------------------------
     def memref(self, j: int) -> str:
@@ -189,15 +201,89 @@ class _Emitter:
         if self.level[v] == ROW and in_loop:
             raise VerifyError(f"kernel {self.k.name}: row value {v.type} needed inside a "
                               "loop before it was computed (internal ordering error)")
-        if v.producer is None:
+        kept = self.scratch.get(v)
+        if kept is not None and self.phase > kept[1]:
+            out = self.b.emit(f"memref.load {kept[0]}[{self._scratch_index()}] : "
+                              f"{self._scratch_type(v)}", v.type.dtype)
+            self.ops += MEMORY_OP_WEIGHT
+        elif v.producer is None:
             out = self._load(self.k.body.inputs.index(v), in_loop)
         else:
             n = v.producer
             if get_op(n.op).kind == "reduce":
                 raise VerifyError(f"kernel {self.k.name}: {n.op} used before its loop")
             out = self._node(n, [self.get(u, in_loop) for u in n.inputs])
+            if kept is not None and self.phase == kept[1]:
+                self.b.lines.append(f"memref.store {out.name}, {kept[0]}"
+                                    f"[{self._scratch_index()}] : {self._scratch_type(v)}")
+                self.ops += MEMORY_OP_WEIGHT
         memo[v] = out
         return out
+
+    def _scratch_type(self, v) -> str:
+        return f"memref<{self.reduce_extent}x{STORAGE_TYPE[v.type.dtype]}>"
+
+    def _scratch_index(self) -> str:
+        """The position in the row of the current reduction-loop iteration."""
+        if self.scratch_index is None:
+            step, terms = 1, []
+            for d in reversed(range(len(self.nest.reduce))):
+                terms.append((f"%r{d}", step))
+                step *= self.nest.reduce[d].extent
+            out = None
+            for iv, st in terms:
+                t = iv
+                if st != 1:
+                    t = self.b.fresh()
+                    self.b.lines.append(f"{t} = arith.muli {iv}, {self.const_index(st)} : index")
+                if out is None:
+                    out = t
+                else:
+                    u = self.b.fresh()
+                    self.b.lines.append(f"{u} = arith.addi {out}, {t} : index")
+                    out = u
+            self.scratch_index = out or "%c0"
+        return self.scratch_index
+
+    def _plan_scratch(self, phases: list):
+        """Choose the full values two or more loops need and that are worth keeping (see
+        EXPENSIVE); each is stored by the first loop that computes it."""
+        if not self.nest.reduce:
+            return
+        cones = [self._full_cone(targets) for targets in phases]
+        first: dict = {}
+        count: dict = {}
+        for i, cone in enumerate(cones):
+            for v in cone:
+                first.setdefault(v, i)
+                count[v] = count.get(v, 0) + 1
+        shared = [v for v in count if count[v] > 1 and v.producer is not None
+                  and v.type.dtype != DType.bool and self._cost(v) >= RECOMPUTE_BELOW]
+        # NOTE: keep the outermost shared values only: what they read is then not recomputed
+        inner = {u for v in shared for u in self._full_cone([v]) if u is not v}
+        for v in shared:
+            size = self.reduce_extent * v.type.dtype.itemsize
+            if v in inner or size > SCRATCH_BYTES:
+                continue
+            name = f"%scratch{len(self.scratch)}"
+            self.scratch[v] = (name, first[v])
+            self.scratch_lines.append(f"{name} = memref.alloca() : {self._scratch_type(v)}")
+
+    def _full_cone(self, targets) -> set:
+        seen: set = set()
+        stack = list(targets)
+        while stack:
+            v = stack.pop()
+            if v in seen or self.level[v] != FULL:
+                continue
+            seen.add(v)
+            if v.producer is not None:
+                stack.extend(v.producer.inputs)
+        return seen
+
+    def _cost(self, v) -> int:
+        return sum(10 if u.producer.op in EXPENSIVE else 1
+                   for u in self._full_cone([v]) if u.producer is not None)
 
     def _load(self, i: int, in_loop: bool) -> Scalar:
         dtype = self.k.body.inputs[i].type.dtype
@@ -237,14 +323,17 @@ class _Emitter:
     def emit(self):
         self.b.lines = self.row_lines
         reduced = bool(self.k.reduce)
-        for n in self.k.body.nodes:
-            if get_op(n.op).kind == "reduce":
-                self.row[n.outputs[0]] = self._reduction(n)
         n_in = len(self.k.loads)
         in_loop, at_row = [], []
         for j, v in enumerate(self.k.body.outputs):
             varies = any(d.strides[n_in + j] for d in self.nest.reduce)
             (in_loop if reduced and varies else at_row).append(j)
+        reductions = [n for n in self.k.body.nodes if get_op(n.op).kind == "reduce"]
+        self._plan_scratch([[n.inputs[0]] for n in reductions]
+                           + [[self.k.body.outputs[j] for j in in_loop]])
+        for n in reductions:
+            self.row[n.outputs[0]] = self._reduction(n)
+            self.phase += 1
         if in_loop:
             self._loop([self.k.body.outputs[j] for j in in_loop], None, in_loop)
         for j in at_row:
@@ -289,6 +378,7 @@ class _Emitter:
             self.get(u, False)
         outer_lines = self.b.lines
         self.b.lines, self.loop, self.loop_index = [], {}, {}
+        self.scratch_index = None
         dims = self.nest.reduce
         accs = [f"%acc{self.b.fresh()[2:]}_{d}" for d in range(len(dims))]
         if reduction is not None:

@@ -26,15 +26,21 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import re
 import threading
+import warnings
+import weakref
 
 from kiln.ir.schedule import Kernel
 
-from ..llvm_cpu import CpuObject, compile_llvm_ir
-from ..mlir_pipeline import mlir_to_llvm_ir
+from ..errors import CodegenError
+from ..mlir_pipeline import CPU_PIPELINE, mlir_to_llvm_ir
+from ..object_code import emit_object_modules, load_object
+from . import blas
 from .render_kernel import LoopNest, render_kernel
+from .segment import SegmentArtifact, entry_ir, segment_buffers
 
 
 def symbol_name(name: str) -> str:
@@ -42,14 +48,52 @@ def symbol_name(name: str) -> str:
     return "kiln_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-@dataclasses.dataclass(frozen=True)
+class _Module:
+    """Machine code of one LLVM module loaded into this process (compiled now or read from
+    the disk cache); it keeps the engine that owns the code alive. The optimized IR and the
+    assembly are made again on demand (for the CLI) when the code came from the cache."""
+
+    def __init__(self, loaded, texts_fn, optimized: str | None = None):
+        self.loaded = loaded
+        self.engine = loaded.engine
+        self._texts_fn = texts_fn
+        self._optimized = optimized
+        self._asm: str | None = None
+
+    def address(self, symbol: str) -> int:
+        return self.loaded.address(symbol)
+
+    @property
+    def optimized_ir(self) -> str:
+        if self._optimized is None:
+            self._optimized = emit_object_modules(self._texts_fn())[1]
+        return self._optimized
+
+    @property
+    def asm(self) -> str:
+        if self._asm is None:
+            from ..llvm_cpu import _LOCK, _llvm, host_target_machine
+            llvm = _llvm()
+            with _LOCK:
+                self._asm = host_target_machine().emit_assembly(
+                    llvm.parse_assembly(self.optimized_ir))
+        return self._asm
+
+
 class _Code:
-    symbol: str
-    mlir: str
-    llvm_ir: str
-    obj: CpuObject
-    nest: LoopNest
-    ops_per_element: int
+    """One kernel's function inside a compiled module."""
+
+    def __init__(self, symbol: str, mlir: str, module: _Module, nest: LoopNest,
+                 ops_per_element: int, llvm_ir: str | None = None):
+        self.symbol, self.mlir, self.module = symbol, mlir, module
+        self.nest, self.ops_per_element = nest, ops_per_element
+        self._llvm_ir = llvm_ir
+
+    @property
+    def llvm_ir(self) -> str:
+        if self._llvm_ir is None:
+            self._llvm_ir = mlir_to_llvm_ir(self.mlir, what=f"kernel {self.symbol}")
+        return self._llvm_ir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +108,9 @@ class CpuArtifact:
     symbol = property(lambda self: self.code.symbol)
     mlir = property(lambda self: self.code.mlir)
     llvm_ir = property(lambda self: self.code.llvm_ir)
-    llvm_ir_optimized = property(lambda self: self.code.obj.optimized_ir)
-    asm = property(lambda self: self.code.obj.asm)
-    address = property(lambda self: self.code.obj.address)
+    llvm_ir_optimized = property(lambda self: self.code.module.optimized_ir)
+    asm = property(lambda self: self.code.module.asm)
+    address = property(lambda self: self.code.module.address(self.code.symbol))
     outer = property(lambda self: self.code.nest.outer)
     numel = property(lambda self: self.code.nest.numel)
     nest = property(lambda self: self.code.nest)
@@ -77,8 +121,54 @@ class CpuArtifact:
         return self.code.nest.numel * self.code.ops_per_element
 
 
+# NOTE: part of every disk-cache key: bump it when generated code changes in a way the MLIR
+# text does not show (the MLIR pass pipeline, LLVM options, the object format).
+CODEGEN_VERSION = "1"
+
+
+@functools.cache
+def _target() -> str:
+    from ..llvm_cpu import _llvm
+    llvm = _llvm()
+    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+
+
+@functools.cache
+def _versions() -> str:
+    import importlib.metadata as md
+    out = []
+    for dist in ("kiln-jit", "llvmlite", "torch-mlir"):
+        try:
+            out.append(f"{dist}={md.version(dist)}")
+        except md.PackageNotFoundError:
+            out.append(f"{dist}=?")
+    return " ".join(out) + f" pipeline={CPU_PIPELINE}"
+
+
+def _build_module(key_text: str, texts_fn, symbols: list[str]) -> _Module:
+    """Machine code for `key_text` (the module's MLIR and entry text): from the disk cache
+    when a valid entry is there, else compiled (`texts_fn()` gives its LLVM IR modules) and
+    stored. A cache entry that cannot be loaded is reported and compiled again."""
+    from kiln.runtime.disk_cache import KilnCacheWarning, default_disk_cache, make_key
+    disk = default_disk_cache()
+    key = make_key("kiln-cpu-object", CODEGEN_VERSION, _target(), _versions(), key_text)
+    data = disk.get(key)
+    if data is not None:
+        try:
+            return _Module(load_object(data, symbols), texts_fn)
+        except CodegenError as e:
+            warnings.warn(f"kiln: a disk-cache entry for compiled code could not be loaded "
+                          f"({e}); compiling again", KilnCacheWarning, stacklevel=2)
+    texts = texts_fn()
+    data, optimized = emit_object_modules(texts)
+    disk.put(key, data)
+    return _Module(load_object(data, symbols), lambda: texts, optimized)
+
+
 def _cache_size() -> int:
-    return max(1, int(os.environ.get("KILN_KERNEL_CACHE_SIZE", "512")))
+    """KILN_KERNEL_CACHE_SIZE, default 64: each compiled kernel holds an LLVM engine of about
+    0.85 MiB, so 2,000 kernels kept would be 1.7 GiB."""
+    return max(1, int(os.environ.get("KILN_KERNEL_CACHE_SIZE", "64")))
 
 
 class CpuRenderer:
@@ -89,6 +179,10 @@ class CpuRenderer:
     def __init__(self, cache_size: int | None = None):
         self.cache_size = cache_size or _cache_size()
         self._cache: collections.OrderedDict[str, _Code] = collections.OrderedDict()
+        # NOTE: code evicted from the LRU but still held by a live executable is found here
+        # instead of being compiled a second time.
+        self._live: weakref.WeakValueDictionary[str, _Code] = weakref.WeakValueDictionary()
+        self._texts: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.stats = {"compiled": 0, "hits": 0}
 
@@ -97,29 +191,92 @@ class CpuRenderer:
         return render_kernel(k, symbol_name(k.name)).mlir
 
     def compile(self, k: Kernel) -> CpuArtifact:
-        key = k.signature()
-        n_buffers = len(k.loads) + len(k.stores)
-        with self._lock:
-            code = self._cache.get(key)
-            if code is not None:
-                self._cache.move_to_end(key)
-                self.stats["hits"] += 1
-                return CpuArtifact(k.name, code, n_buffers)
+        """One kernel as its own function `void f(ptr..., i64 lo, i64 hi)`."""
         symbol = symbol_name(k.name)
         rendered = render_kernel(k, symbol)
-        llvm_ir = mlir_to_llvm_ir(rendered.mlir, what=f"kernel {k.name}")
-        code = _Code(symbol, rendered.mlir, llvm_ir, compile_llvm_ir(llvm_ir, symbol),
-                     rendered.nest, rendered.ops_per_element)
+        module = self._module("kernel\n" + rendered.mlir, lambda: [
+            mlir_to_llvm_ir(rendered.mlir, what=f"kernel {k.name}")], [symbol])
+        code = _Code(symbol, rendered.mlir, module, rendered.nest, rendered.ops_per_element)
+        return CpuArtifact(k.name, code, len(k.loads) + len(k.stores))
+
+    def _module(self, key_text: str, texts_fn, symbols: list[str]) -> _Module:
+        """The compiled module for `key_text`: this process's LRU, else `_build_module`."""
         with self._lock:
-            code = self._cache.setdefault(key, code)
+            module = self._cache.get(key_text) or self._live.get(key_text)
+            if module is not None:
+                self._cache[key_text] = module
+                self._cache.move_to_end(key_text)
+                self.stats["hits"] += 1
+                return module
+        module = _build_module(key_text, texts_fn, symbols)
+        with self._lock:
+            module = self._cache.setdefault(key_text, module)
+            self._live[key_text] = module
             self.stats["compiled"] += 1
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return CpuArtifact(k.name, code, n_buffers)
+        return module
+
+    def kernel_work(self, k: Kernel) -> int:
+        """Estimated cost of one launch of `k` (for the device's threading choice)."""
+        r = render_kernel(k, "w")
+        return r.nest.numel * r.ops_per_element
+
+    def compile_segment(self, name: str, steps) -> SegmentArtifact:
+        """One compiled entry function running `steps` (launches and matmul calls) in order;
+        see segment.py. Cached by the text of the entry and the kernels' MLIR."""
+        from kiln.ir.schedule import Launch
+        symbols, rendered, by_signature = {}, {}, {}
+        for st in steps:
+            if not isinstance(st, Launch):
+                blas.load_openblas()
+                continue
+            k = st.kernel
+            sig = k.signature()
+            if sig not in by_signature:
+                sym = symbol_name(f"{name}_{k.name}")
+                by_signature[sig] = (sym, render_kernel(k, sym))
+            sym, r = by_signature[sig]
+            symbols[id(k)] = (sym, r.nest.outer)
+            rendered[id(k)] = (k, sym, r)
+        buffers = segment_buffers(steps)
+        entry = symbol_name(f"entry_{name}")
+        text = entry_ir(entry, steps, buffers, symbols)
+        kernels_mlir = [r.mlir for _, r in by_signature.values()]
+
+        def texts():
+            return [text] + [self._llvm_ir(sig, r.mlir, sym, sym)
+                             for sig, (sym, r) in by_signature.items()]
+        module = self._module("segment\n" + text + "\n".join(kernels_mlir), texts,
+                              [entry] + [sym for sym, _ in by_signature.values()])
+        kernels = tuple(
+            CpuArtifact(k.name, _Code(sym, r.mlir, module, r.nest, r.ops_per_element),
+                        len(k.loads) + len(k.stores))
+            for k, sym, r in rendered.values())
+        return SegmentArtifact(name, entry, tuple(buffers), module, kernels, text)
+
+    def _llvm_ir(self, signature: str, mlir: str, symbol: str, name: str) -> str:
+        """A kernel's LLVM IR (MLIR translation cached per signature, renamed to `symbol`)."""
+        key = "llvm\n" + signature
+        with self._lock:
+            text = self._texts.get(key)
+        if text is None:
+            text = mlir_to_llvm_ir(mlir.replace(symbol, "kiln_KSYM"), what=f"kernel {name}")
+            with self._lock:
+                self._texts[key] = text
+                while len(self._texts) > 4 * self.cache_size:
+                    self._texts.popitem(last=False)
+        return text.replace("kiln_KSYM", symbol)
+
+    def __len__(self) -> int:
+        """Compiled kernels held by the cache."""
+        return len(self._cache)
 
     def clear(self):
         with self._lock:
             self._cache.clear()
+            self._live.clear()
+            self._texts.clear()
 
 
 _DEFAULT: CpuRenderer | None = None

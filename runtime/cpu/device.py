@@ -3,12 +3,13 @@ see codegen/cpu/render_kernel.py), launched with ctypes over [0, outer) and spli
 threads when the work is large; matmul is NumPy's BLAS writing into the planned buffer."""
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 
 import numpy as np
 
 from ..allocator import default_allocator
-from ..device import Device
+from ..device import Device, transposed
 from .launcher import CpuLauncher, default_launcher, kernel_function
 
 
@@ -20,6 +21,16 @@ class CpuKernelHandle:
     fn: object
     outer: int
     work: int
+    artifact: object
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSegmentHandle:
+    """A loaded entry function and the buffers its pointer array lists."""
+
+    name: str
+    fn: object
+    buffers: tuple
     artifact: object
 
 
@@ -40,6 +51,21 @@ class CpuDevice(Device):
         fn = kernel_function(artifact.address, artifact.n_buffers)
         return CpuKernelHandle(artifact.name, fn, artifact.outer, artifact.work, artifact)
 
+    @property
+    def serial_work_limit(self) -> int:
+        """Launches below this much work run on one thread: they can share one compiled
+        entry function with their neighbours (no Python between them)."""
+        return self.launcher.min_parallel_work
+
+    def load_segment(self, artifact) -> "CpuSegmentHandle":
+        """`artifact` has `address` (of `void entry(ptr *bufs)`) and `buffers`."""
+        fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(artifact.address)
+        return CpuSegmentHandle(artifact.name, fn, tuple(artifact.buffers), artifact)
+
+    def run_segment(self, handle: "CpuSegmentHandle", arrays: list) -> None:
+        ptrs = np.fromiter((_pointer(a) for a in arrays), np.uint64, len(arrays))
+        handle.fn(_pointer(ptrs))
+
     def empty(self, shape, dtype) -> np.ndarray:
         return self.allocator.empty(shape, dtype)
 
@@ -47,10 +73,10 @@ class CpuDevice(Device):
         self.launcher.launch(handle.fn, [_pointer(a) for a in arrays], handle.outer,
                              handle.work)
 
-    def call(self, op: str, attrs, ins: list, outs: list) -> None:
+    def call(self, op: str, attrs, ins: list, outs: list, transpose=()) -> None:
         if op != "matmul":
-            super().call(op, attrs, ins, outs)
-        np.matmul(ins[0], ins[1], out=outs[0])
+            super().call(op, attrs, ins, outs, transpose)
+        np.matmul(*transposed(ins, transpose), out=outs[0])
 
 
 _DEFAULT: CpuDevice | None = None

@@ -1,4 +1,4 @@
-"""The runnable examples in codegen's and runtime's docstrings stay true."""
+"""The runnable examples in codegen's, the schedule's and runtime's docstrings stay true."""
 from __future__ import annotations
 
 import doctest
@@ -6,12 +6,18 @@ import importlib
 
 import pytest
 
-MODULES = ["kiln.codegen.scalar_builder", "kiln.codegen.lower_kernel",
-           "kiln.codegen.mlir_pipeline", "kiln.codegen.llvm_cpu", "kiln.codegen.cpu_kernel",
-           "kiln.runtime.executable"]
+MODULES = ["kiln.codegen.scalar_builder", "kiln.codegen.mlir_pipeline",
+           "kiln.codegen.llvm_cpu", "kiln.codegen.cpu.renderer", "kiln.codegen.cpu.render_kernel",
+           "kiln.runtime.reference", "kiln.runtime.null", "kiln.runtime.executable",
+           "kiln.frontend.compile", "kiln.ir.schedule_text", "kiln.passes.schedule",
+           "kiln.passes.plan_memory"]
+# NOTE: modules with no examples yet (their docstrings are prose; test_kernels.py checks
+# `loop_nest`): they must still import and any example they gain must pass.
+WITHOUT_EXAMPLES = {"kiln.codegen.cpu.render_kernel"}
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name))
-    assert result.attempted > 0 and result.failed == 0
+    assert result.failed == 0
+    assert result.attempted > 0 or name in WITHOUT_EXAMPLES

@@ -16,7 +16,7 @@ from kiln.ir.errors import KilnError
 from kiln.ir.builder import make_node
 from kiln.ir.interpreter import interpret
 from kiln.ir.registry import all_ops
-from kiln.runtime.executable import build_executable
+from kiln.frontend.compile import compile_graph
 
 from codegen_helpers import assert_matches, emit1, kernel_graph, sample, t
 
@@ -80,7 +80,7 @@ def test_one_op_kernel_matches_interpreter(op, dtypes, attrs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         want = interpret(graph, inputs)[0]
-    got = build_executable(graph)(inputs)[0]
+    got = compile_graph(graph)(inputs)[0]
     eps = float(np.finfo(want.dtype).eps) if want.dtype.kind == "f" else 0.0
     assert_matches(got, want, rtol=ULPS.get(op, 0) * eps, what=f"{op} {dtypes} {attrs}")
 
@@ -91,7 +91,7 @@ def test_bool_storage_is_numpy_bytes():
                          lambda gb, a, b: [emit1(gb, "eq", [a, b])])
     raw = np.array([0, 1, 2, 255, 0, 7], np.uint8).view(np.bool_)
     other = np.array([False, True, True, True, True, False])
-    got = build_executable(graph)([raw, other])[0]
+    got = compile_graph(graph)([raw, other])[0]
     assert got.dtype == np.bool_ and got.itemsize == 1
     assert got.view(np.uint8).tolist() == [1, 1, 1, 1, 0, 0]
 
@@ -107,7 +107,7 @@ def test_float_cast_edges_match_numpy(src, dst):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         want = x.astype(dst.np)
-    np.testing.assert_array_equal(build_executable(graph)([x])[0], want)
+    np.testing.assert_array_equal(compile_graph(graph)([x])[0], want)
 
 
 def _uses_libm(op, dtypes) -> bool:
@@ -123,7 +123,7 @@ def test_kernels_call_nothing_except_libm_fallbacks():
         op, dtypes, attrs = case.values
         graph = kernel_graph([t(d, *SHAPE) for d in dtypes],
                              lambda gb, *xs: [emit1(gb, op, xs, attrs)])
-        (kernel,) = build_executable(graph).kernels
+        (kernel,) = compile_graph(graph).kernels
         body = kernel.asm[kernel.asm.index(f"{kernel.symbol}:"):]
         if re.search(r"\bcall", body):
             calling.append(case.id)

@@ -15,7 +15,7 @@ import pytest
 
 from kiln.codegen.math_expansions import EXPANSIONS
 from kiln.ir.dtypes import DType
-from kiln.runtime.executable import build_executable
+from kiln.frontend.compile import compile_graph
 
 from codegen_helpers import FLOAT_SPECIALS, emit1, kernel_graph, t
 
@@ -77,7 +77,7 @@ def ulp_error(got: np.ndarray, ref: np.ndarray, dtype: DType) -> np.ndarray:
 def _run(op: str, dtype: DType, xs):
     graph = kernel_graph([t(dtype, len(xs[0]))] * len(xs),
                          lambda gb, *vs: [emit1(gb, op, vs)])
-    return build_executable(graph)(list(xs))[0]
+    return compile_graph(graph)(list(xs))[0]
 
 
 def _operands(op: str, dtype: DType, rng):

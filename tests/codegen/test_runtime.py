@@ -11,9 +11,12 @@ from kiln.ir.builder import GraphBuilder
 from kiln.ir.dtypes import DType
 from kiln.ir.errors import KilnError
 from kiln.ir.interpreter import interpret
+from kiln.ir.parser import parse
+from kiln.ir.schedule import live_ranges, step_kind
+from kiln.passes.fusion import fuse_elementwise
 from kiln.runtime import device
 from kiln.runtime.cpu import CpuLauncher
-from kiln.runtime.executable import build_executable
+from kiln.frontend.compile import compile_graph
 
 from codegen_helpers import emit1, kernel_graph, t, w1_graph
 
@@ -32,12 +35,12 @@ def test_chunks_split_the_outer_loop():
 def test_work_estimate_decides_threading():
     """W1 (about 100 ops per element) splits at 2**20 elements; a plain add does not."""
     launcher = CpuLauncher(threads=2)
-    w1 = build_executable(w1_graph(1 << 20)).kernels[0]
-    add = build_executable(kernel_graph([t(F32, 1 << 20)] * 2, lambda gb, a, b: [
+    w1 = compile_graph(w1_graph(1 << 20)).kernels[0]
+    add = compile_graph(kernel_graph([t(F32, 1 << 20)] * 2, lambda gb, a, b: [
         emit1(gb, "add", [a, b])])).kernels[0]
-    assert 60 < w1.work / w1.plan.numel < 200
-    assert len(launcher.chunks(w1.plan.outer, w1.work)) == 2
-    assert len(launcher.chunks(add.plan.outer, add.work)) == 1
+    assert 60 < w1.work / w1.numel < 200
+    assert len(launcher.chunks(w1.outer, w1.work)) == 2
+    assert len(launcher.chunks(add.outer, add.work)) == 1
 
 
 def _row_broadcast_graph(rows, cols):
@@ -53,9 +56,9 @@ def test_split_launch_is_bitwise_identical(threads):
     x = rng.standard_normal((37, 515)).astype(np.float32)
     scale = rng.standard_normal((37, 1)).astype(np.float32)
     graph = _row_broadcast_graph(37, 515)
-    one = build_executable(graph, CpuLauncher(threads=1))([x, scale])[0]
+    one = compile_graph(graph, CpuLauncher(threads=1))([x, scale])[0]
     launcher = CpuLauncher(threads, min_parallel_work=0)
-    many = build_executable(graph, launcher)([x, scale])
+    many = compile_graph(graph, launcher)([x, scale])
     launcher.close()
     assert one.tobytes() == many[0].tobytes()
     np.testing.assert_allclose(one, np.exp(x * scale), rtol=1e-6)
@@ -77,7 +80,7 @@ def _mixed_graph():
 
 def test_executable_mixes_kernels_and_references():
     graph = _mixed_graph()
-    exe = build_executable(graph)
+    exe = compile_graph(graph)
     x = np.random.default_rng(3).standard_normal((6, 5)).astype(np.float32)
     z, x_out, y = exe([x])
     want = interpret(graph, [x])
@@ -89,22 +92,64 @@ def test_executable_mixes_kernels_and_references():
         assert k.symbol in k.mlir and k.symbol in k.llvm_ir and k.symbol in k.asm
 
 
-def test_intermediate_buffers_are_released():
-    exe = build_executable(_mixed_graph())
-    # slot of the sum (read only by the second kernel) dies at step 2
-    assert exe.frees[2] == [exe.steps[1].outs[0]]
-    assert exe.frees[0] == []            # x and y are graph outputs: kept
+def test_live_ranges_end_at_the_last_reader():
+    exe = compile_graph(_mixed_graph())
+    s = exe.schedule
+    live = live_ranges(s)
+    tanh_out, sum_out, sig_out = (st.outs[0] for st in s.steps)
+    assert live[id(sum_out)] == (1, 2)          # read only by the second kernel
+    assert live[id(tanh_out)] == (0, 3)         # y and z are graph outputs: kept to the end
+    assert live[id(sig_out)] == (2, 3)
+    assert s.arena_bytes == 0 and s.naive_bytes == 0          # nothing to place
+
+
+def _chain_graph():
+    """kernel -> matmul -> kernel -> matmul -> kernel: four temps, each read by the next
+    step only, so a temp and the one two steps later never live at once."""
+    return fuse_elementwise(parse("""
+graph @chain(%x: f32[16,16]) {
+  %0: f32[16,16] = tanh %x
+  %1: f32[16,16] = matmul %0, %0
+  %2: f32[16,16] = exp %1
+  %3: f32[16,16] = matmul %2, %2
+  %4: f32[16,16] = neg %3
+  return %4
+}"""))
+
+
+def test_temps_that_never_live_at_once_share_the_arena():
+    graph = _chain_graph()
+    exe = compile_graph(graph)
+    s = exe.schedule
+    assert [step_kind(st) for st in s.steps] == ["launch", "call", "launch", "call", "launch"]
+    temps = [b for b in s.buffers if b.kind == "temp"]
+    assert len(temps) == 4 and all(b.planned and b.arena == 0 for b in temps)
+    live = live_ranges(s)
+    assert [live[id(b)] for b in temps] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    for i, a in enumerate(temps):
+        for b in temps[i + 1:]:
+            together = live[id(a)][0] <= live[id(b)][1] and live[id(b)][0] <= live[id(a)][1]
+            disjoint = a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset
+            assert disjoint or not together, (a, b)       # live at once: separate bytes
+    t0, t1, t2, t3 = temps
+    assert t0.offset == t2.offset and t1.offset == t3.offset != t0.offset
+    assert s.arena_bytes == 2 * 1024 < s.naive_bytes == 4 * 1024
+    assert s.arena_bytes <= s.naive_bytes
+    x = np.random.default_rng(4).standard_normal((16, 16)).astype(np.float32) * 0.1
+    want = interpret(graph, [x])[0]
+    for _ in range(2):                  # the second call reuses the arena
+        np.testing.assert_allclose(exe([x])[0], want, rtol=1e-5)
 
 
 def test_non_contiguous_input_is_accepted():
     graph = kernel_graph([t(F32, 4, 3)], lambda gb, x: [emit1(gb, "neg", [x])])
     base = np.arange(24, dtype=np.float32).reshape(4, 6)
-    (got,) = build_executable(graph)([base[:, ::2]])
+    (got,) = compile_graph(graph)([base[:, ::2]])
     np.testing.assert_array_equal(got, -base[:, ::2])
 
 
 def test_wrong_inputs_are_reported():
-    exe = build_executable(kernel_graph([t(F32, 4)], lambda gb, x: [emit1(gb, "neg", [x])]))
+    exe = compile_graph(kernel_graph([t(F32, 4)], lambda gb, x: [emit1(gb, "neg", [x])]))
     with pytest.raises(KilnError, match=r"input 0 must be f32\[4\], got array float64\[4\]"):
         exe([np.zeros(4)])
     with pytest.raises(KilnError, match="takes 1 inputs, got 2"):

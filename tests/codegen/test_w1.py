@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from kiln.runtime.cpu import CpuLauncher
-from kiln.runtime.executable import build_executable
+from kiln.frontend.compile import compile_graph
 
 from codegen_helpers import w1_graph, w1_reference
 
@@ -25,7 +25,7 @@ def test_w1_matches_float64_within_1e6_relative():
     """Metric: elementwise |got - ref| <= 1e-6 * |ref| + 1e-30, ref = NumPy float64 on the
     same float32 inputs."""
     x = _w1_inputs()
-    got = build_executable(w1_graph(N))([x])[0]
+    got = compile_graph(w1_graph(N))([x])[0]
     ref = w1_reference(x)
     rel = np.abs(got - ref) / (np.abs(ref) + 1e-30)
     assert got.dtype == np.float32
@@ -39,7 +39,7 @@ def _function_asm(asm: str, symbol: str) -> str:
 
 
 def test_w1_assembly_has_no_calls_and_packed_vector_ops():
-    (kernel,) = build_executable(w1_graph(N)).kernels
+    (kernel,) = compile_graph(w1_graph(N)).kernels
     body = _function_asm(kernel.asm, kernel.symbol)
     assert not re.search(r"\bcall", body), "a libm call stops vectorization"
     packed = re.findall(r"\bv?\w+ps\s+%[xyz]mm", body)
@@ -49,12 +49,12 @@ def test_w1_assembly_has_no_calls_and_packed_vector_ops():
 def test_w1_threads_give_identical_bits():
     x = _w1_inputs()
     graph = w1_graph(N)
-    one = build_executable(graph, CpuLauncher(threads=1))([x])[0]
+    one = compile_graph(graph, CpuLauncher(threads=1))([x])[0]
     results = []
     for threads in (2, 3):
         launcher = CpuLauncher(threads=threads)
-        exe = build_executable(graph, launcher)
-        assert len(launcher.chunks(exe.kernels[0].plan.outer, exe.kernels[0].work)) == threads
+        exe = compile_graph(graph, launcher)
+        assert len(launcher.chunks(exe.kernels[0].outer, exe.kernels[0].work)) == threads
         results.append(exe([x])[0])
         launcher.close()
     assert all(one.tobytes() == r.tobytes() for r in results)

@@ -1,0 +1,106 @@
+"""A run of schedule steps -> one compiled entry function, so a call enters compiled code
+once instead of returning to Python between kernels.
+
+    void @kiln_entry_<name>(ptr bufs)
+
+`bufs` is an array of buffer pointers (in the order of `SegmentArtifact.buffers`); the entry
+calls each kernel over its whole outer range, and each matmul as OpenBLAS GEMM calls (a loop
+over batch matrices). Kernels are the functions `render_kernel` makes, linked into the same
+LLVM module, so LLVM sees the whole segment.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from kiln.ir.schedule import Call, Launch
+
+from . import blas
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentArtifact:
+    """A compiled segment: its entry's address, the buffers `bufs` lists, and one
+    CpuArtifact per kernel (for the CLI's stages)."""
+
+    name: str
+    symbol: str
+    buffers: tuple
+    obj: object
+    kernels: tuple
+    entry_ir: str
+
+    @property
+    def address(self) -> int:
+        return self.obj.address(self.symbol)
+
+
+def entry_ir(symbol: str, steps, buffers: list, kernel_symbols: dict) -> str:
+    """LLVM IR of the entry function (kernels declared, GEMM declared)."""
+    index = {id(b): i for i, b in enumerate(buffers)}
+    head, body, declared = [], [], set()
+    body.append(f"define void @{symbol}(ptr %bufs) {{")
+    body.append("entry:")
+    for i in range(len(buffers)):
+        body.append(f"  %pp{i} = getelementptr ptr, ptr %bufs, i64 {i}")
+        body.append(f"  %b{i} = load ptr, ptr %pp{i}")
+    block = ["entry"]
+    for n, step in enumerate(steps):
+        if isinstance(step, Launch):
+            sym, outer = kernel_symbols[id(step.kernel)]
+            params = ", ".join(["ptr"] * (len(step.ins) + len(step.outs)) + ["i64", "i64"])
+            if sym not in declared:
+                head.append(f"declare void @{sym}({params})")
+                declared.add(sym)
+            args = [f"ptr %b{index[id(b)]}" for b in step.ins + step.outs]
+            body.append(f"  call void @{sym}({', '.join(args)}, i64 0, i64 {outer})")
+        else:
+            dtype = step.outs[0].type.dtype.value
+            decl = blas.gemm_declaration(dtype)
+            if decl not in declared:
+                head.append(decl)
+                declared.add(decl)
+            body += _gemm(n, step, index, block)
+    body += ["  ret void", "}"]
+    return "\n".join(head + [""] + body) + "\n"
+
+
+def _gemm(n: int, step: Call, index: dict, block: list) -> list[str]:
+    a, b = step.operand_types()
+    c = step.outs[0]
+    *batch, m, k = a.shape
+    nn = b.shape[-1]
+    count = 1
+    for d in batch:
+        count *= d
+    dtype = c.type.dtype.value
+    pa, pb, pc = (f"%b{index[id(x)]}" for x in (*step.ins, c))
+    ta, tb = step.transpose or (False, False)
+    if count == 1:
+        return ["  " + blas.gemm_call(dtype, m, nn, k, pa, pb, pc, ta, tb)]
+    size = c.type.dtype.itemsize
+    pre = f"g{n}"
+    lines = [f"  br label %{pre}.head", f"{pre}.head:",
+             f"  %{pre}.i = phi i64 [0, %{block[0]}], [%{pre}.next, %{pre}.body]",
+             f"  %{pre}.more = icmp slt i64 %{pre}.i, {count}",
+             f"  br i1 %{pre}.more, label %{pre}.body, label %{pre}.done", f"{pre}.body:"]
+    ptrs = []
+    for name, base, elems in (("a", pa, m * k), ("b", pb, k * nn), ("c", pc, m * nn)):
+        lines.append(f"  %{pre}.o{name} = mul i64 %{pre}.i, {elems * size}")
+        lines.append(f"  %{pre}.p{name} = getelementptr i8, ptr {base}, i64 %{pre}.o{name}")
+        ptrs.append(f"%{pre}.p{name}")
+    lines.append("  " + blas.gemm_call(dtype, m, nn, k, *ptrs, ta, tb))
+    lines += [f"  %{pre}.next = add i64 %{pre}.i, 1", f"  br label %{pre}.head",
+              f"{pre}.done:"]
+    block[0] = f"{pre}.done"
+    return lines
+
+
+def segment_buffers(steps) -> list:
+    """The buffers a run of steps reads or writes, in order of first use."""
+    seen, out = set(), []
+    for st in steps:
+        for b in st.ins + st.outs:
+            if id(b) not in seen:
+                seen.add(id(b))
+                out.append(b)
+    return out

@@ -1,0 +1,78 @@
+"""Compiled code on disk: a second process loads what the first compiled instead of compiling
+it; a corrupt or truncated entry is reported and compiled again, never a crash or a wrong
+result; an unusable cache folder only turns the cache off."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PROGRAM = """
+import json, warnings
+import numpy as np
+import kiln
+from kiln.runtime.disk_cache import default_disk_cache
+
+def step(x, w):
+    h = kiln.relu(x @ w.t() + 1.0)
+    return kiln.softmax(h, -1).sum(0)
+
+rng = np.random.default_rng(0)
+x = kiln.from_numpy(rng.standard_normal((8, 16)).astype(np.float32))
+w = kiln.from_numpy(rng.standard_normal((4, 16)).astype(np.float32))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    got = kiln.jit(step)(x, w).numpy()
+want = step(x, w).numpy()
+print(json.dumps({"stats": default_disk_cache().stats,
+                  "warnings": [str(w.message) for w in caught],
+                  "error": float(np.max(np.abs(got - want)))}))
+"""
+
+
+def _run(cache_dir) -> dict:
+    import json
+    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir))
+    proc = subprocess.run([sys.executable, "-c", PROGRAM], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _entries(cache_dir) -> list:
+    return [os.path.join(d, f) for d, _, files in os.walk(cache_dir) for f in files]
+
+
+def test_a_second_process_loads_instead_of_compiling(tmp_path):
+    first = _run(tmp_path)
+    assert first["stats"]["stores"] >= 1 and first["stats"]["hits"] == 0
+    assert first["error"] < 1e-5
+    second = _run(tmp_path)
+    assert second["stats"]["hits"] == first["stats"]["stores"]
+    assert second["stats"]["stores"] == 0 and second["error"] < 1e-5
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_entry_is_compiled_again(tmp_path, damage):
+    _run(tmp_path)
+    for path in _entries(tmp_path):
+        data = bytearray(open(path, "rb").read())
+        if damage == "truncate":
+            data = data[:len(data) // 2]
+        else:
+            data[len(data) - 100] ^= 0x40
+        open(path, "wb").write(bytes(data))
+    again = _run(tmp_path)
+    assert again["stats"]["corrupt"] >= 1 and again["stats"]["stores"] >= 1
+    assert again["error"] < 1e-5
+    assert any("cache" in w for w in again["warnings"])
+
+
+def test_an_unusable_cache_folder_only_turns_the_cache_off(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = _run(blocker / "cache")
+    assert out["error"] < 1e-5
+    assert out["stats"]["hits"] == 0

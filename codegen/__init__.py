@@ -1,13 +1,15 @@
-"""Kiln's code generators: a fused `kernel` node -> MLIR -> LLVM IR -> host machine code.
+"""Kiln's code generators: a schedule `Kernel` -> MLIR -> LLVM IR -> host machine code.
 
 Public entry points (each stage's text stays readable for the CLI):
-`lower_kernel_to_mlir(node)`, `mlir_to_llvm_ir(text)`, `compile_llvm_ir(text, name)`, and
-`compile_kernel(node)` which runs them all, cached per distinct kernel body.
+`render_kernel(kernel, symbol)` (MLIR text and its `loop_nest`), `mlir_to_llvm_ir(text)`,
+`compile_llvm_ir(text, name)`, and `CpuRenderer` whose `compile(kernel)` (one kernel) and
+`compile_segment(name, steps)` (one entry function per run of small steps) run them all,
+cached in-process and on disk; `default_cpu_renderer()` is the one the frontend uses.
 """
-from .cpu_kernel import CompiledKernel, compile_kernel
+from .cpu import (CpuArtifact, CpuRenderer, LoopNest, default_cpu_renderer, loop_nest,
+                  render_kernel)
 from .llvm_cpu import compile_llvm_ir
-from .lower_kernel import lower_kernel_to_mlir, plan_kernel
 from .mlir_pipeline import fix_float_constants, mlir_to_llvm_ir
 
-__all__ = ["CompiledKernel", "compile_kernel", "compile_llvm_ir", "lower_kernel_to_mlir",
-           "plan_kernel", "fix_float_constants", "mlir_to_llvm_ir"]
+__all__ = ["CpuArtifact", "CpuRenderer", "LoopNest", "default_cpu_renderer", "loop_nest",
+           "render_kernel", "compile_llvm_ir", "fix_float_constants", "mlir_to_llvm_ir"]

@@ -137,10 +137,13 @@ class _Builder:
             swapped = shape[:-2] + (shape[-1], shape[-2])
             dense_t = contiguous_strides(swapped)
             dense_t = dense_t[:-2] + (dense_t[-1], dense_t[-2])
-            if offset == 0 and strides == contiguous_strides(shape):
+            # NOTE: BLAS reads the buffer as stored: a reshaped view (another shape over the
+            # same bytes) is materialized, the call's operand types are its buffers' types
+            if offset == 0 and strides == contiguous_strides(shape) and (
+                    tuple(root.type.shape) == shape):
                 ins.append(root)
                 trans.append(False)
-            elif offset == 0 and strides == dense_t and root.type.numel == v.type.numel:
+            elif offset == 0 and strides == dense_t and tuple(root.type.shape) == swapped:
                 ins.append(root)
                 trans.append(True)
             else:

@@ -201,16 +201,11 @@ def default_allocator() -> HostAllocator:
 
 
 def _kernel_cache_entries() -> int:
-    """Compiled kernels held by the in-process kernel caches. NOTE: read from the modules
-    already loaded (the runtime does not import codegen); 0 for one never used."""
-    n = 0
+    """Compiled modules held by the renderer's in-process cache. NOTE: read from the module
+    if already loaded (the runtime does not import codegen); 0 when it was never used."""
     renderer = sys.modules.get("kiln.codegen.cpu.renderer")
-    if renderer is not None and getattr(renderer, "_DEFAULT", None) is not None:
-        n += len(getattr(renderer._DEFAULT, "_cache", ()))
-    legacy = sys.modules.get("kiln.codegen.cpu_kernel")
-    if legacy is not None:
-        n += len(getattr(legacy, "_CACHE", ()))
-    return n
+    default = getattr(renderer, "_DEFAULT", None)
+    return len(default) if default is not None else 0
 
 
 def memory_stats() -> dict:

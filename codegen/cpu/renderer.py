@@ -74,9 +74,9 @@ class _Module:
         if self._asm is None:
             from ..llvm_cpu import _LOCK, _llvm, host_target_machine
             llvm = _llvm()
+            optimized = self.optimized_ir       # NOTE: before the lock: it takes the lock too
             with _LOCK:
-                self._asm = host_target_machine().emit_assembly(
-                    llvm.parse_assembly(self.optimized_ir))
+                self._asm = host_target_machine().emit_assembly(llvm.parse_assembly(optimized))
         return self._asm
 
 
@@ -191,8 +191,12 @@ class CpuRenderer:
         return render_kernel(k, symbol_name(k.name)).mlir
 
     def compile(self, k: Kernel) -> CpuArtifact:
-        """One kernel as its own function `void f(ptr..., i64 lo, i64 hi)`."""
-        symbol = symbol_name(k.name)
+        """One kernel as its own function `void f(ptr..., i64 lo, i64 hi)`. Kernels with the
+        same signature (whatever their names) share one compiled module, so its symbol is
+        named after the signature."""
+        import hashlib
+        digest = hashlib.sha256(k.signature().encode()).hexdigest()[:12]
+        symbol = f"kiln_kernel_{digest}"
         rendered = render_kernel(k, symbol)
         module = self._module("kernel\n" + rendered.mlir, lambda: [
             mlir_to_llvm_ir(rendered.mlir, what=f"kernel {k.name}")], [symbol])

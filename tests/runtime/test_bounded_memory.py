@@ -7,6 +7,7 @@ The RSS checks run in a subprocess (other tests' memory does not count) with the
 off, so every new shape really compiles."""
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -19,7 +20,8 @@ import numpy as np
 import pytest
 
 import kiln
-from kiln.codegen import cpu_kernel
+from kiln.codegen.cpu import CpuRenderer
+from kiln.codegen.cpu import renderer as cpu_renderer
 from kiln.frontend.jit import JitFunction
 from kiln.runtime.allocator import HostAllocator, default_max_cached_bytes
 
@@ -39,11 +41,9 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 def engine_of(fn):
-    # NOTE: the object that owns the first entry's machine code (the renderer's CpuObject)
+    # NOTE: the renderer's _Module that owns the first entry's machine code (its LLVM engine)
     (entry,) = next(iter(fn.cache.values()))
-    k = entry.executable.kernels[0]
-    obj = getattr(k, "code", k)
-    return weakref.ref(getattr(obj, "obj", obj))
+    return weakref.ref(entry.executable.kernels[0].code.module)
 
 warm, calls = int(sys.argv[1]), int(sys.argv[2])
 f = kiln.jit(lambda x: (x * 2).exp() + 1, recompile_limit=10**9)
@@ -142,43 +142,67 @@ def test_recompile_limit_still_applies_after_eviction(monkeypatch):
     assert f.traces == 2
 
 
-# ---- the kernel cache (codegen/cpu_kernel.py) -----------------------------------------------
-def _exp_kernel(n: int, name: str = "k0"):
-    from kiln.ir.builder import GraphBuilder, make_node
-    from kiln.ir.dtypes import float32
-    from kiln.ir.types import TensorType
-    gb = GraphBuilder("body")
-    x = gb.add_input(TensorType(float32, (n,)))
-    return make_node("kernel", [x], {"name": name, "body": gb.finish(gb.emit("exp", [x], {}))})
+# ---- the kernel cache (codegen/cpu/renderer.py) ---------------------------------------------
+def _exp_kernel(n: int):
+    """A schedule kernel computing exp over f32[n] (a new Kernel object at every call)."""
+    from kiln.ir.schedule_text import parse_schedule
+    return parse_schedule(f"""
+schedule @f(%x: f32[{n}]) {{
+  buffer %0: f32[{n}] output
+  launch @k (%x) -> (%0) {{space=[{n}], reduce=[]}} {{
+    load %x strides=[1] offset=0
+    store %0 strides=[1] offset=0
+    body @k(%1: f32[{n}]) {{
+      %2: f32[{n}] = exp %1
+      return %2
+    }}
+  }}
+  return %0
+}}""").kernels[0]
 
 
-def test_kernel_cache_is_an_lru_that_frees_engines(monkeypatch):
-    monkeypatch.setattr(cpu_kernel, "CACHE_SIZE", 2)
-    cpu_kernel.clear_cache()
-    try:
-        before = dict(cpu_kernel.STATS)
-        held = cpu_kernel.compile_kernel(_exp_kernel(5))        # kept by this test
-        dropped = weakref.ref(cpu_kernel.compile_kernel(_exp_kernel(6)).artifact.obj)
-        cpu_kernel.compile_kernel(_exp_kernel(7))
-        cpu_kernel.compile_kernel(_exp_kernel(8))               # 5 and 6 are evicted
-        gc.collect()
-        assert len(cpu_kernel._CACHE) == 2
-        assert dropped() is None, "an evicted, unused kernel's engine is freed"
-        # NOTE: still in use: found again (one engine per body), not compiled a second time
-        assert cpu_kernel.compile_kernel(_exp_kernel(5, "again")).artifact is held.artifact
-        assert cpu_kernel.STATS["compiled"] - before["compiled"] == 4
-        cpu_kernel.compile_kernel(_exp_kernel(6))               # evicted and freed: compiles
-        assert cpu_kernel.STATS["compiled"] - before["compiled"] == 5
-        assert len(cpu_kernel._CACHE) == 2
-    finally:
-        cpu_kernel.clear_cache()
+@pytest.mark.parametrize("disk", ["off", "on"])
+def test_kernel_cache_is_an_lru_that_frees_engines(monkeypatch, tmp_path, disk):
+    # NOTE: `stats["compiled"]` counts modules built, whether LLVM compiled them or they were
+    # loaded from the disk cache; LLVM's own runs are counted apart, through its entry point.
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path) if disk == "on" else "off")
+    llvm_runs = []
+    emit = cpu_renderer.emit_object_modules
+    monkeypatch.setattr(cpu_renderer, "emit_object_modules",
+                        lambda texts: llvm_runs.append(1) or emit(texts))
+    renderer = CpuRenderer(cache_size=2)
+    held = renderer.compile(_exp_kernel(5))                       # kept by this test
+    dropped = weakref.ref(renderer.compile(_exp_kernel(6)).code.module)
+    renderer.compile(_exp_kernel(7))
+    renderer.compile(_exp_kernel(8))                              # 5 and 6 are evicted
+    gc.collect()
+    assert len(renderer) == len(renderer._cache) == 2
+    assert dropped() is None, "an evicted, unused kernel's module (and engine) is freed"
+    assert renderer.stats == {"compiled": 4, "hits": 0} and len(llvm_runs) == 4
+    # NOTE: still in use: found again through `_live` (one engine per kernel), not built again
+    again = renderer.compile(_exp_kernel(5))
+    assert again.code.module is held.code.module
+    assert again.address == held.address
+    x = np.linspace(-1, 1, 5, dtype=np.float32)
+    out = np.zeros(5, np.float32)
+    ptr = ctypes.c_void_p
+    ctypes.CFUNCTYPE(None, ptr, ptr, ctypes.c_int64, ctypes.c_int64)(held.address)(
+        x.ctypes.data, out.ctypes.data, 0, held.outer)           # NOTE: its code still runs
+    np.testing.assert_allclose(out, np.exp(x), rtol=1e-6)
+    assert renderer.stats == {"compiled": 4, "hits": 1}
+    # NOTE: evicted and freed: built again (LLVM again, or a load from the disk cache)
+    y = renderer.compile(_exp_kernel(6))
+    assert renderer.stats == {"compiled": 5, "hits": 1} and len(renderer) == 2
+    assert len(llvm_runs) == (4 if disk == "on" else 5)
+    assert y.outer == 6 and y.n_buffers == 2
 
 
 def test_kernel_cache_size_from_the_environment(monkeypatch):
     monkeypatch.setenv("KILN_KERNEL_CACHE_SIZE", "3")
-    assert cpu_kernel._cache_size() == 3
+    assert cpu_renderer._cache_size() == 3 and CpuRenderer().cache_size == 3
+    assert CpuRenderer(cache_size=5).cache_size == 5
     monkeypatch.delenv("KILN_KERNEL_CACHE_SIZE")
-    assert cpu_kernel._cache_size() >= 1
+    assert cpu_renderer._cache_size() == 64 == CpuRenderer().cache_size
 
 
 # ---- the caching allocator ------------------------------------------------------------------

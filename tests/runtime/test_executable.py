@@ -145,6 +145,24 @@ BATCHED = """
     }"""
 
 
+FLATTEN = """
+    graph @flat(%x: f32[4,2,3], %w: f32[5,6]) {
+      %0: f32[4,6] = reshape %x {shape=[4,6]}
+      %1: f32[6,5] = permute %w {perm=[1,0]}
+      %2: f32[4,5] = matmul %0, %1
+      %3: f32[4,5] = tanh %2
+      return %3
+    }"""
+
+
+def test_a_reshaped_matmul_operand_is_read_with_its_own_shape():
+    g = _graph(FLATTEN)
+    exe = compile_graph(g)
+    assert "run reshape (%x)" in str(exe.schedule)
+    xs = _inputs(g, 5)
+    np.testing.assert_allclose(exe(xs)[0], interpret(g, xs)[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("text", [MLP, BATCHED])
 def test_views_fold_into_accesses_and_blas_transposes(text):
     g = _graph(text)

@@ -210,6 +210,7 @@ class CpuRenderer:
             if module is not None:
                 self._cache[key_text] = module
                 self._cache.move_to_end(key_text)
+                self._evict()
                 self.stats["hits"] += 1
                 return module
         module = _build_module(key_text, texts_fn, symbols)
@@ -217,9 +218,13 @@ class CpuRenderer:
             module = self._cache.setdefault(key_text, module)
             self._live[key_text] = module
             self.stats["compiled"] += 1
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._evict()
         return module
+
+    def _evict(self):
+        """Drop the least recently used modules past the cache size (lock held)."""
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     def kernel_work(self, k: Kernel) -> int:
         """Estimated cost of one launch of `k` (for the device's threading choice)."""

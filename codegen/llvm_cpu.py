@@ -91,23 +91,3 @@ def compile_llvm_ir(text: str, name: str) -> CpuObject:
         engine.finalize_object()
     return CpuObject(name, engine, optimized)
 
-
-def compile_llvm_modules(texts: list[str], name: str) -> CpuObject:
-    """Link LLVM IR modules into the first, then optimize and JIT-compile them as one (an
-    executable's entry function and the kernels it calls); `name` is the function to expose.
-    """
-    llvm = _llvm()
-    with _LOCK:
-        try:
-            module = llvm.parse_assembly(texts[0])
-            for text in texts[1:]:
-                module.link_in(llvm.parse_assembly(text))
-            module.verify()
-        except RuntimeError as e:
-            raise CodegenError(f"LLVM rejected the IR of @{name}: {e}") from e
-        tm = host_target_machine()
-        optimize(module, tm)
-        optimized = str(module)
-        engine = llvm.create_mcjit_compiler(module, tm)
-        engine.finalize_object()
-    return CpuObject(name, engine, optimized)

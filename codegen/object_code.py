@@ -73,16 +73,7 @@ __all__ = ["emit_object", "load_object", "LoadedObject", "host_object_magic",
 def emit_object(llvm_ir_text: str) -> bytes:
     """Parse, verify and O3-optimize LLVM IR for this CPU (as `compile_llvm_ir` does), then
     generate a relocatable object file; returns its bytes. Bad IR raises CodegenError."""
-    llvm = _llvm()
-    with _LOCK:
-        try:
-            module = llvm.parse_assembly(llvm_ir_text)
-            module.verify()
-        except RuntimeError as e:
-            raise CodegenError(f"LLVM rejected the IR: {e}") from e
-        tm = host_target_machine()
-        optimize(module, tm)
-        return tm.emit_object(module)
+    return emit_object_modules([llvm_ir_text])[0]
 
 
 def emit_object_modules(texts: list[str]) -> tuple[bytes, str]:

@@ -19,6 +19,7 @@ of each body value, broadcast (stride 0) along the axes where its shape is 1.
 """
 from __future__ import annotations
 
+from kiln.ir.builder import GraphBuilder
 from kiln.ir.graph import Graph, Value
 from kiln.ir.ops.kernel import kernel_space
 from kiln.ir.ops.rules import contiguous_strides
@@ -26,6 +27,11 @@ from kiln.ir.schedule import Access, Buffer, Call, Kernel, Launch, Run, Schedule
 
 # NOTE: ops the device runs as a library routine writing into a planned buffer.
 LIBRARY_OPS = ("matmul",)
+
+
+def _swaps_last_two(perm) -> bool:
+    n = len(perm)
+    return n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
 
 
 def _load(shape, space, strides, offset) -> Access:
@@ -58,7 +64,7 @@ def build_schedule(graph: Graph) -> Schedule:
 
 
 # NOTE: view ops that fold into the accesses of the kernels and calls that read them: no
-# step and no copy, only strides. A view is materialized (a `run` step) only where an array
+# step and no copy, only strides. A view is materialized (a copy kernel) only where an array
 # is needed: a reference op, a graph output, a write-back or a matmul operand BLAS cannot read.
 FOLDED_VIEWS = ("permute", "reshape")
 
@@ -73,6 +79,7 @@ class _Builder:
             self.buffers.setdefault(v, Buffer(v.hint or f"in{i}", v.type, "input"))
             inputs.append(self.buffers[v])
         self.returned = set(graph.outputs)
+        self.users = graph.users()
         self.s = Schedule(graph.name, inputs, [], [], [])
 
     def make(self, v: Value, kind: str) -> Buffer:
@@ -90,11 +97,18 @@ class _Builder:
         return self.buffer(v), contiguous_strides(v.shape), 0
 
     def buffer(self, v: Value) -> Buffer:
-        """A buffer holding v as an array: a folded view is materialized here."""
+        """A buffer holding v as an array: a folded view is materialized here, by a copy
+        kernel (compiled with its neighbours, and never a view into the arena)."""
         if v not in self.buffers:
-            node = v.producer
-            self.s.steps.append(Run(node.op, node.attrs, [self.buffer(u) for u in node.inputs],
-                                    [self.make(o, "value") for o in node.outputs], node.loc))
+            root, strides, offset = self.views[v]
+            body = GraphBuilder(f"copy_{len(self.s.buffers)}")
+            x = body.add_input(v.type)
+            body = body.finish(body.emit("copy", [x], {}, loc=v.producer.loc))
+            space = tuple(v.shape)
+            kernel = Kernel(body.name, space, (), body, (_load(space, space, strides, offset),),
+                            (broadcast_access(space, space),))
+            self.s.steps.append(Launch(kernel, [root], [self.make(v, "temp")],
+                                       v.producer.loc))
         return self.buffers[v]
 
     def fold_view(self, node) -> bool:
@@ -112,6 +126,8 @@ class _Builder:
         for node in self.graph.nodes:
             if node.op == "copy_":      # NOTE: a write-back (the graph is functional)
                 s.writes.append((self.buffer(node.inputs[0]), self.buffer(node.inputs[1])))
+            elif node.op == "permute" and node.outputs[0] in self.buffers:
+                continue        # NOTE: a transpose the matmul before it already computed
             elif node.op in FOLDED_VIEWS and self.fold_view(node):
                 continue
             elif node.op == "kernel":
@@ -129,29 +145,40 @@ class _Builder:
         return s
 
     def call(self, node):
-        """A matmul reads each operand as it is stored or as a transposed dense matrix."""
-        ins, trans = [], []
-        for v in node.inputs:
-            root, strides, offset = self.access(v)
-            shape = tuple(v.shape)
-            swapped = shape[:-2] + (shape[-1], shape[-2])
-            dense_t = contiguous_strides(swapped)
-            dense_t = dense_t[:-2] + (dense_t[-1], dense_t[-2])
-            # NOTE: BLAS reads the buffer as stored: a reshaped view (another shape over the
-            # same bytes) is materialized, the call's operand types are its buffers' types
-            if offset == 0 and strides == contiguous_strides(shape) and (
-                    tuple(root.type.shape) == shape):
-                ins.append(root)
-                trans.append(False)
-            elif offset == 0 and strides == dense_t and tuple(root.type.shape) == swapped:
-                ins.append(root)
-                trans.append(True)
-            else:
-                ins.append(self.buffer(v))
-                trans.append(False)
+        """A matmul reads each operand as it is stored or as a transposed dense matrix. When
+        every reader of its result transposes it (a weight's gradient `(x^T g)^T`), it
+        computes the transposed product `g^T x` instead, so nothing is transposed later."""
+        a, b = node.inputs
+        readers = self.users.get(node.out, [])
+        if readers and node.out not in self.returned and all(
+                u.op == "permute" and _swaps_last_two(u.attrs.perm) for u in readers):
+            (ib, tb), (ia, ta) = self.operand(b, True), self.operand(a, True)
+            out = self.make(readers[0].out, "temp")
+            for u in readers:
+                self.buffers[u.out] = out
+            self.s.steps.append(Call(node.op, node.attrs, [ib, ia], [out], node.loc,
+                                     (tb, ta) if tb or ta else ()))
+            return
+        (ia, ta), (ib, tb) = self.operand(a, False), self.operand(b, False)
         outs = [self.make(v, "temp") for v in node.outputs]
-        self.s.steps.append(Call(node.op, node.attrs, ins, outs, node.loc,
-                                 tuple(trans) if any(trans) else ()))
+        self.s.steps.append(Call(node.op, node.attrs, [ia, ib], outs, node.loc,
+                                 (ta, tb) if ta or tb else ()))
+
+    def operand(self, v: Value, transposed: bool) -> tuple[Buffer, bool]:
+        """(buffer, BLAS transpose flag) reading v (or v with its last two axes swapped)."""
+        root, strides, offset = self.access(v)
+        shape = tuple(v.shape)
+        swapped = shape[:-2] + (shape[-1], shape[-2])
+        dense_t = contiguous_strides(swapped)
+        dense_t = dense_t[:-2] + (dense_t[-1], dense_t[-2])
+        # NOTE: BLAS reads the buffer as stored: a reshaped view (another shape over the same
+        # bytes) is materialized; the call's operand types are its buffers' types
+        if offset == 0 and strides == contiguous_strides(shape) and (
+                tuple(root.type.shape) == shape):
+            return root, transposed
+        if offset == 0 and strides == dense_t and tuple(root.type.shape) == swapped:
+            return root, not transposed
+        return self.buffer(v), transposed
 
 
 def _kernel(node, reads) -> Kernel:

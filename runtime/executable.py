@@ -137,6 +137,10 @@ class Executable:
                              for b in schedule.inputs]
         self._arenas: list[_Arena] = []
         self._copy_outputs = _outputs_in_arena(schedule, slots)
+        # NOTE: only inputs and what `run` steps make (NumPy may return views) can share
+        # memory with an input; kernels and calls write buffers of their own
+        self._may_alias = {slots[id(b)] for b in schedule.inputs + schedule.buffers
+                           if b.kind in ("input", "value")}
 
     @property
     def kernels(self) -> list:
@@ -193,12 +197,12 @@ class Executable:
         that views an input) is copied first: every value is the one before the writes."""
         written = [inputs[i] for i, _ in self.writebacks]
 
-        def own(a):
-            if any(np.may_share_memory(a, w) for w in written):
+        def own(a, may_alias):
+            if may_alias and any(np.may_share_memory(a, w) for w in written):
                 return np.array(a, copy=True)
             return a
-        values = [own(env[s]) for _, s in self.writebacks]
-        outs = [own(o) for o in outs]
+        values = [own(env[s], s in self._may_alias) for _, s in self.writebacks]
+        outs = [own(o, s in self._may_alias) for o, s in zip(outs, self.output_slots)]
         for (i, _), v in zip(self.writebacks, values):
             np.copyto(inputs[i], v)
         return outs

@@ -337,7 +337,31 @@ def run(peer: str, ns) -> dict:
            "version": harness.version_of(peer)}
     if jitted is not None and how == "compiled as one graph":
         out["profile"] = harness.kiln_profile(jitted, list(_jit_args(ns.batch)))
+        out.update(planned_memory(jitted))
+    if peer == "kiln":
+        out["eager_peak_bytes"] = eager_peak(step)
     return out
+
+
+def planned_memory(jitted) -> dict:
+    """The compiled step's planned peak: its arena plus the buffers made per call (outputs
+    and reference results), and the same without reuse (every temporary side by side)."""
+    (entry,) = [e for entries in jitted.cache.values() for e in entries]
+    s = entry.executable.schedule
+    fresh = sum(b.type.nbytes for b in s.buffers if b.kind in ("output", "value"))
+    return {"planned_bytes": (s.arena_bytes or 0) + fresh,
+            "naive_bytes": (s.naive_bytes or 0) + fresh}
+
+
+def eager_peak(step) -> int:
+    """Peak bytes NumPy allocates during one eager step (tracemalloc sees NumPy's data)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def _jit_args(n: int):
@@ -380,6 +404,13 @@ def notes(results: list[dict]) -> str:
                          f"{r['err']:.1e}, version {r.get('version', '?')}")
         if "profile" in r:
             lines.append(harness.profile_line(r["profile"]))
+        if "planned_bytes" in r:
+            lines.append(f"{r['peer']} (batch {r['batch']}, {r['optimizer']}): planned peak "
+                         f"memory {r['planned_bytes'] / 1024:.0f} KiB (without reuse "
+                         f"{r['naive_bytes'] / 1024:.0f} KiB)")
+        if "eager_peak_bytes" in r:
+            lines.append(f"{r['peer']} (batch {r['batch']}, {r['optimizer']}): eager peak "
+                         f"memory {r['eager_peak_bytes'] / 1024:.0f} KiB (tracemalloc)")
         if r.get("how", "").startswith("RAN EAGERLY"):
             lines.append(f"NOTE: {r['peer']} (batch {r['batch']}, {r['optimizer']}) ran "
                          "eagerly: its time is Kiln eager plus the jit's dispatch, not compiled "

@@ -30,7 +30,7 @@ class CallEffects:
         self.n_outputs = n
         self.aliases = output_aliases(graph)[:n]
         self.first = _first_occurrence(graph.outputs[:n])
-        self.written = sorted({i for i, _ in executable.writebacks})
+        self.written = executable.written_inputs
         self.written_set = frozenset(self.written)
         self.grad_effects = [(position[v], k) for v, k in getattr(trace, "grad_effects", ())]
         self.grad_guards = [(position[v], g) for v, g in trace.grads.guards()] \

@@ -89,6 +89,9 @@ class Kernel:
     body: Graph
     loads: tuple[Access, ...]
     stores: tuple[Access, ...]
+    # NOTE: (store j, load i) pairs where store j writes over the buffer load i reads, with
+    # the same access: each element is read before it is written (an update in place)
+    inplace: tuple[tuple[int, int], ...] = ()
 
     @property
     def parallel(self) -> tuple[int, ...]:
@@ -206,6 +209,8 @@ def _verify_step(s: Schedule, step, defined: set, declared: set):
             raise VerifyError(f"{where} reads %{b.name} before any step writes it",
                               loc=step.loc)
     for b in step.outs:
+        if b.kind == "input" and kind == "launch":
+            continue        # NOTE: an update in place of the caller's array
         if id(b) in defined or id(b) not in declared:
             raise VerifyError(f"{where} writes %{b.name}, which is "
                               + ("already written" if id(b) in defined else "not declared"),
@@ -255,6 +260,11 @@ def _verify_launch(where: str, step: Launch):
                           f"{len(k.body.outputs)} body outputs", loc=step.loc)
     for what, buf, acc, vtype in pairs:
         _verify_access(where, step, k, what, buf, acc, vtype)
+    for j, i in k.inplace:
+        if not (0 <= j < len(step.outs) and 0 <= i < len(step.ins)) or (
+                step.outs[j] is not step.ins[i] or k.stores[j] != k.loads[i]):
+            raise VerifyError(f"{where}: in-place pair (store {j}, load {i}) must write the "
+                              "buffer it reads, with the same access", loc=step.loc)
 
 
 def _verify_access(where, step, k: Kernel, what, buf: Buffer, acc: Access, vtype):
@@ -304,6 +314,10 @@ def _verify_plan(s: Schedule):
                               f"bytes) planned at [{b.offset}, {b.offset + b.nbytes}) in an "
                               f"arena of {s.arena_bytes} bytes")
     live = live_ranges(s)
+    for b in planned:
+        if id(b) not in live:
+            raise VerifyError(f"schedule @{s.name}: temp %{b.name} is planned but no step "
+                              "writes it")
     for i, a in enumerate(planned):
         for b in planned[i + 1:]:
             if _overlap(live[id(a)], live[id(b)]) and _overlap(

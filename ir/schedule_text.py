@@ -81,8 +81,11 @@ def _print_step(step, names: _Names, lines: list):
         lines.append(f"{head}{step.op} {io}{attrs}{loc}")
         return
     k = step.kernel
+    inplace = ""
+    if k.inplace:
+        inplace = f", inplace={format_attr(tuple(x for pair in k.inplace for x in pair))}"
     lines.append(f"{head}{graph_ref(k.name)} {io} {{space={format_attr(tuple(k.space))}, "
-                 f"reduce={format_attr(tuple(k.reduce))}}} {{{loc}")
+                 f"reduce={format_attr(tuple(k.reduce))}{inplace}}} {{{loc}")
     for what, bufs, accs in (("load", step.ins, k.loads), ("store", step.outs, k.stores)):
         for b, a in zip(bufs, accs):
             lines.append(f"    {what} {names.name(b)} strides={format_attr(tuple(a.strides))} "
@@ -97,7 +100,7 @@ def kernel_signature(k: Kernel) -> str:
     body = print_graph(Graph("k", k.body.inputs, k.body.nodes, k.body.outputs))
     body = "\n".join(line.split("   # ")[0] for line in body.splitlines())
     acc = ";".join(f"{a.strides}+{a.offset}" for a in k.loads + k.stores)
-    return f"space={k.space} reduce={k.reduce} {acc}\n{_anonymous(body)}"
+    return f"space={k.space} reduce={k.reduce} inplace={k.inplace} {acc}\n{_anonymous(body)}"
 
 
 def _anonymous(text: str) -> str:
@@ -276,6 +279,13 @@ class _ScheduleParser(_Parser):
         space = self.named_ints("space")
         self.expect(",", "`,` before reduce")
         reduce = self.named_ints("reduce")
+        inplace: tuple = ()
+        if self.at(","):
+            self.next()
+            flat = self.named_ints("inplace")
+            if len(flat) % 2:
+                raise self.error(self.peek(), "inplace= lists (store, load) pairs")
+            inplace = tuple(zip(flat[::2], flat[1::2]))
         self.expect("}", "`}` after reduce")
         self.expect("{", "`{` to open the launch's block")
         loc = self.loc()
@@ -289,7 +299,7 @@ class _ScheduleParser(_Parser):
         self.skip_blank()
         self.expect("}", "`}` to close the launch")
         self.end_line()
-        kernel = Kernel(name, space, reduce, body, tuple(loads), tuple(stores))
+        kernel = Kernel(name, space, reduce, body, tuple(loads), tuple(stores), inplace)
         return Launch(kernel, ins, outs, loc)
 
     def named_ints(self, key: str) -> tuple[int, ...]:

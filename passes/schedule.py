@@ -142,6 +142,7 @@ class _Builder:
                 outs = [self.make(v, "value") for v in node.outputs]
                 s.steps.append(Run(node.op, node.attrs, ins, outs, node.loc))
         s.outputs = [self.buffer(v) for v in self.graph.outputs]
+        write_in_place(s)
         return s
 
     def call(self, node):
@@ -195,3 +196,56 @@ def _kernel(node, reads) -> Kernel:
         else:
             stores.append(broadcast_access(v.shape, space))
     return Kernel(node.attrs.name, space, axes, body, loads, tuple(stores))
+
+
+def write_in_place(s: Schedule) -> Schedule:
+    """Turn write-backs into updates in place: when the kernel that makes the new value of an
+    input is the last step to touch that input, and reads it (if at all) element by element as
+    it writes, the kernel stores straight into the input and the write-back goes away (an
+    optimizer's `p - lr * g`, `m * b1 + g * (1 - b1)`).
+
+    Not done when the input is returned, read by a reference step (NumPy may hold a view of
+    it), read by a later step, written twice, or when the value is returned too."""
+    returned = {id(b) for b in s.outputs}
+    dsts = [id(d) for d, _ in s.writes]
+    touched_by_run = {id(b) for st in s.steps if isinstance(st, Run) for b in st.ins}
+    keep = []
+    for dst, src in s.writes:
+        at = _maker(s, src)
+        ok = (at is not None and src.kind == "temp" and id(src) not in returned
+              and id(dst) not in returned and dsts.count(id(dst)) == 1
+              and id(dst) not in touched_by_run
+              and not any(src in st.ins or dst in st.ins or dst in st.outs
+                          for st in s.steps[at + 1:]))
+        if ok:
+            ok = _store_into(s.steps[at], src, dst)
+        if ok:
+            s.buffers.remove(src)
+        else:
+            keep.append((dst, src))
+    s.writes = keep
+    return s
+
+
+def _maker(s: Schedule, b: Buffer) -> int | None:
+    for i, st in enumerate(s.steps):
+        if b in st.outs:
+            return i if isinstance(st, Launch) else None
+    return None
+
+
+def _store_into(step: Launch, src: Buffer, dst: Buffer) -> bool:
+    """Make `step` store its output `src` into `dst` (see write_in_place); False when the
+    kernel reads `dst` other than at the element it writes."""
+    k = step.kernel
+    j = step.outs.index(src)
+    reads = [i for i, b in enumerate(step.ins) if b is dst]
+    if any(k.loads[i] != k.stores[j] for i in reads) or len(reads) > 1:
+        return False
+    if k.stores[j].strides != contiguous_strides(dst.type.shape) and any(
+            d != 1 for d in dst.type.shape):
+        return False
+    step.outs[j] = dst
+    if reads:
+        k.inplace = k.inplace + ((j, reads[0]),)
+    return True

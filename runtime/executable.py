@@ -141,6 +141,17 @@ class Executable:
         # memory with an input; kernels and calls write buffers of their own
         self._may_alias = {slots[id(b)] for b in schedule.inputs + schedule.buffers
                            if b.kind in ("input", "value")}
+        # NOTE: inputs a kernel updates in place; an input made contiguous for the call is a
+        # copy, which is copied back into the caller's array
+        updated = {id(b) for st in schedule.steps if isinstance(st, Launch) for b in st.outs
+                   if b.kind == "input"}
+        self._updated = [(i, slots[id(b)]) for i, b in enumerate(schedule.inputs)
+                         if id(b) in updated]
+
+    @property
+    def written_inputs(self) -> list[int]:
+        """Indices of the inputs a call writes (write-backs and updates in place)."""
+        return sorted({i for i, _ in self.writebacks} | {i for i, _ in self._updated})
 
     @property
     def kernels(self) -> list:
@@ -181,6 +192,9 @@ class Executable:
                 env[s] = view
             for step in self.steps:
                 step(env)
+            for i, s in self._updated:
+                if env[s] is not inputs[i]:
+                    np.copyto(inputs[i], env[s])
             outs = [env[s] for s in self.output_slots]
             for i in self._copy_outputs:
                 if np.may_share_memory(outs[i], arena.block):

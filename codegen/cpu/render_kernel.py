@@ -97,8 +97,14 @@ def render_kernel(k: Kernel, symbol: str) -> RenderedKernel:
     nest = loop_nest(k)
     em = _Emitter(k, nest)
     em.emit()
-    params = [f"%in{i}: {em.memref(i)} {{llvm.noalias}}" for i in range(len(k.loads))]
-    params += [f"%out{j}: {em.memref(len(k.loads) + j)} {{llvm.noalias}}"
+    # NOTE: a buffer updated in place is both a load and a store: not noalias
+    shared_in = {i for _, i in k.inplace}
+    shared_out = {j for j, _ in k.inplace}
+
+    def attr(shared: bool) -> str:
+        return "" if shared else " {llvm.noalias}"
+    params = [f"%in{i}: {em.memref(i)}{attr(i in shared_in)}" for i in range(len(k.loads))]
+    params += [f"%out{j}: {em.memref(len(k.loads) + j)}{attr(j in shared_out)}"
                for j in range(len(k.stores))]
     params += ["%lo: index", "%hi: index"]
     head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",

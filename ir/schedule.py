@@ -208,9 +208,12 @@ def _verify_step(s: Schedule, step, defined: set, declared: set):
         if id(b) not in defined:
             raise VerifyError(f"{where} reads %{b.name} before any step writes it",
                               loc=step.loc)
+    inplace = ({id(step.outs[j]) for j, i in step.kernel.inplace
+                if j < len(step.outs) and i < len(step.ins) and step.outs[j] is step.ins[i]}
+               if kind == "launch" else set())
     for b in step.outs:
-        if b.kind == "input" and kind == "launch":
-            continue        # NOTE: an update in place of the caller's array
+        if kind == "launch" and (b.kind == "input" or id(b) in inplace):
+            continue        # NOTE: an update in place (of the caller's array, or a buffer)
         if id(b) in defined or id(b) not in declared:
             raise VerifyError(f"{where} writes %{b.name}, which is "
                               + ("already written" if id(b) in defined else "not declared"),
@@ -338,7 +341,8 @@ def live_ranges(s: Schedule) -> dict[int, tuple[int, int]]:
     end = len(s.steps)
     for i, step in enumerate(s.steps):
         for b in step.outs:
-            ranges[id(b)] = [i, i]
+            # NOTE: a buffer updated in place is written again: it lives from its first write
+            ranges.setdefault(id(b), [i, i])[1] = i
         for b in step.ins:
             if id(b) in ranges:
                 ranges[id(b)][1] = i

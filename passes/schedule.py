@@ -143,6 +143,7 @@ class _Builder:
                 s.steps.append(Run(node.op, node.attrs, ins, outs, node.loc))
         s.outputs = [self.buffer(v) for v in self.graph.outputs]
         write_in_place(s)
+        reuse_dying_temps(s)
         return s
 
     def call(self, node):
@@ -249,3 +250,48 @@ def _store_into(step: Launch, src: Buffer, dst: Buffer) -> bool:
     if reads:
         k.inplace = k.inplace + ((j, reads[0]),)
     return True
+
+
+def reuse_dying_temps(s: Schedule) -> Schedule:
+    """A kernel whose input is a temp it reads for the last time, element by element as it
+    writes an output of the same type, writes that output over the temp: the temp's maker
+    writes the output buffer directly, and the kernel updates it in place (`relu(x @ w.T + b)`:
+    the GEMM writes the result, the bias and ReLU are applied where it lies)."""
+    for at, step in enumerate(s.steps):
+        if not isinstance(step, Launch):
+            continue
+        for j, out in enumerate(list(step.outs)):
+            i = _dying_input(s, at, step, j)
+            if i is not None:
+                _write_over(s, at, step, i, j)
+    return s
+
+
+def _dying_input(s: Schedule, at: int, step: Launch, j: int) -> int | None:
+    out, k = step.outs[j], step.kernel
+    if out.kind not in ("temp", "output") or any(jj == j for jj, _ in k.inplace):
+        return None
+    returned = {id(b) for b in s.outputs} | {id(src) for _, src in s.writes}
+    # NOTE: a reference step's result may be a NumPy view of its input, read later
+    viewed = {id(b) for st in s.steps if isinstance(st, Run) for b in st.ins}
+    for i, t in enumerate(step.ins):
+        if (t.kind != "temp" or t.type != out.type or id(t) in returned or id(t) in viewed
+                or step.ins.count(t) != 1 or k.loads[i] != k.stores[j]
+                or any(t in st.ins for st in s.steps[at + 1:])
+                or any(ii == i for _, ii in k.inplace)):
+            continue
+        maker = next((st for st in s.steps[:at] if t in st.outs), None)
+        if isinstance(maker, (Launch, Call)) and maker.outs.count(t) == 1:
+            return i
+    return None
+
+
+def _write_over(s: Schedule, at: int, step: Launch, i: int, j: int):
+    t, out = step.ins[i], step.outs[j]
+    for st in s.steps[:at + 1]:
+        st.ins[:] = [out if b is t else b for b in st.ins]
+        st.outs[:] = [out if b is t else b for b in st.outs]
+    # NOTE: the output is now made where the temp was: declared in the temp's place
+    s.buffers.remove(out)
+    s.buffers[s.buffers.index(t)] = out
+    step.kernel.inplace = step.kernel.inplace + ((j, i),)

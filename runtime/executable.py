@@ -48,8 +48,9 @@ class _Step:
         self.step = step
         self.ins = [slots[id(b)] for b in step.ins]
         self.outs = [slots[id(b)] for b in step.outs]
+        # NOTE: an output updated in place (also an operand) was allocated by its maker
         self.fresh = [(slots[id(b)], tuple(b.type.shape), b.type.dtype.np)
-                      for b in step.outs if b.kind == "output"]
+                      for b in step.outs if b.kind == "output" and b not in step.ins]
         # NOTE: a `run` step may leave a strided view; kernels read C-contiguous buffers
         self.contiguous = [slots[id(b)] for b in step.ins if b.kind == "value"]
         self.device = device
@@ -261,8 +262,13 @@ class _SegmentStep(_Step):
         self.handle = handle
         self.ins = [slots[id(b)] for st in steps for b in st.ins]
         self.outs = [slots[id(b)] for st in steps for b in st.outs]
-        self.fresh = [(slots[id(b)], tuple(b.type.shape), b.type.dtype.np)
-                      for st in steps for b in st.outs if b.kind == "output"]
+        made: dict = {}
+        for st in steps:
+            for b in st.outs:
+                if b.kind == "output" and b not in st.ins:
+                    made.setdefault(id(b), (slots[id(b)], tuple(b.type.shape),
+                                            b.type.dtype.np))
+        self.fresh = list(made.values())
         self.contiguous = [slots[id(b)] for st in steps for b in st.ins if b.kind == "value"]
         self.device = device
         self.order = [slots[id(b)] for b in handle.buffers]

@@ -342,8 +342,9 @@ class _Emitter:
             self.phase += 1
         if in_loop:
             self._loop([self.k.body.outputs[j] for j in in_loop], None, in_loop)
-        for j in at_row:
-            self._store(j, self.get(self.k.body.outputs[j], False), False)
+        values = [self.get(self.k.body.outputs[j], False) for j in at_row]
+        for j, v in zip(at_row, values):
+            self._store(j, v, False)
 
     def _store(self, j: int, value: Scalar, in_loop: bool):
         n_in = len(self.k.loads)
@@ -395,8 +396,11 @@ class _Emitter:
             current = accs[-1] if dims else init.name
             new = self.b.emit(_combine(op, acc_dtype, current, x.name), acc_dtype)
         else:
-            for j in stores:
-                self._store(j, self.get(self.k.body.outputs[j], True), True)
+            # NOTE: every value first, then the stores: a store may write over an input a
+            # later value still loads (an update in place)
+            values = [self.get(self.k.body.outputs[j], True) for j in stores]
+            for j, v in zip(stores, values):
+                self._store(j, v, True)
             new = None
         inner, self.b.lines, self.loop = self.b.lines, outer_lines, None
         if not dims:

@@ -122,18 +122,18 @@ def test_temps_that_never_live_at_once_share_the_arena():
     exe = compile_graph(graph)
     s = exe.schedule
     assert [step_kind(st) for st in s.steps] == ["launch", "call", "launch", "call", "launch"]
+    # NOTE: each kernel after a matmul updates the matmul's result in place (it reads it for
+    # the last time, element by element): two temps instead of four
+    assert [st.kernel.inplace for st in s.steps[2::2]] == [((0, 0),), ((0, 0),)]
     temps = [b for b in s.buffers if b.kind == "temp"]
-    assert len(temps) == 4 and all(b.planned and b.arena == 0 for b in temps)
+    assert len(temps) == 2 and all(b.planned and b.arena == 0 for b in temps)
     live = live_ranges(s)
-    assert [live[id(b)] for b in temps] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert [live[id(b)] for b in temps] == [(0, 1), (1, 3)]
     for i, a in enumerate(temps):
         for b in temps[i + 1:]:
             together = live[id(a)][0] <= live[id(b)][1] and live[id(b)][0] <= live[id(a)][1]
             disjoint = a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset
             assert disjoint or not together, (a, b)       # live at once: separate bytes
-    t0, t1, t2, t3 = temps
-    assert t0.offset == t2.offset and t1.offset == t3.offset != t0.offset
-    assert s.arena_bytes == 2 * 1024 < s.naive_bytes == 4 * 1024
     assert s.arena_bytes <= s.naive_bytes
     x = np.random.default_rng(4).standard_normal((16, 16)).astype(np.float32) * 0.1
     want = interpret(graph, [x])[0]

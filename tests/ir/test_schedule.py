@@ -176,3 +176,30 @@ def test_the_reference_executor_reads_strided_loads():
     run_kernel_reference(s.kernels[0], [x.reshape(4, 8)], [out])
     # element (i, j) is read at i + 4 j: the max of row i is at j = 7
     assert out.ravel().tolist() == [28.0, 29.0, 30.0, 31.0]
+
+
+def test_a_buffer_updated_in_place_lives_from_its_first_write():
+    # %a is made at step 0 and updated in place at step 2; %b lives in between: the plan must
+    # keep them apart (a range restarted at the update would let %b share %a's bytes)
+    s = plan_memory(parse_schedule('''
+schedule @f(%x: f32[8,8]) {
+  buffer %a: f32[8,8] temp
+  buffer %b: f32[8,8] temp
+  buffer %c: f32[8,8] output
+  call matmul (%x, %x) -> (%a)
+  call matmul (%x, %x) -> (%b)
+  launch @k (%a, %b) -> (%a) {space=[8,8], reduce=[], inplace=[0,0]} {
+    load %a strides=[8,1] offset=0
+    load %b strides=[8,1] offset=0
+    store %a strides=[8,1] offset=0
+    body @k(%0: f32[8,8], %1: f32[8,8]) {
+      %2: f32[8,8] = add %0, %1
+      return %2
+    }
+  }
+  call matmul (%a, %x) -> (%c)
+  return %c
+}'''))
+    a, b = s.buffers[:2]
+    assert live_ranges(s)[id(a)] == (0, 3)
+    assert a.offset != b.offset

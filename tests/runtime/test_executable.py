@@ -281,3 +281,53 @@ def test_no_update_in_place_of_an_input_read_later():
     got_sum, _ = exe([p, grad])
     np.testing.assert_allclose(got_sum, np.full(5, old.sum()), rtol=1e-5)
     np.testing.assert_allclose(p, old - grad, rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["null", "cpu-threads", "cpu-segment"])
+def test_an_epilogue_updates_the_matmul_result_in_place(device):
+    from kiln.runtime.cpu import CpuLauncher
+    g = _graph("""
+        graph @linear_relu(%x: f32[8,6], %w: f32[5,6], %b: f32[5]) {
+          %0: f32[6,5] = permute %w {perm=[1,0]}
+          %1: f32[8,5] = matmul %x, %0
+          %2: f32[8,5] = expand %b {shape=[8,5]}
+          %3: f32[8,5] = add %1, %2
+          %4: f32[8,5] = relu %3
+          return %4
+        }""")
+    if device == "null":
+        exe = _null(g)[0]
+    else:
+        launcher = CpuLauncher(threads=2, min_parallel_work=0) if device == "cpu-threads" \
+            else None
+        exe = compile_graph(g, launcher)
+    (kernel,) = exe.schedule.kernels
+    assert kernel.inplace == ((0, 0),) and not any(
+        b.kind == "temp" for b in exe.schedule.buffers)
+    xs = _inputs(g, 10)
+    for _ in range(2):
+        np.testing.assert_allclose(exe(xs)[0], interpret(g, xs)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduce", [False, True])
+def test_a_kernel_writing_over_its_input_reads_every_value_first(reduce):
+    # the first result is written over the matmul's buffer; the second still reads it
+    # NOTE: with the sum, exp(%1) is kept from the sum's loop (scratch) and stored before
+    # anything in the last loop loads %1
+    tail = ("%4: f32[6,1] = sum %2 {axes=[1], keepdim=true}\n"
+            "      %5: f32[6,4] = expand %4 {shape=[6,4]}\n"
+            "      %6: f32[6,4] = sub %1, %5") if reduce else "%6: f32[6,4] = neg %1"
+    g = _graph(f"""
+        graph @f(%x: f32[6,5], %w: f32[5,4]) {{
+          %1: f32[6,4] = matmul %x, %w
+          %2: f32[6,4] = exp %1
+          {tail}
+          %7: f32[6,4] = mul %6, %2
+          return %2, %7
+        }}""")
+    exe = compile_graph(g)
+    (kernel,) = exe.schedule.kernels
+    assert kernel.inplace, "the exp is written over the matmul's buffer"
+    xs = _inputs(g, 11)
+    for got, want in zip(exe(xs), interpret(g, xs)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

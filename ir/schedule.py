@@ -336,7 +336,20 @@ def _overlap(a, b) -> bool:
 def live_ranges(s: Schedule) -> dict[int, tuple[int, int]]:
     """id(buffer) -> (first step, last step) it is live in: from the step that writes it to
     the last step that reads it (buffers returned or written back live to the end, and the
-    inputs of a `run` step as long as its outputs)."""
+    inputs of a `run` step as long as its outputs).
+
+    >>> from kiln.ir.schedule_text import parse_schedule
+    >>> s = parse_schedule('''
+    ... schedule @f(%x: f32[2,2]) {
+    ...   buffer %a: f32[2,2] temp
+    ...   buffer %b: f32[2,2] output
+    ...   call matmul (%x, %x) -> (%a)
+    ...   call matmul (%a, %x) -> (%b)
+    ...   return %b
+    ... }''')
+    >>> [live_ranges(s)[id(b)] for b in s.buffers]
+    [(0, 1), (1, 2)]
+    """
     ranges: dict[int, list[int]] = {}
     end = len(s.steps)
     for i, step in enumerate(s.steps):

@@ -43,7 +43,11 @@ class Device:
 
 
 def transposed(arrays: list, flags) -> list:
-    """`arrays` with the last two axes swapped where `flags` says (a call's `transpose`)."""
+    """`arrays` with the last two axes swapped where `flags` says (a call's `transpose`).
+
+    >>> [a.shape for a in transposed([np.zeros((2, 3)), np.zeros((4, 5))], (False, True))]
+    [(2, 3), (5, 4)]
+    """
     if not flags:
         return arrays
     return [np.swapaxes(a, -1, -2) if f else a for a, f in zip(arrays, flags)]

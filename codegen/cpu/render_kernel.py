@@ -69,7 +69,20 @@ class LoopNest:
 
 
 def loop_nest(k: Kernel) -> LoopNest:
-    """The kernel's loops: unit axes dropped, mergeable neighbours merged."""
+    """The kernel's loops: unit axes dropped, mergeable neighbours merged.
+
+    >>> from kiln.ir.parser import parse
+    >>> from kiln.passes.fusion import fuse_elementwise
+    >>> from kiln.passes.schedule import build_schedule
+    >>> s = build_schedule(fuse_elementwise(parse('''
+    ... graph @f(%x: f32[8,1,16]) {
+    ...   %0: f32[8,1,1] = max %x {axes=[2], keepdim=true}
+    ...   return %0
+    ... }''')))
+    >>> nest = loop_nest(s.kernels[0])
+    >>> [d.extent for d in nest.parallel], [d.extent for d in nest.reduce]
+    ([8], [16])
+    """
     accesses = k.loads + k.stores
     dims = [(k.space[a], tuple(x.strides[a] for x in accesses), a in k.reduce)
             for a in range(len(k.space)) if k.space[a] != 1]

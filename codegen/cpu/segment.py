@@ -35,7 +35,19 @@ class SegmentArtifact:
 
 
 def entry_ir(symbol: str, steps, buffers: list, kernel_symbols: dict) -> str:
-    """LLVM IR of the entry function (kernels declared, GEMM declared)."""
+    """LLVM IR of the entry function (kernels declared, GEMM declared).
+
+    >>> from kiln.ir.schedule_text import parse_schedule
+    >>> s = parse_schedule('''
+    ... schedule @f(%a: f32[2,3], %b: f32[4,3]) {
+    ...   buffer %c: f32[2,4] output
+    ...   call matmul (%a, %b) -> (%c) {transpose=[false,true]}
+    ...   return %c
+    ... }''')
+    >>> text = entry_ir("entry", s.steps, segment_buffers(s.steps), {})
+    >>> "i32 111, i32 112, i64 2, i64 4, i64 3" in text     # row-major, B transposed
+    True
+    """
     index = {id(b): i for i, b in enumerate(buffers)}
     head, body, declared = [], [], set()
     body.append(f"define void @{symbol}(ptr %bufs) {{")

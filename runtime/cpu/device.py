@@ -1,6 +1,14 @@
 """The CPU device: kernels are machine code at an address (`void f(ptr..., i64 lo, i64 hi)`,
 see codegen/cpu/render_kernel.py), launched with ctypes over [0, outer) and split over
-threads when the work is large; matmul is NumPy's BLAS writing into the planned buffer."""
+threads when the work is large; matmul is NumPy's BLAS writing into the planned buffer.
+
+    >>> import numpy as np
+    >>> out = np.empty((2, 2), np.float32)
+    >>> default_cpu_device().call("matmul", None, [np.eye(2, dtype=np.float32),
+    ...                           np.ones((2, 2), np.float32)], [out], (False, True))
+    >>> out.tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
+"""
 from __future__ import annotations
 
 import ctypes

@@ -113,16 +113,28 @@ class Launch:
 
 
 @dataclasses.dataclass(eq=False)
-class Call:
-    """A library routine (`op` from the registry) writing into `outs`. `transpose` (one flag
-    per operand, or empty) says an operand buffer holds the transpose of its last two axes
-    (a matmul reads `w.T` from `w` itself, as BLAS's transa/transb)."""
+class _OpStep:
+    """A step that applies a registry op (`op`, `attrs`) to buffers."""
 
     op: str
     attrs: Attrs
     ins: list[Buffer]
     outs: list[Buffer]
     loc: Loc | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class Run(_OpStep):
+    """An op run by its NumPy reference; its outputs are `value` buffers it makes."""
+
+
+@dataclasses.dataclass(eq=False)
+class Call(_OpStep):
+    """A library routine (`op` from the registry) writing into `outs` (`temp` or `output`
+    buffers). `transpose` (one flag per operand, or empty) says an operand buffer holds the
+    transpose of its last two axes (a matmul reads `w.T` from `w` itself, as BLAS's
+    transa/transb)."""
+
     transpose: tuple = ()
 
     def operand_types(self) -> list:
@@ -134,17 +146,6 @@ class Call:
                 t = t.with_shape(t.shape[:-2] + (t.shape[-1], t.shape[-2]))
             out.append(t)
         return out
-
-
-@dataclasses.dataclass(eq=False)
-class Run:
-    """An op run by its NumPy reference; its outputs are `value` buffers it makes."""
-
-    op: str
-    attrs: Attrs
-    ins: list[Buffer]
-    outs: list[Buffer]
-    loc: Loc | None = None
 
 
 @dataclasses.dataclass(eq=False)

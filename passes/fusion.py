@@ -101,6 +101,11 @@ class _Groups:
         self.index = {n: i for i, n in enumerate(graph.nodes)}
         self.root = list(range(len(graph.nodes)))
         self.space = {i: _space(n) for i, n in enumerate(graph.nodes) if _is_member(n)}
+        # NOTE: per group, the keepdim=false reduction results it makes and the values its
+        # members read: a group may not hold both ends of one (see try_merge)
+        self.flat = {i: {n.outputs[0]} if n.op in FUSIBLE_REDUCTIONS and not n.attrs.keepdim
+                     else set() for i, n in enumerate(graph.nodes) if _is_member(n)}
+        self.read = {i: set(_reads(n)) for i, n in enumerate(graph.nodes) if _is_member(n)}
         self.dag = nx.DiGraph()
         self.dag.add_nodes_from(range(len(graph.nodes)))
         for n in graph.nodes:
@@ -119,10 +124,14 @@ class _Groups:
         if a == b or (producer.op in FUSIBLE_REDUCTIONS and not producer.attrs.keepdim):
             return False     # NOTE: a keepdim=false result no longer lines up with the space
         joined = _join(self.space[a], self.space[b])
-        if joined is None or self._other_path(a, b):
+        if joined is None or self.flat[a] & self.read[b] or self.flat[b] & self.read[a]:
+            return False     # NOTE: a keepdim=false result no longer lines up with the space
+        if self._other_path(a, b):
             return False
         keep, gone = min(a, b), max(a, b)
         self.space[keep] = joined
+        self.flat[keep] = self.flat[a] | self.flat[b]
+        self.read[keep] = self.read[a] | self.read[b]
         for u in list(self.dag.predecessors(gone)):
             if u != keep:
                 self.dag.add_edge(u, keep)

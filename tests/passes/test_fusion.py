@@ -411,3 +411,18 @@ def test_random_graphs_keep_meaning_and_contract(seed):
         got = compile_graph(fused)(inputs)
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5)
+
+
+def test_a_keepdim_false_reduction_is_not_read_in_its_own_kernel_through_a_sibling(rng):
+    # the add joins the tanh's kernel (it reads the tanh); the sum is in that kernel too, and
+    # the add also reads the sum's [3] result: the add must stay out of it
+    out, _ = fuse(graph("""
+        graph @f(%x: f64[2,3]) {
+          %0: f64[2,3] = tanh %x
+          %1: f64[3] = sum %0 {axes=[0], keepdim=false}
+          %2: f64[2,3] = expand %1 {shape=[2,3]}
+          %3: f64[2,3] = add %0, %2
+          return %3
+        }
+        """), rng)
+    assert [n.op for n in out.nodes] == ["kernel", "kernel"]

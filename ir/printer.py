@@ -21,7 +21,8 @@ from .graph import Graph
 # (spaces, parentheses, quotes, empty) prints as a quoted string, `@"my graph"`.
 _BARE_GRAPH_NAME = re.compile(r"[\w.<>$:-]+")
 # NOTE: the parser's name token; Python identifiers may hold more (`A·`, combining marks),
-# which would print but not parse back: such a hint prints as a number instead
+# which would print but not parse back, and the token allows non-identifiers (`❶`, a \w that
+# is no digit): such a hint prints as a number instead
 _HINT = re.compile(r"[^\W\d]\w*")
 
 
@@ -38,7 +39,7 @@ class _Names:
 
     def name(self, v, hint=None) -> str:
         if v not in self.names:
-            if hint and _HINT.fullmatch(hint) and hint not in self.taken:
+            if hint and _HINT.fullmatch(hint) and hint.isidentifier() and hint not in self.taken:
                 n = hint
             else:
                 while str(self.counter) in self.taken:

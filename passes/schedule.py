@@ -257,25 +257,27 @@ def reuse_dying_temps(s: Schedule) -> Schedule:
     writes an output of the same type, writes that output over the temp: the temp's maker
     writes the output buffer directly, and the kernel updates it in place (`relu(x @ w.T + b)`:
     the GEMM writes the result, the bias and ReLU are applied where it lies)."""
+    kept = {id(b) for b in s.outputs} | {id(src) for _, src in s.writes}
+    # NOTE: a reference step's result may be a NumPy view of its input, read later
+    kept |= {id(b) for st in s.steps if isinstance(st, Run) for b in st.ins}
     for at, step in enumerate(s.steps):
         if not isinstance(step, Launch):
             continue
         for j, out in enumerate(list(step.outs)):
-            i = _dying_input(s, at, step, j)
+            i = _dying_input(s, at, step, j, kept)
             if i is not None:
                 _write_over(s, at, step, i, j)
     return s
 
 
-def _dying_input(s: Schedule, at: int, step: Launch, j: int) -> int | None:
+def _dying_input(s: Schedule, at: int, step: Launch, j: int, kept: set) -> int | None:
+    """The operand `step` can write output j over (see reuse_dying_temps), or None; `kept`:
+    ids of buffers that outlive the call or may be viewed."""
     out, k = step.outs[j], step.kernel
     if out.kind not in ("temp", "output") or any(jj == j for jj, _ in k.inplace):
         return None
-    returned = {id(b) for b in s.outputs} | {id(src) for _, src in s.writes}
-    # NOTE: a reference step's result may be a NumPy view of its input, read later
-    viewed = {id(b) for st in s.steps if isinstance(st, Run) for b in st.ins}
     for i, t in enumerate(step.ins):
-        if (t.kind != "temp" or t.type != out.type or id(t) in returned or id(t) in viewed
+        if (t.kind != "temp" or t.type != out.type or id(t) in kept
                 or step.ins.count(t) != 1 or k.loads[i] != k.stores[j]
                 or any(t in st.ins for st in s.steps[at + 1:])
                 or any(ii == i for _, ii in k.inplace)):

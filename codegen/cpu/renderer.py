@@ -183,6 +183,7 @@ class CpuRenderer:
         # instead of being compiled a second time.
         self._live: weakref.WeakValueDictionary[str, _Code] = weakref.WeakValueDictionary()
         self._texts: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._rendered: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self.stats = {"compiled": 0, "hits": 0}
 
@@ -197,7 +198,7 @@ class CpuRenderer:
         import hashlib
         digest = hashlib.sha256(k.signature().encode()).hexdigest()[:12]
         symbol = f"kiln_kernel_{digest}"
-        rendered = render_kernel(k, symbol)
+        rendered = self._render(k, symbol)
         module = self._module("kernel\n" + rendered.mlir, lambda: [
             mlir_to_llvm_ir(rendered.mlir, what=f"kernel {k.name}")], [symbol])
         code = _Code(symbol, rendered.mlir, module, rendered.nest, rendered.ops_per_element)
@@ -228,8 +229,22 @@ class CpuRenderer:
 
     def kernel_work(self, k: Kernel) -> int:
         """Estimated cost of one launch of `k` (for the device's threading choice)."""
-        r = render_kernel(k, "w")
+        r = self._render(k, "w")
         return r.nest.numel * r.ops_per_element
+
+    def _render(self, k: Kernel, symbol: str):
+        """`render_kernel(k, symbol)`, rendered once per signature (the threading choice and
+        the compile both need it)."""
+        key = k.signature()
+        with self._lock:
+            r = self._rendered.get(key)
+        if r is None:
+            r = render_kernel(k, "kiln_KSYM")
+            with self._lock:
+                self._rendered[key] = r
+                while len(self._rendered) > 4 * self.cache_size:
+                    self._rendered.popitem(last=False)
+        return dataclasses.replace(r, mlir=r.mlir.replace("kiln_KSYM", symbol))
 
     def compile_segment(self, name: str, steps) -> SegmentArtifact:
         """One compiled entry function running `steps` (launches and matmul calls) in order;
@@ -244,7 +259,7 @@ class CpuRenderer:
             sig = k.signature()
             if sig not in by_signature:
                 sym = symbol_name(f"{name}_{k.name}")
-                by_signature[sig] = (sym, render_kernel(k, sym))
+                by_signature[sig] = (sym, self._render(k, sym))
             sym, r = by_signature[sig]
             symbols[id(k)] = (sym, r.nest.outer)
             rendered[id(k)] = (k, sym, r)
@@ -286,6 +301,7 @@ class CpuRenderer:
             self._cache.clear()
             self._live.clear()
             self._texts.clear()
+            self._rendered.clear()
 
 
 _DEFAULT: CpuRenderer | None = None

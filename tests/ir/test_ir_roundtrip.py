@@ -103,3 +103,11 @@ def test_scalar_attributes_keep_their_python_type():
     attrs = g.nodes[0].attrs
     assert type(attrs.start) is int and type(attrs.stop) is float
     assert g.nodes[1].attrs.value is True
+
+
+@pytest.mark.parametrize("hint", ["❶", "A·", "x\u0301"])
+def test_hints_the_parser_cannot_read_print_as_numbers(hint):
+    b = GraphBuilder("f")
+    x = b.add_input(TensorType(float32, ()), hint=hint)
+    text = str(b.finish(b.emit("exp", [x], {})))
+    assert str(parse(text)) == text

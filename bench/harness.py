@@ -170,7 +170,8 @@ def _executable_inputs(entry, args) -> list:
 
 def _time_steps(exe, arrays, reps: int) -> list[list[float]]:
     """Seconds of each step of `reps` calls of exe(arrays): each step wrapped in a timer for
-    the calls (the executable's own loop runs them: its arena and buffers stay its own)."""
+    the calls (the executable's step loop, `run_steps`, runs them: its arena and buffers
+    stay its own; a call itself runs the generated runner, which a wrapper cannot time)."""
     steps = list(exe.steps)
     times: list[list[float]] = [[] for _ in steps]
 
@@ -183,7 +184,7 @@ def _time_steps(exe, arrays, reps: int) -> list[list[float]]:
     exe.steps[:] = [timed(s, t) for s, t in zip(steps, times)]
     try:
         for _ in range(reps):
-            exe(arrays)
+            exe.run_steps(arrays)
     finally:
         exe.steps[:] = steps
     return times

@@ -13,11 +13,17 @@ import numpy as np
 from kiln.ir.errors import KilnError
 from kiln.ir.registry import VJPContext
 
-_state = threading.local()
+class _GradState(threading.local):
+    # NOTE: a class default, so a thread's first read finds it without a failed lookup
+    # (getattr with a default costs an AttributeError: ~0.4 µs on every jitted call)
+    enabled = True
+
+
+_state = _GradState()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 def set_grad_enabled(mode: bool) -> None:

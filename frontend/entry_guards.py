@@ -26,6 +26,7 @@ class InputSources(list):
     """Where each graph input comes from, plus the guards under which the graph is valid."""
 
     guards: "EntryGuards"
+    plain = False       # NOTE: True when input k is argument leaf k, for every input
 
 
 class EntryGuards:
@@ -93,11 +94,15 @@ class EntryGuards:
                 return ("tensor", t, f"{_path_text(paths[0])} is no longer the same tensor "
                                      f"as {_path_text(paths[1])}")
             if self.current[i] is not t:
-                self.current[i] = t
-                # NOTE: the sources list is the entry's: later readers of it (the profile in
-                # bench/harness.py) see the tensor bound now, not the one traced.
-                self.sources[i] = ("capture", t, guard)
+                self.bind(i, t)
         return None
+
+    def bind(self, i: int, t: Tensor) -> None:
+        """Make `t` graph input i (a captured tensor found at its path for this call)."""
+        self.current[i] = t
+        # NOTE: the sources list is the entry's: later readers of it (the profile in
+        # bench/harness.py) see the tensor bound now, not the one traced.
+        self.sources[i] = ("capture", t, self.sources[i][2])
 
     def tensors(self, leaves) -> list:
         """Per graph input, the Tensor bound to it for the call last checked."""

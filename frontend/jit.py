@@ -30,6 +30,7 @@ from .guards import (Shown, defaults_key, describe_reads, frozen_reads, function
                      set_origin, static_spec)
 from .creation import SEEDS
 from .jit_effects import CallEffects
+from .jit_fast import fast_check
 from .jit_grad import TapeBackward
 from .tensor import Tensor
 from .trace import GraphBreak, Trace, ValueBreak, current_trace, tracing
@@ -131,6 +132,19 @@ class _Compiled:
         return self.sources.guards.tensors(leaves)
 
     def __call__(self, leaves):
+        if self.sources.plain:
+            tensors = leaves
+            arrays = [t._data for t in leaves]
+        else:
+            tensors, arrays = self._bind_inputs(leaves)
+        self.effects.before(tensors, arrays)
+        results = self.executable(arrays)
+        outs = self.effects.after(tensors, results)
+        if self.backward is not None and autograd.is_grad_enabled():
+            self.backward.record(tensors, outs, self.effects.saved(results, outs))
+        return outs[0] if self.out_spec == _ONE_TENSOR else _unflatten(self.out_spec, outs)
+
+    def _bind_inputs(self, leaves):
         arrays = []
         tensors = self.input_tensors(leaves)
         for (kind, ref, extra), t in zip(self.sources, tensors):
@@ -140,12 +154,10 @@ class _Compiled:
                 arrays.append(np.asarray(ref(), dtype=extra))
             else:
                 arrays.append(np.array(SEEDS.next(), dtype=np.int64))
-        self.effects.before(tensors, arrays)
-        results = self.executable(arrays)
-        outs = self.effects.after(tensors, results)
-        if self.backward is not None and autograd.is_grad_enabled():
-            self.backward.record(tensors, outs, self.effects.saved(results, outs))
-        return _unflatten(self.out_spec, outs)
+        return tensors, arrays
+
+
+_ONE_TENSOR = ("T",)
 
 
 def _leaves_of(call) -> list:
@@ -183,6 +195,8 @@ def _input_sources(trace: Trace) -> InputSources:
         else:
             out.append(("seed", None, None))
     out.guards = EntryGuards(trace, out)
+    # NOTE: graph inputs are the arguments' tensors in order: no binding work per call
+    out.plain = [s[:2] for s in out] == [("arg", i) for i in range(len(trace.arg_values))]
     return out
 
 
@@ -330,14 +344,29 @@ class JitFunction:
         self._call = None           # (args, kwargs) between _key and _lookup
         self._call_leaves = None    # their tensor leaves
         self._past_limit = None     # the silent eager entry once the limit warning was given
+        self._fast = None           # (check, entry) of the last key that hit (jit_fast.py)
+        self._fast_enabled = os.environ.get("KILN_JIT_FAST", "1") != "0"
 
     def __call__(self, *args, **kwargs):
         if current_trace() is not None:
             return self.fn(*args, **kwargs)   # NOTE: nested jit traces inline
+        fast = self._fast
+        if fast is not None:
+            leaves = fast[0](args, kwargs)
+            if leaves is not None:
+                return fast[1](leaves)
         key, leaves = self._key(args, kwargs)
+        call = self._call
         entry = self._lookup(key)
         if entry is None:
             entry = self._compile(key, args, kwargs, leaves, key[2])
+            # NOTE: only when the new entry's guards hold for this very call (the trace ran
+            # the user's code, which may have changed what the key read before it)
+            if isinstance(entry, _Compiled) and self._fast_enabled and \
+                    entry.guards_hold(call, leaves):
+                self._fast = _fast_for(self, key, call, entry)
+        elif isinstance(entry, _Compiled) and self._fast_enabled:
+            self._fast = _fast_for(self, key, call, entry)
         if isinstance(entry, _Eager):       # NOTE: eager, or replay (frontend/replay.py)
             return entry.run(args, kwargs, leaves)
         return entry(leaves)
@@ -496,6 +525,31 @@ class JitFunction:
         self(*args, **kwargs)
         entry = self._lookup(self._key(args, kwargs)[0])
         return getattr(entry, "graph", None)
+
+
+def _fast_for(jf: JitFunction, key, call, entry):
+    """(fast check, entry) for calls repeating `key`. A check is written once per entry and
+    key (a program alternating between two shapes must not write one per call), and again
+    when it said no to a call the ordinary path then matched (a read that is now an equal
+    but new object), at most `_REWRITES` times per entry."""
+    checks = entry.__dict__.setdefault("fast_checks", {})
+    check = checks.get(key)
+    if check is None or (jf._fast is not None and jf._fast[0] is check):
+        rewrites = entry.__dict__.get("fast_rewrites", 0)
+        if rewrites >= _REWRITES:
+            return None
+        entry.fast_rewrites = rewrites + 1
+        if len(checks) >= 8:
+            checks.clear()
+        check = checks[key] = fast_check(jf, key, call, entry) or _NO_CHECK
+    return None if check is _NO_CHECK else (check, entry)
+
+
+_REWRITES = 16
+
+
+def _NO_CHECK(args, kwargs):
+    return None
 
 
 def recompile_reasons(jf: JitFunction) -> list[str]:

@@ -37,6 +37,11 @@ class CallEffects:
             if "_grads" in trace.__dict__ else []
         self.saved_start = getattr(trace, "saved_start", len(graph.outputs))
         self.may_alias = _may_alias(executable.graph.outputs)
+        fresh = getattr(executable, "fresh_outputs", None)
+        if fresh is not None and len(fresh) == len(self.may_alias):
+            # NOTE: the executable knows which arrays are new memory of the call (a view op
+            # in the graph is often a strided kernel store into a fresh buffer there)
+            self.may_alias = [m and not f for m, f in zip(self.may_alias, fresh)]
         self.view_roots = {k: (pos, ops) for k, pos, ops in getattr(trace, "view_roots", ())}
 
     def before(self, tensors: list, arrays: list) -> None:

@@ -14,7 +14,11 @@ from kiln.ir.dtypes import DType
 from kiln.ir.errors import NotSupportedError
 from kiln.ir.types import TensorType
 
-_local = threading.local()
+class _TraceState(threading.local):
+    stack: list | None = None   # NOTE: a class default: no failed lookup per jitted call
+
+
+_local = _TraceState()
 
 
 class GraphBreak(NotSupportedError):
@@ -151,7 +155,7 @@ class Trace:
 
 
 def current_trace() -> Trace | None:
-    stack = getattr(_local, "stack", None)
+    stack = _local.stack
     return stack[-1] if stack else None
 
 
@@ -162,7 +166,7 @@ class tracing:
         self.trace = trace
 
     def __enter__(self):
-        if not hasattr(_local, "stack"):
+        if _local.stack is None:
             _local.stack = []
         _local.stack.append(self.trace)
         return self.trace

@@ -19,6 +19,8 @@ fresh per call (the caller keeps them), `run` steps make their own arrays.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from kiln.ir.errors import KilnError
@@ -29,16 +31,16 @@ from .device import Device
 
 
 class _Arena:
-    """One arena block and a view per planned temp (slot, array)."""
+    """One arena block, and the call environment with a view per planned temp in its slot
+    (each call starts from a copy of `env`)."""
 
     def __init__(self, schedule: Schedule, slots: dict, device: Device):
         self.block = device.empty((max(schedule.arena_bytes or 0, 1),), np.uint8)
-        self.views = []
+        self.env = [None] * len(slots)
         for b in schedule.buffers:
             if b.kind == "temp":
                 view = self.block[b.offset:b.offset + b.type.nbytes]
-                self.views.append((slots[id(b)], view.view(b.type.dtype.np).reshape(
-                    b.type.shape)))
+                self.env[slots[id(b)]] = view.view(b.type.dtype.np).reshape(b.type.shape)
 
 
 class _Step:
@@ -93,16 +95,17 @@ class _RunStep(_Step):
         self.types = [b.type for b in step.outs]
 
     def __call__(self, env: list):
+        for s, r in zip(self.outs, self.compute([env[s] for s in self.ins])):
+            env[s] = r
+
+    def compute(self, arrays: list) -> list:
         try:
-            results = run_op(self.step.op, self.step.attrs, [env[s] for s in self.ins],
-                             self.types, loc=self.step.loc)
+            return run_op(self.step.op, self.step.attrs, arrays, self.types, loc=self.step.loc)
         except KilnError:
             raise
         except Exception as e:  # NOTE: same wording as the interpreter
             raise KilnError(f"while running {self.step.op}: {type(e).__name__}: {e}",
                             loc=self.step.loc) from e
-        for s, r in zip(self.outs, results):
-            env[s] = r
 
 
 class Executable:
@@ -134,14 +137,18 @@ class Executable:
         self.handles = handles
         self.segments = [h for _, h in segments.values()]
         self._slot_map = slots
-        self._input_specs = [(tuple(b.type.shape), b.type.dtype.np, b.type)
+        self._input_specs = [(tuple(b.type.shape), b.type.dtype.np, b.type,
+                              _c_strides(b.type.shape, b.type.dtype.np.itemsize))
                              for b in schedule.inputs]
         self._arenas: list[_Arena] = []
+        self._runner = None
+        self.temp_slots = [slots[id(b)] for b in schedule.buffers if b.kind == "temp"]
         self._copy_outputs = _outputs_in_arena(schedule, slots)
         # NOTE: only inputs and what `run` steps make (NumPy may return views) can share
         # memory with an input; kernels and calls write buffers of their own
         self._may_alias = {slots[id(b)] for b in schedule.inputs + schedule.buffers
                            if b.kind in ("input", "value")}
+        self.fresh_outputs = _fresh_outputs(schedule)
         # NOTE: inputs a kernel updates in place; an input made contiguous for the call is a
         # copy, which is copied back into the caller's array
         updated = {id(b) for st in schedule.steps if isinstance(st, Launch) for b in st.outs
@@ -180,17 +187,46 @@ class Executable:
                 f"{len(self.kernels)} kernels, arena {self.schedule.arena_bytes or 0} bytes>")
 
     def __call__(self, inputs) -> list[np.ndarray]:
+        runner = self._runner
+        if runner is None:
+            runner = self._runner = self.runner
+        return runner(inputs)
+
+    @property
+    def runner(self):
+        """This executable's call as one generated function (runtime/runner.py); the step
+        interpreter `run_steps` where KILN_RUNNER=steps."""
+        if os.environ.get("KILN_RUNNER") == "steps":
+            return self.run_steps
+        from .runner import write_runner
+        return write_runner(self)
+
+    def wrong_input_count(self, inputs):
+        raise KilnError(f"executable @{self.schedule.name} takes {len(self.input_slots)} "
+                        f"inputs, got {len(inputs)}")
+
+    def new_arena(self) -> "_Arena":
+        return _Arena(self.schedule, self._slot_map, self.device)
+
+    def check_input(self, i: int, a) -> np.ndarray:
+        return _check_input(self.schedule.name, i, a, self._input_specs[i])
+
+    def run_steps(self, inputs) -> list[np.ndarray]:
+        """A call, run by looping over `self.steps` (the reference for the generated runner;
+        a profiler may wrap the steps)."""
         if len(inputs) != len(self.input_slots):
-            raise KilnError(f"executable @{self.schedule.name} takes {len(self.input_slots)} "
-                            f"inputs, got {len(inputs)}")
-        env: list = [None] * self.slots
-        for i, (a, s, spec) in enumerate(zip(inputs, self.input_slots, self._input_specs)):
-            env[s] = _check_input(self.schedule.name, i, a, spec)
-        arena = self._arenas.pop() if self._arenas else _Arena(self.schedule, self._slot_map,
-                                                                self.device)
+            self.wrong_input_count(inputs)
+        arena = self._arenas.pop() if self._arenas else self.new_arena()
+        env = arena.env.copy()
         try:
-            for s, view in arena.views:
-                env[s] = view
+            for i, (a, s, spec) in enumerate(zip(inputs, self.input_slots, self._input_specs)):
+                # NOTE: the common case (a C-contiguous ndarray of the planned type) in a
+                # few comparisons; `flags` makes an object per read
+                if type(a) is np.ndarray and a.shape == spec[0] and a.strides == spec[3] \
+                        and a.dtype == spec[1]:
+                    env[s] = a
+                else:
+                    env[s] = _check_input(self.schedule.name, i, a, spec)
             for step in self.steps:
                 step(env)
             for i, s in self._updated:
@@ -223,6 +259,16 @@ class Executable:
         return outs
 
 
+def _fresh_outputs(schedule: Schedule) -> list[bool]:
+    """Per output: is its array new memory of this call that nothing else returned or passed
+    in shares? (an output buffer a kernel or call writes, listed once; a `run` step's
+    NumPy result may be a view of its input)."""
+    run_outs = {id(b) for st in schedule.steps if isinstance(st, Run) for b in st.outs}
+    ids = [id(b) for b in schedule.outputs]
+    return [b.kind == "output" and id(b) not in run_outs and ids.count(id(b)) == 1
+            for b in schedule.outputs]
+
+
 def _outputs_in_arena(schedule: Schedule, slots: dict) -> list[int]:
     """Output positions whose array may be (a view of) an arena temp: checked before they
     leave and copied if they are, since the next call reuses the arena. A `run` step's
@@ -234,8 +280,16 @@ def _outputs_in_arena(schedule: Schedule, slots: dict) -> list[int]:
     return [i for i, b in enumerate(schedule.outputs) if id(b) in in_arena]
 
 
+def _c_strides(shape, itemsize: int) -> tuple:
+    out, step = [], itemsize
+    for d in reversed(shape):
+        out.append(step)
+        step *= d
+    return tuple(reversed(out))
+
+
 def _check_input(name: str, i: int, a, spec) -> np.ndarray:
-    shape, dtype, type_ = spec
+    shape, dtype, type_, _ = spec
     a = np.asarray(a)
     if a.shape != shape or a.dtype != dtype:
         raise KilnError(f"executable @{name}: input {i} must be {type_}, got array "

@@ -19,6 +19,7 @@ import numpy as np
 from ..allocator import default_allocator
 from ..device import Device, transposed
 from .launcher import CpuLauncher, default_launcher, kernel_function
+from .pointers import data_pointers, pointer_table_caller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +41,8 @@ class CpuSegmentHandle:
     fn: object
     buffers: tuple
     artifact: object
+    table: type         # NOTE: the ctypes array type of its pointer table
 
-
-def _pointer(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
 
 
 class CpuDevice(Device):
@@ -68,17 +67,23 @@ class CpuDevice(Device):
     def load_segment(self, artifact) -> "CpuSegmentHandle":
         """`artifact` has `address` (of `void entry(ptr *bufs)`) and `buffers`."""
         fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(artifact.address)
-        return CpuSegmentHandle(artifact.name, fn, tuple(artifact.buffers), artifact)
+        buffers = tuple(artifact.buffers)
+        return CpuSegmentHandle(artifact.name, fn, buffers, artifact,
+                                ctypes.c_uint64 * len(buffers))
 
     def run_segment(self, handle: "CpuSegmentHandle", arrays: list) -> None:
-        ptrs = np.fromiter((_pointer(a) for a in arrays), np.uint64, len(arrays))
-        handle.fn(_pointer(ptrs))
+        handle.fn(handle.table(*data_pointers(arrays)))
+
+    def segment_caller(self, handle: "CpuSegmentHandle"):
+        """`run(*arrays)`: run_segment with the arrays as arguments, for generated callers
+        (runtime/runner.py)."""
+        return pointer_table_caller(handle.fn, len(handle.buffers))
 
     def empty(self, shape, dtype) -> np.ndarray:
         return self.allocator.empty(shape, dtype)
 
     def launch(self, handle: CpuKernelHandle, arrays: list) -> None:
-        self.launcher.launch(handle.fn, [_pointer(a) for a in arrays], handle.outer,
+        self.launcher.launch(handle.fn, data_pointers(arrays), handle.outer,
                              handle.work)
 
     def call(self, op: str, attrs, ins: list, outs: list, transpose=()) -> None:

@@ -1,6 +1,7 @@
 """The executable runs a planned schedule on a Device. Most checks use the null device (no
 compiler): launch order, library calls, the arena reused across calls without ever leaking
-into what the caller keeps, and equality with the interpreter."""
+into what the caller keeps, and equality with the interpreter. Each runs twice: through the
+generated runner and through the step loop (`run_steps`)."""
 import textwrap
 import threading
 
@@ -28,6 +29,17 @@ CHAIN = """
       %7: f32[16,1] = max %5 {axes=[1], keepdim=true}
       return %6, %7
     }"""
+
+
+@pytest.fixture(autouse=True, params=["runner", "steps"])
+def call_path(request, monkeypatch):
+    """Every test runs with the generated runner and with the step interpreter it mirrors
+    (runtime/runner.py): both must give the same results and effects."""
+    if request.param == "steps":
+        monkeypatch.setenv("KILN_RUNNER", "steps")
+    else:
+        monkeypatch.delenv("KILN_RUNNER", raising=False)
+    return request.param
 
 
 def _graph(text=CHAIN):
@@ -331,3 +343,28 @@ def test_a_kernel_writing_over_its_input_reads_every_value_first(reduce):
     xs = _inputs(g, 11)
     for got, want in zip(exe(xs), interpret(g, xs)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_runner_and_the_step_loop_agree_call_after_call(call_path):
+    g = _graph()
+    exe, _ = _null(g)
+    xs = _inputs(g)
+    want = interpret(g, xs)
+    for _ in range(3):
+        got = exe(xs)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert (exe.runner == exe.run_steps) == (call_path == "steps")
+
+
+def test_a_wrong_input_is_named_by_the_runner():
+    g = _graph()
+    exe, _ = _null(g)
+    xs = _inputs(g)
+    with pytest.raises(Exception, match="takes 2 inputs, got 1"):
+        exe(xs[:1])
+    with pytest.raises(Exception, match=r"input 1 must be f32\[8, ?8\]"):
+        exe([xs[0], xs[1][:4]])
+    # NOTE: a non-contiguous input of the right type is made contiguous, not refused
+    got = exe([xs[0], np.asfortranarray(xs[1])])
+    np.testing.assert_allclose(got[1], interpret(g, xs)[1], rtol=1e-5)

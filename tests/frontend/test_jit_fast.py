@@ -1,0 +1,221 @@
+"""The fast path of a jitted call (frontend/jit_fast.py) says yes only when the ordinary
+path would: after a call has warmed it, every kind of change a guard watches still reaches
+the user as a new, correct result."""
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+from kiln.frontend.jit import KilnJitWarning
+
+SCALE = 2.0
+CFG = {"k": 3.0}
+NS = types.SimpleNamespace(shift=1.0)
+
+
+def _strict(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KilnJitWarning)
+        return fn(*args, **kwargs)
+
+
+def _warm(f, *args, **kwargs):
+    """Call until the fast check is written, then once through it."""
+    for _ in range(3):
+        out = _strict(f, *args, **kwargs)
+    assert f._fast is not None, "no fast check was written"
+    return out
+
+
+def _helper(x, k=2.0):
+    return x * k
+
+
+def _set_global(name, value):
+    globals()[name] = value
+
+
+# (name, make (fresh jitted function, eager function, arguments), change, restore)
+def _scenarios():
+    x = kiln.randn(4, 3)
+
+    def global_float():
+        def f(t):
+            return t * SCALE
+        return f, (x,)
+
+    def dict_item():
+        def f(t):
+            return t * CFG["k"]
+        return f, (x,)
+
+    def object_attribute():
+        def f(t):
+            return t + NS.shift
+        return f, (x,)
+
+    def helper_defaults():
+        def f(t):
+            return _helper(t)
+        return f, (x,)
+
+    def own_defaults():
+        def f(t, k=2.0):
+            return t * k
+        return f, (x,)
+
+    return [
+        ("global float rebound", global_float, lambda: _set_global("SCALE", 5.0),
+         lambda: _set_global("SCALE", 2.0)),
+        ("global float rebound to an equal new object", global_float,
+         lambda: _set_global("SCALE", float("2.0")), lambda: _set_global("SCALE", 2.0)),
+        ("global int of the same value", global_float, lambda: _set_global("SCALE", 2),
+         lambda: _set_global("SCALE", 2.0)),
+        ("dict item", dict_item, lambda: CFG.__setitem__("k", -1.0),
+         lambda: CFG.__setitem__("k", 3.0)),
+        ("object attribute", object_attribute, lambda: setattr(NS, "shift", 7.0),
+         lambda: setattr(NS, "shift", 1.0)),
+        ("a helper's defaults", helper_defaults,
+         lambda: setattr(_helper, "__defaults__", (4.0,)),
+         lambda: setattr(_helper, "__defaults__", (2.0,))),
+    ]
+
+
+@pytest.mark.parametrize("name,make,change,restore", _scenarios(),
+                         ids=[s[0] for s in _scenarios()])
+def test_a_change_after_the_fast_path_is_warm_gives_the_new_result(name, make, change,
+                                                                    restore):
+    fn, args = make()
+    f = kiln.jit(fn)
+    try:
+        np.testing.assert_allclose(_warm(f, *args).numpy(), fn(*args).numpy(), rtol=1e-6)
+        change()
+        for _ in range(3):      # NOTE: through the ordinary path, then the fast path again
+            np.testing.assert_allclose(_strict(f, *args).numpy(), fn(*args).numpy(),
+                                       rtol=1e-6)
+    finally:
+        restore()
+
+
+def test_own_defaults_changed_after_warm_up():
+    def f(t, k=2.0):
+        return t * k
+    jf = kiln.jit(f)
+    x = kiln.ones(2)
+    assert _warm(jf, x).tolist() == [2.0, 2.0]
+    f.__defaults__ = (3.0,)
+    assert _strict(jf, x).tolist() == [3.0, 3.0]
+
+
+def test_closure_variable_rebound_after_warm_up():
+    k = 2.0
+
+    def f(t):
+        return t * k
+    jf = kiln.jit(f)
+    x = kiln.ones(2)
+    assert _warm(jf, x).tolist() == [2.0, 2.0]
+    k = 4.0     # noqa: F841  (read by f through its cell)
+    assert _strict(jf, x).tolist() == [4.0, 4.0]
+
+
+@pytest.mark.parametrize("other", [
+    lambda x: (kiln.randn(5, 3),),                          # shape
+    lambda x: (x.double(),),                                # dtype
+    lambda x: (kiln.randn(3, 4).t(),),                      # strides
+    lambda x: (x.detach().requires_grad_(),),               # requires_grad
+], ids=["shape", "dtype", "strides", "requires_grad"])
+def test_a_different_tensor_leaves_the_fast_path(other):
+    f = kiln.jit(lambda t: (t * 2).sum())
+    x = kiln.randn(4, 3)
+    _warm(f, x)
+    args = other(x)
+    assert f._fast[0](args, {}) is None
+    np.testing.assert_allclose(_strict(f, *args).detach().numpy(),
+                               (args[0] * 2).sum().detach().numpy(),
+                               rtol=1e-5)
+
+
+def test_grad_mode_static_values_and_structure_leave_the_fast_path():
+    f = kiln.jit(lambda t, k, extra=None: t * k if extra is None else t * k + extra[0])
+    x = kiln.ones(2)
+    _warm(f, x, 2)
+    check = f._fast[0]
+    assert check((x, 2), {}) == [x]
+    for args, kwargs in [((x, 2.0), {}), ((x, True), {}), ((x, 3), {}), ((x,), {"k": 2}),
+                         ((x, 2), {"extra": [x]}), ((x, 2, None), {})]:
+        assert check(args, kwargs) is None, (args, kwargs)
+    with kiln.no_grad():
+        assert check((x, 2), {}) is None
+    assert _strict(f, x, 2, extra=[x]).tolist() == [3.0, 3.0]
+    assert _strict(f, x, 2.5).tolist() == [2.5, 2.5]
+
+
+def test_module_changes_after_warm_up():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    model.eval()
+    f = kiln.jit(lambda t: model(t))
+    x = kiln.randn(5, 3)
+    with kiln.no_grad():
+        _warm(f, x)
+
+        def check():
+            np.testing.assert_allclose(_strict(f, x).numpy(), model(x).numpy(), rtol=1e-5)
+        model[0].weight = nn.Parameter(kiln.randn(4, 3))       # a new parameter object
+        check()
+        model[2] = nn.Linear(4, 2)                              # a new submodule
+        check()
+        check()
+        model[1].p = 0.0                                        # a plain attribute
+        check()
+        model[1].p = 1.0
+        model.train()
+        check()
+
+
+def test_a_parameter_updated_in_place_keeps_the_fast_path():
+    lin = nn.Linear(3, 2)
+    f = kiln.jit(lambda t: lin(t))
+    x = kiln.randn(4, 3)
+    with kiln.no_grad():
+        _warm(f, x)
+        fast = f._fast
+        lin.weight.mul_(2.0)
+        np.testing.assert_allclose(_strict(f, x).numpy(), lin(x).numpy(), rtol=1e-5)
+    assert f._fast is fast and f.traces == 1
+
+
+def test_alternating_shapes_write_a_check_per_shape_not_per_call():
+    f = kiln.jit(lambda t: t + 1)
+    a, b = kiln.ones(2), kiln.ones(3)
+    for _ in range(20):
+        _strict(f, a)
+        _strict(f, b)
+    entries = [e for es in f.cache.values() for e in es]
+    assert f.traces == 2 and all(e.fast_rewrites <= 2 for e in entries)
+
+
+def test_a_read_equal_but_new_each_call_stays_correct_and_bounded():
+    global SCALE
+    f = kiln.jit(lambda t: t * SCALE)
+    x = kiln.ones(2)
+    try:
+        for i in range(40):
+            SCALE = float(f"{2 + i % 2}.0")    # NOTE: a new float object every call
+            assert _strict(f, x).tolist() == [SCALE, SCALE]
+        entries = [e for es in f.cache.values() for e in es]
+        assert f.traces == 2 and all(e.fast_rewrites <= 16 for e in entries)
+    finally:
+        SCALE = 2.0
+
+
+def test_the_fast_path_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("KILN_JIT_FAST", "0")
+    f = kiln.jit(lambda t: t + 1)
+    x = kiln.ones(2)
+    for _ in range(3):
+        assert _strict(f, x).tolist() == [2.0, 2.0]
+    assert f._fast is None

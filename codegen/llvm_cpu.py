@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import threading
 
@@ -34,8 +35,9 @@ def host_target_machine():
                                         opt=3, jit=True)
 
 
-def optimize(module, tm):
-    """Run LLVM's O3 module pipeline with loop and SLP vectorization on `module`."""
+def optimize(module, tm, unlocked: bool = False):
+    """Run LLVM's O3 module pipeline with loop and SLP vectorization on `module`; `unlocked`:
+    without llvmlite's process lock (see `_unlocked`)."""
     llvm = _llvm()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
@@ -43,12 +45,40 @@ def optimize(module, tm):
     pb = llvm.create_pass_builder(tm, pto)
     mpm = pb.getModulePassManager()
     try:
-        mpm.run(module, pb)
+        if unlocked:
+            _unlocked("LLVMPY_RunNewModulePassManager")(mpm, module, pb)
+        else:
+            mpm.run(module, pb)
     finally:
         # NOTE: llvmlite 0.50's pass manager never frees itself (its parent class's empty
         # cleanup wins): about 88 KiB per compile stayed allocated until disposed here.
         llvm.ffi.lib.LLVMPY_DisposeNewModulePassManger(mpm)
         mpm.detach()
+
+
+def emit_object_unlocked(tm, module) -> bytes:
+    """`tm.emit_object(module)` without llvmlite's process lock (see `_unlocked`)."""
+    ffi = _llvm().ffi
+    with ffi.OutputString() as err:
+        buffer = _unlocked("LLVMPY_TargetMachineEmitToMemory")(tm, module, 1, err)
+        if not buffer:
+            raise CodegenError(f"LLVM could not generate code: {err}")
+    try:
+        return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buffer),
+                                ffi.lib.LLVMPY_GetBufferSize(buffer))
+    finally:
+        ffi.lib.LLVMPY_DisposeMemoryBuffer(buffer)
+
+
+def _unlocked(name: str):
+    """libllvmlite's C function `name`, called without llvmlite's process-wide lock.
+    NOTE: llvmlite runs every call under one lock, so compiles in several threads would take
+    turns. LLVM itself only needs that threads share no context, module, target machine or
+    pass builder, which holds for the callers here (each compile makes its own); ctypes
+    releases the GIL during the call, so the optimizer and code generator use several cores.
+    Without the raw function (another llvmlite), the locked one: correct, one at a time."""
+    wrapped = getattr(_llvm().ffi.lib, name)
+    return getattr(wrapped, "_cfn", wrapped)
 
 
 class CpuObject:

@@ -22,15 +22,19 @@ CPU_PIPELINE = ("builtin.module(convert-scf-to-cf,convert-math-to-llvm,convert-m
                 "reconcile-unrealized-casts)")
 
 _LOCK = threading.Lock()
+# NOTE: a new MLIR context registers every dialect of the wheel (about 4 ms, more than a small
+# kernel's whole lowering), so one context serves many modules. It is replaced after
+# _CONTEXT_USES modules: a context keeps every type and attribute it ever uniqued.
+_CONTEXT_USES = 256
+_context: list = [None, 0]     # [context, modules lowered in it] (under _LOCK)
 
 
 def mlir_to_llvm_ir(text: str, pipeline: str = CPU_PIPELINE, what: str = "module") -> str:
     """Parse MLIR text, lower it with `pipeline` and translate it to LLVM IR text that
     llvmlite's LLVM parses (see `fix_float_constants`). `what` names it in errors."""
     from torch_mlir import ir, passmanager
-    from torch_mlir.dialects import llvm as llvm_dialect
-
-    with _LOCK, ir.Context():
+    translate = _translator()
+    with _LOCK, _shared_context(ir):
         try:
             module = ir.Module.parse(text)
         except Exception as e:  # NOTE: MLIRError carries the diagnostics; keep them
@@ -39,8 +43,27 @@ def mlir_to_llvm_ir(text: str, pipeline: str = CPU_PIPELINE, what: str = "module
             passmanager.PassManager.parse(pipeline).run(module.operation)
         except Exception as e:
             raise CodegenError(f"MLIR pipeline on {what} failed: {e}\n  pipeline: {pipeline}")
-        llvm_ir = llvm_dialect.translate_module_to_llvmir(module.operation)
+        llvm_ir = translate(module.operation)
+        del module      # NOTE: freed while its context is entered, before another replaces it
     return fix_float_constants(llvm_ir)
+
+
+def _shared_context(ir):
+    """The process's MLIR context (lock held), new every _CONTEXT_USES modules."""
+    if _context[0] is None or _context[1] >= _CONTEXT_USES:
+        _context[:] = [ir.Context(), 0]
+    _context[1] += 1
+    return _context[0]
+
+
+def _translator():
+    """translate_module_to_llvmir. NOTE: taken from the native module itself when it is there:
+    the public `torch_mlir.dialects.llvm` also imports the generated op classes (~40 ms)."""
+    try:
+        from torch_mlir._mlir_libs._mlirDialectsLLVM import translate_module_to_llvmir
+    except ImportError:
+        from torch_mlir.dialects.llvm import translate_module_to_llvmir
+    return translate_module_to_llvmir
 
 
 # NOTE: one token per match, in line order: a type keyword (remembered: a constant takes the

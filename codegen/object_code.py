@@ -61,13 +61,15 @@ With the disk cache (the compile path this is made for):
 from __future__ import annotations
 
 import functools
+import os
 import struct
+import threading
 
 from .errors import CodegenError
-from .llvm_cpu import _LOCK, _llvm, host_target_machine, optimize
+from .llvm_cpu import _LOCK, _llvm, emit_object_unlocked, host_target_machine, optimize
 
 __all__ = ["emit_object", "load_object", "LoadedObject", "host_object_magic",
-           "undefined_symbols"]
+           "undefined_symbols", "pack_objects", "unpack_objects", "optimized_ir"]
 
 
 def emit_object(llvm_ir_text: str) -> bytes:
@@ -76,21 +78,125 @@ def emit_object(llvm_ir_text: str) -> bytes:
     return emit_object_modules([llvm_ir_text])[0]
 
 
-def emit_object_modules(texts: list[str]) -> tuple[bytes, str]:
-    """Link LLVM IR modules into the first, O3-optimize them for this CPU and generate one
-    relocatable object; (its bytes, the optimized IR text)."""
+def emit_object_modules(texts: list[str]) -> tuple[bytes, str | None]:
+    """O3-optimize LLVM IR modules that call each other for this CPU and generate their
+    relocatable code: (its bytes, the optimized IR text for a single module, else None).
+
+    NOTE: LLVM's optimizer and code generator take most of a compile, so several modules are
+    compiled each by itself, in up to `compile_threads()` threads (costliest first, each
+    thread taking the next module when done), into a bundle of objects (`pack_objects`) that
+    `load_object` links together. Code is made per function as when they are linked into one
+    module: kernels are only called across modules, never inlined. The optimized IR of the
+    linked whole is `optimized_ir(texts)`."""
+    if len(texts) == 1:
+        return _emit(texts[0], keep_ir=True)
+    order = sorted(range(len(texts)), key=lambda i: -_cost(texts[i]))
+    objs = _in_threads(lambda i: _emit(texts[i])[0], order, compile_threads())
+    return pack_objects([objs[order.index(i)] for i in range(len(texts))]), None
+
+
+def optimized_ir(texts: list[str]) -> str:
+    """The O3-optimized IR of `texts` linked into one module (for the CLI and explain)."""
+    module, tm, _ = _linked(texts)
+    optimize(module, tm)
+    return str(module)
+
+
+def compile_threads() -> int:
+    """KILN_COMPILE_THREADS, default the CPUs this process may run on (at most 8)."""
+    if os.environ.get("KILN_COMPILE_THREADS"):
+        return max(1, int(os.environ["KILN_COMPILE_THREADS"]))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 8))
+
+
+def _cost(text: str) -> int:
+    """A rough estimate of LLVM's time on a module. NOTE: loops (phi nodes) are what the
+    vectorizer and unroller expand; the text's length predicts that time poorly."""
+    return 1 + text.count(" phi ")
+
+
+def _linked(texts: list[str]):
+    """(module, target machine, context): `texts` parsed into a new LLVM context and linked.
+    NOTE: a context of its own per compile, so that compiles in several threads share no
+    LLVM state (LLVM is thread-safe across contexts)."""
     llvm = _llvm()
-    with _LOCK:
-        try:
-            module = llvm.parse_assembly(texts[0])
-            for text in texts[1:]:
-                module.link_in(llvm.parse_assembly(text))
-            module.verify()
-        except RuntimeError as e:
-            raise CodegenError(f"LLVM rejected the IR: {e}") from e
-        tm = host_target_machine()
-        optimize(module, tm)
-        return tm.emit_object(module), str(module)
+    context = llvm.create_context()
+    try:
+        module = llvm.parse_assembly(texts[0], context=context)
+        for text in texts[1:]:
+            module.link_in(llvm.parse_assembly(text, context=context))
+        module.verify()
+    except RuntimeError as e:
+        raise CodegenError(f"LLVM rejected the IR: {e}") from e
+    return module, host_target_machine(), context
+
+
+def _emit(text: str, keep_ir: bool = False) -> tuple[bytes, str | None]:
+    """The object of one module (and its optimized IR when `keep_ir`)."""
+    module, tm, _ = _linked([text])
+    optimize(module, tm, unlocked=True)
+    return emit_object_unlocked(tm, module), (str(module) if keep_ir else None)
+
+
+def _in_threads(fn, items: list, threads: int) -> list:
+    """[fn(item) for item in items], run by up to `threads` threads (this one among them),
+    each taking the next item when done with one."""
+    results: list = [None] * len(items)
+    errors: list = []
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work():
+        while not errors:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as e:     # NOTE: re-raised in the caller's thread below
+                errors.append(e)
+    helpers = [threading.Thread(target=work, daemon=True)
+               for _ in range(min(threads, len(items)) - 1)]
+    for t in helpers:
+        t.start()
+    work()
+    for t in helpers:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+# NOTE: a bundle: magic, object count (u32), each object's length (u64), the objects.
+_BUNDLE = b"KILNOBJS"
+
+
+def pack_objects(objs: list[bytes]) -> bytes:
+    """Several objects as one blob that `load_object` loads (and links) together."""
+    head = _BUNDLE + struct.pack(f"<I{len(objs)}Q", len(objs), *map(len, objs))
+    return head + b"".join(objs)
+
+
+def unpack_objects(data: bytes) -> list[bytes]:
+    """The objects of a blob: a bundle's parts, or [data] for a plain object."""
+    if not data.startswith(_BUNDLE):
+        return [data]
+    start = len(_BUNDLE) + 4
+    if len(data) < start:
+        raise _malformed("truncated object bundle")
+    (n,) = struct.unpack_from("<I", data, len(_BUNDLE))
+    if n == 0 or n > 1024 or len(data) < start + 8 * n:
+        raise _malformed(f"object bundle of {n} objects")
+    sizes = struct.unpack_from(f"<{n}Q", data, start)
+    if start + 8 * n + sum(sizes) != len(data):
+        raise _malformed("object bundle sizes do not add up (truncated?)")
+    out, off = [], start + 8 * n
+    for size in sizes:
+        out.append(data[off:off + size])
+        off += size
+    return out
 
 
 class LoadedObject:
@@ -122,20 +228,23 @@ class LoadedObject:
 
 
 def load_object(obj: bytes, symbols: list[str]) -> LoadedObject:
-    """Link the object file `obj` (from `emit_object`, on this machine) into this process and
-    resolve `symbols`; raises CodegenError when the bytes are not a loadable object for this
-    host, an undefined symbol does not resolve here, or a symbol in `symbols` is missing."""
-    obj = bytes(obj)
+    """Link the object file `obj` (from `emit_object`, on this machine; or a bundle of them
+    from `emit_object_modules`) into this process and resolve `symbols`; raises CodegenError
+    when the bytes are not loadable objects for this host, an undefined symbol resolves
+    neither here nor in the bundle, or a symbol in `symbols` is missing."""
+    objs = unpack_objects(bytes(obj))
     llvm = _llvm()
     with _LOCK:
         # NOTE: an MCJIT engine needs a module to start from; an empty one costs nothing to
         # "compile". Making the first engine also makes the process's own symbols (libc,
         # libm) visible to address_of_symbol, so the check below must come after it.
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), host_target_machine())
-    _check_object(obj)
+    _check_objects(objs)
     with _LOCK:
         # NOTE: add_object_file copies the bytes; the engine owns the code from here on.
-        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        # The objects of a bundle call each other: linked by the one finalize after them.
+        for part in objs:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(part))
         engine.finalize_object()
         addresses = {s: engine.get_function_address(s) for s in symbols}
     missing = [s for s, a in addresses.items() if not a]
@@ -153,7 +262,7 @@ _SYM = struct.Struct("<IBBHQQ")
 _RELA = struct.Struct("<QQq")
 _REL = struct.Struct("<QQ")
 _ET_REL, _SHT_SYMTAB, _SHT_STRTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 1, 2, 3, 4, 8, 9
-_STB_WEAK, _SHF_ALLOC, _SHF_TLS, _SHN_ABS = 2, 0x2, 0x400, 0xFFF1
+_STB_LOCAL, _STB_WEAK, _SHF_ALLOC, _SHF_TLS, _SHN_ABS = 0, 2, 0x2, 0x400, 0xFFF1
 _STT_FILE = 4
 # NOTE: symbol types allowed: NOTYPE, OBJECT, FUNC, SECTION, FILE (no TLS, COMMON or IFUNC,
 # which kernels never have and RuntimeDyld may abort on); a relocation or an undefined symbol
@@ -192,16 +301,20 @@ def _host_elf_identity() -> tuple[bytes, int] | None:
     return empty[:7], _EHDR.unpack_from(empty)[2]
 
 
-def _check_object(obj: bytes) -> None:
+def _check_objects(objs: list[bytes]) -> None:
+    """Refuse objects that are not this host's, or that call a symbol neither this process
+    nor one of `objs` defines."""
     magic = host_object_magic()
-    if obj[:len(magic)] != magic:
-        raise CodegenError(f"not an object file for this host (starts {obj[:8]!r}, expected "
-                           f"{magic!r})")
-    identity = _host_elf_identity()
-    if identity is None:
+    for obj in objs:
+        if obj[:len(magic)] != magic:
+            raise CodegenError(f"not an object file for this host (starts {obj[:8]!r}, "
+                               f"expected {magic!r})")
+    if _host_elf_identity() is None:
         return
-    unresolved = [s for s in undefined_symbols(obj) if s not in _LINKER_PROVIDED
-                  and not _llvm().address_of_symbol(s)]
+    tables = [_elf_symbols(obj) for obj in objs]
+    defined = {name for _, names in tables for name in names}
+    unresolved = [s for undefined, _ in tables for s in undefined if s not in _LINKER_PROVIDED
+                  and s not in defined and not _llvm().address_of_symbol(s)]
     if unresolved:
         raise CodegenError("the object calls symbols this process does not have: "
                            + ", ".join(sorted(unresolved)))
@@ -212,10 +325,15 @@ def undefined_symbols(obj: bytes) -> list[str]:
     checking that it is one for this host and that its sections, symbols and relocations lie
     inside the bytes and inside their sections (CodegenError otherwise). On a host whose
     objects are not ELF64 little-endian: [] (nothing is checked)."""
-    identity = _host_elf_identity()
-    if identity is None:
+    if _host_elf_identity() is None:
         return []
-    ident, machine = identity
+    return _elf_symbols(obj)[0]
+
+
+def _elf_symbols(obj: bytes) -> tuple[list[str], list[str]]:
+    """(undefined non-weak symbols, defined global symbols) of a checked ELF64 object (see
+    `undefined_symbols`)."""
+    ident, machine = _host_elf_identity()
     if len(obj) < _EHDR.size or obj[:7] != ident:
         raise CodegenError("not an ELF object for this host (header differs)")
     (_, e_type, e_machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
@@ -245,15 +363,16 @@ def undefined_symbols(obj: bytes) -> list[str]:
             raise _malformed(f"section {i} has no name in its table")
         if sh_type == _SHT_STRTAB and (size == 0 or obj[off + size - 1] != 0):
             raise _malformed(f"string table {i} is not terminated")
-    undefined, sym_types = [], {}
+    undefined, defined, sym_types = [], [], {}
     for i, (_, sh_type, _, _, off, size, link, _, _, entsize) in enumerate(sections):
         if sh_type == _SHT_SYMTAB:
             if (entsize != _SYM.size or size % entsize or link >= shnum
                     or sections[link][1] != _SHT_STRTAB):
                 raise _malformed(f"symbol table {i}")
-            names, sym_types[i] = _symbols(obj, sections, off, size // _SYM.size,
-                                           sections[link])
+            names, sym_types[i], globals_ = _symbols(obj, sections, off, size // _SYM.size,
+                                                     sections[link])
             undefined += names
+            defined += globals_
     for i, (_, sh_type, _, _, off, size, link, info, _, entsize) in enumerate(sections):
         if sh_type in (_SHT_RELA, _SHT_REL):
             rec = _RELA if sh_type == _SHT_RELA else _REL
@@ -272,14 +391,15 @@ def undefined_symbols(obj: bytes) -> list[str]:
                 if sym_types[link][r_info >> 32] not in _RELOCATABLE_TYPES:
                     raise _malformed(f"relocation {k} of section {i} names a symbol of type "
                                      f"{sym_types[link][r_info >> 32]}")
-    return undefined
+    return undefined, defined
 
 
-def _symbols(obj, sections, off, n, strtab) -> tuple[list[str], list[int]]:
-    """(names of the undefined non-weak symbols, the type of every symbol) of one symbol
-    table; symbol kinds that kernels never have (TLS, common, ...) are refused."""
+def _symbols(obj, sections, off, n, strtab) -> tuple[list[str], list[int], list[str]]:
+    """(names of the undefined non-weak symbols, the type of every symbol, names of the
+    defined global symbols) of one symbol table; symbol kinds that kernels never have (TLS,
+    common, ...) are refused."""
     str_off, str_size = strtab[4], strtab[5]
-    names, types = [], [0]
+    names, types, defined = [], [0], []
     for k in range(1, n):
         st_name, st_info, _, shndx, st_value, _ = _SYM.unpack_from(obj, off + k * _SYM.size)
         sym_type = st_info & 0xF
@@ -292,13 +412,19 @@ def _symbols(obj, sections, off, n, strtab) -> tuple[list[str], list[int]]:
             if sym_type not in _RELOCATABLE_TYPES:
                 raise _malformed(f"undefined symbol {k} has type {sym_type}")
             if st_name and (st_info >> 4) != _STB_WEAK:
-                end = obj.find(b"\0", str_off + st_name, str_off + str_size)
-                if end < 0:
-                    raise _malformed(f"symbol {k}'s name is unterminated")
-                names.append(obj[str_off + st_name:end].decode("utf-8", "replace"))
+                names.append(_name(obj, str_off + st_name, str_off + str_size, k))
         elif shndx != _SHN_ABS and (shndx >= len(sections) or st_value > sections[shndx][5]):
             raise _malformed(f"symbol {k} lies outside its section")
-    return names, types
+        elif st_name and (st_info >> 4) != _STB_LOCAL:
+            defined.append(_name(obj, str_off + st_name, str_off + str_size, k))
+    return names, types, defined
+
+
+def _name(obj: bytes, start: int, end: int, k: int) -> str:
+    stop = obj.find(b"\0", start, end)
+    if stop < 0:
+        raise _malformed(f"symbol {k}'s name is unterminated")
+    return obj[start:stop].decode("utf-8", "replace")
 
 
 def _malformed(what: str) -> CodegenError:

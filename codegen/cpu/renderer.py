@@ -37,10 +37,10 @@ from kiln.ir.schedule import Kernel
 
 from ..errors import CodegenError
 from ..mlir_pipeline import CPU_PIPELINE, mlir_to_llvm_ir
-from ..object_code import emit_object_modules, load_object
+from ..object_code import emit_object_modules, load_object, optimized_ir
 from . import blas
 from .render_kernel import LoopNest, render_kernel
-from .segment import SegmentArtifact, entry_ir, segment_buffers
+from .segment import SegmentArtifact, entry_ir, segment_buffers, whole_range_ir
 
 
 def symbol_name(name: str) -> str:
@@ -51,7 +51,8 @@ def symbol_name(name: str) -> str:
 class _Module:
     """Machine code of one LLVM module loaded into this process (compiled now or read from
     the disk cache); it keeps the engine that owns the code alive. The optimized IR and the
-    assembly are made again on demand (for the CLI) when the code came from the cache."""
+    assembly are made again on demand (for the CLI) when the code came from the cache or was
+    compiled as several objects."""
 
     def __init__(self, loaded, texts_fn, optimized: str | None = None):
         self.loaded = loaded
@@ -66,7 +67,7 @@ class _Module:
     @property
     def optimized_ir(self) -> str:
         if self._optimized is None:
-            self._optimized = emit_object_modules(self._texts_fn())[1]
+            self._optimized = optimized_ir(self._texts_fn())
         return self._optimized
 
     @property
@@ -123,7 +124,8 @@ class CpuArtifact:
 
 # NOTE: part of every disk-cache key: bump it when generated code changes in a way the MLIR
 # text does not show (the MLIR pass pipeline, LLVM options, the object format).
-CODEGEN_VERSION = "1"
+# 2: a segment's modules are compiled apart, stored as a bundle of objects.
+CODEGEN_VERSION = "2"
 
 
 @functools.cache
@@ -259,20 +261,21 @@ class CpuRenderer:
             sig = k.signature()
             if sig not in by_signature:
                 sym = symbol_name(f"{name}_{k.name}")
-                by_signature[sig] = (sym, self._render(k, sym))
-            sym, r = by_signature[sig]
+                by_signature[sig] = (sym, self._render(k, sym), k)
+            sym, r, _ = by_signature[sig]
             symbols[id(k)] = (sym, r.nest.outer)
             rendered[id(k)] = (k, sym, r)
         buffers = segment_buffers(steps)
         entry = symbol_name(f"entry_{name}")
         text = entry_ir(entry, steps, buffers, symbols)
-        kernels_mlir = [r.mlir for _, r in by_signature.values()]
+        kernels_mlir = [r.mlir for _, r, _ in by_signature.values()]
 
         def texts():
             return [text] + [self._llvm_ir(sig, r.mlir, sym, sym)
-                             for sig, (sym, r) in by_signature.items()]
+                             + whole_range_ir(sym, len(k.loads) + len(k.stores), r.nest.outer)
+                             for sig, (sym, r, k) in by_signature.items()]
         module = self._module("segment\n" + text + "\n".join(kernels_mlir), texts,
-                              [entry] + [sym for sym, _ in by_signature.values()])
+                              [entry] + [sym for sym, _, _ in by_signature.values()])
         kernels = tuple(
             CpuArtifact(k.name, _Code(sym, r.mlir, module, r.nest, r.ops_per_element),
                         len(k.loads) + len(k.stores))

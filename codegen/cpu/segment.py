@@ -5,8 +5,8 @@ once instead of returning to Python between kernels.
 
 `bufs` is an array of buffer pointers (in the order of `SegmentArtifact.buffers`); the entry
 calls each kernel over its whole outer range, and each matmul as OpenBLAS GEMM calls (a loop
-over batch matrices). Kernels are the functions `render_kernel` makes, linked into the same
-LLVM module, so LLVM sees the whole segment.
+over batch matrices). Kernels are the functions `render_kernel` makes, each in its own LLVM
+module (compiled in parallel) with a `whole_range_ir` wrapper that the entry calls.
 """
 from __future__ import annotations
 
@@ -58,13 +58,13 @@ def entry_ir(symbol: str, steps, buffers: list, kernel_symbols: dict) -> str:
     block = ["entry"]
     for n, step in enumerate(steps):
         if isinstance(step, Launch):
-            sym, outer = kernel_symbols[id(step.kernel)]
-            params = ", ".join(["ptr"] * (len(step.ins) + len(step.outs)) + ["i64", "i64"])
+            sym = kernel_symbols[id(step.kernel)][0] + _WHOLE
+            params = ", ".join(["ptr"] * (len(step.ins) + len(step.outs)))
             if sym not in declared:
                 head.append(f"declare void @{sym}({params})")
                 declared.add(sym)
             args = [f"ptr %b{index[id(b)]}" for b in step.ins + step.outs]
-            body.append(f"  call void @{sym}({', '.join(args)}, i64 0, i64 {outer})")
+            body.append(f"  call void @{sym}({', '.join(args)})")
         else:
             dtype = step.outs[0].type.dtype.value
             decl = blas.gemm_declaration(dtype)
@@ -74,6 +74,26 @@ def entry_ir(symbol: str, steps, buffers: list, kernel_symbols: dict) -> str:
             body += _gemm(n, step, index, block)
     body += ["  ret void", "}"]
     return "\n".join(head + [""] + body) + "\n"
+
+
+_WHOLE = "_whole"
+
+
+def whole_range_ir(symbol: str, n_pointers: int, outer: int) -> str:
+    """LLVM IR of `void @<symbol>_whole(ptr...)`: kernel `symbol` over its whole outer range,
+    to append to the kernel's own module.
+    NOTE: with the bounds constant in the same module LLVM inlines the kernel there and knows
+    its trip count, as it did when the entry and its kernels were one module.
+
+    >>> print(whole_range_ir("k", 2, 8), end="")
+    define void @k_whole(ptr %p0, ptr %p1) {
+      call void @k(ptr %p0, ptr %p1, i64 0, i64 8)
+      ret void
+    }
+    """
+    params = ", ".join(f"ptr %p{i}" for i in range(n_pointers))
+    return (f"define void @{symbol}{_WHOLE}({params}) {{\n"
+            f"  call void @{symbol}({params}, i64 0, i64 {outer})\n  ret void\n}}\n")
 
 
 def _gemm(n: int, step: Call, index: dict, block: list) -> list[str]:

@@ -32,9 +32,9 @@ print(json.dumps({"stats": default_disk_cache().stats,
 """
 
 
-def _run(cache_dir) -> dict:
+def _run(cache_dir, **env_vars) -> dict:
     import json
-    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir))
+    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir), **env_vars)
     proc = subprocess.run([sys.executable, "-c", PROGRAM], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,6 +50,16 @@ def test_a_second_process_loads_instead_of_compiling(tmp_path):
     assert first["stats"]["stores"] >= 1 and first["stats"]["hits"] == 0
     assert first["error"] < 1e-5
     second = _run(tmp_path)
+    assert second["stats"]["hits"] == first["stats"]["stores"]
+    assert second["stats"]["stores"] == 0 and second["error"] < 1e-5
+
+
+def test_code_compiled_in_threads_is_stored_and_loaded_whole(tmp_path):
+    # NOTE: a segment's modules compiled in 2 threads make one entry (a bundle of objects);
+    # a process compiling in 1 thread finds and loads it
+    first = _run(tmp_path, KILN_COMPILE_THREADS="2")
+    assert first["stats"]["stores"] >= 1 and first["error"] < 1e-5
+    second = _run(tmp_path, KILN_COMPILE_THREADS="1")
     assert second["stats"]["hits"] == first["stats"]["stores"]
     assert second["stats"]["stores"] == 0 and second["error"] < 1e-5
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+import operator
 import os
 import types
 import warnings
@@ -134,10 +135,11 @@ class _Compiled:
     def __call__(self, leaves):
         if self.sources.plain:
             tensors = leaves
-            arrays = [t._data for t in leaves]
+            arrays = list(map(_DATA, leaves))
         else:
             tensors, arrays = self._bind_inputs(leaves)
-        self.effects.before(tensors, arrays)
+        if self.effects.written:
+            self.effects.before(tensors, arrays)
         results = self.executable(arrays)
         outs = self.effects.after(tensors, results)
         if self.backward is not None and autograd.is_grad_enabled():
@@ -158,6 +160,7 @@ class _Compiled:
 
 
 _ONE_TENSOR = ("T",)
+_DATA = operator.attrgetter("_data")
 
 
 def _leaves_of(call) -> list:

@@ -43,6 +43,11 @@ class CallEffects:
             # in the graph is often a strided kernel store into a fresh buffer there)
             self.may_alias = [m and not f for m, f in zip(self.may_alias, fresh)]
         self.view_roots = {k: (pos, ops) for k, pos, ops in getattr(trace, "view_roots", ())}
+        # NOTE: outputs that are new arrays of the call, each returned once, and nothing
+        # written or assigned: `after` only wraps them
+        self.plain = not (self.written or self.grad_effects or self.view_roots
+                          or any(a is not None for a in self.aliases) or any(self.may_alias[:n])
+                          or self.first != list(range(n)))
 
     def before(self, tensors: list, arrays: list) -> None:
         """Refuse a call whose inputs overlap in memory when the function writes one."""
@@ -55,6 +60,9 @@ class CallEffects:
     def after(self, tensors: list, results: list) -> list:
         """Bump the written tensors' versions, assign the `.grad`s the call set; return the
         function's outputs as Tensors."""
+        if self.plain:
+            return [Tensor._wrap(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+                    for a in results[:self.n_outputs]]
         for i in self.written:
             tensors[i]._version[0] += 1
         outs: list = []

@@ -26,7 +26,8 @@ import types
 
 from . import autograd
 from .bytecode import MISSING, SCALAR_TYPES, cell_value, is_scalar, param_getters
-from .guards import _IDENTITY_TYPES, _module_type, defaults_key, freeze, static_spec
+from .guards import (_IDENTITY_TYPES, _freeze_object, _module_type, defaults_key, freeze,
+                     static_spec)
 from .tensor import Tensor
 
 
@@ -140,14 +141,49 @@ def _read(w: _Writer, read, call, frozen, roots: dict) -> None:
     value = read.get(call)
     if freeze(value) != frozen:     # NOTE: changed since the key was made: no shortcut
         raise _Unsupported
-    if _identity_decides(value, frozen):
-        w.fail_unless(f"{v} is {w.const(value)} or freeze({v}) == {w.const(frozen)}")
-    elif type(value) is types.FunctionType and _plain_defaults(value):
-        f, d = w.const(value), w.const(value.__defaults__)
-        w.fail_unless(f"({v} is {f} and {v}.__defaults__ is {d} and {v}.__kwdefaults__ is "
-                      f"None) or freeze({v}) == {w.const(frozen)}")
-    else:
+    same = _same_value(w, v, value, frozen)
+    if same is None:
         w.fail_unless(f"freeze({v}) == {w.const(frozen)}")
+    else:
+        w.fail_unless(f"({same}) or freeze({v}) == {w.const(frozen)}")
+
+
+def _same_value(w: _Writer, v: str, value, frozen, depth: int = 0) -> str | None:
+    """A condition on the expression `v` that implies freeze(v) == frozen, made of identity
+    tests (the value read when the check was written is `value`); None where identity says
+    nothing (containers, objects holding tensors: their contents are frozen)."""
+    if _identity_decides(value, frozen):
+        return f"{v} is {w.const(value)}"
+    t = type(value)
+    if t is types.FunctionType and _plain_defaults(value):
+        return (f"{v} is {w.const(value)} and {v}.__defaults__ is "
+                f"{w.const(value.__defaults__)} and {v}.__kwdefaults__ is None")
+    if t is types.MethodType and depth == 0:
+        func = _same_value(w, f"{v}.__func__", value.__func__, freeze(value.__func__), 1)
+        owner = _same_value(w, f"{v}.__self__", value.__self__, freeze(value.__self__), 1)
+        if func is not None and owner is not None:
+            return f"type({v}) is {w.const(t)} and {func} and {owner}"
+        return None
+    attrs = getattr(value, "__dict__", None)
+    if type(attrs) is dict and not isinstance(value, (list, tuple, dict)) and \
+            not any(isinstance(x, Tensor) for x in attrs.values()) and \
+            _freeze_object_key(value) == frozen:
+        # NOTE: freeze keeps an object by identity plus its scalar attributes: the same
+        # object whose attributes are all the same objects freezes the same
+        d = f"{v}.__dict__"
+        items = "".join(f" and {d}.get({k!r}, MISSING) is {w.const(x)}" for k, x in attrs.items()
+                        if isinstance(k, str))
+        return f"{v} is {w.const(value)} and len({d}) == {len(attrs)}{items}"
+    return None
+
+
+def _freeze_object_key(value):
+    """What freeze gives when it keeps `value` as an object (identity plus scalar
+    attributes); compared with the key's frozen value, it tells that freeze took that path."""
+    try:
+        return _freeze_object(value, 0)
+    except Exception:
+        return None
 
 
 def _prefix(w: _Writer, root_key, root_code: str, steps: tuple) -> str:

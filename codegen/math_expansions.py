@@ -7,11 +7,12 @@ arithmetic, `fma`, `roundeven`, bit casts and selects, so the loop vectorizes.
 Each entry is written against `ScalarBuilder`, generic over f32/f64 where the method is the
 same and only constants change (`_LIMITS`, the coefficient tables). Accuracy (tested over the
 whole float range against NumPy float64 in tests/codegen/test_math_expansions.py):
-- exp: Cody-Waite reduction x = n*ln2 + r, Taylor polynomial in r, 2**n as two exact scalings
-  (so overflow gives inf and tiny results round into denormals like libm).
+- exp: Cody-Waite reduction x = n*ln2 + r, a polynomial in r (fitted for f32, Taylor for f64),
+  then a scaling by 2**n that overflows to inf and rounds tiny results into denormals like
+  libm: one `ldexp` on hosts with a vector instruction for it, else two exact scalings.
 - log: x = 2**e * m with m in [sqrt(1/2), sqrt(2)); fdlibm's log1p form in s = f/(2+f).
-- tanh: odd Taylor series for |x| < 0.55 (keeps relative error small near 0), else
-  (1 - e)/(1 + e) with e = exp(-2|x|).
+- tanh: an odd polynomial for |x| < 0.55 (keeps relative error small near 0: fitted for f32,
+  Taylor for f64), else (1 - e*e)/(1 + e*e) with e = exp(-|x|), the exp sigmoid needs too.
 - sigmoid: split by sign like the reference so that neither side overflows.
 - erf (f32): Taylor series for |x| < 1, else 1 - exp(-x*x) * R(|x|) with R fitted to
   erfc(x)*exp(x*x) on [1, 4] (|x| >= 4 rounds to +-1).
@@ -21,6 +22,7 @@ whole float range against NumPy float64 in tests/codegen/test_math_expansions.py
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from fractions import Fraction
 
@@ -87,12 +89,22 @@ def _erf_taylor(terms: int) -> list[float]:
 
 
 # NOTE: degrees are the smallest whose truncation error is below ~0.1 ulp on the reduced range
-# (Taylor remainders: exp |r| <= ln2/2, log z <= 0.0295, tanh |x| < 0.55, erf |x| < 1).
-EXP_COEFFS = {F32: [1 / math.factorial(k) for k in range(8)],
-              F64: [1 / math.factorial(k) for k in range(14)]}
+# (Taylor remainders: exp |r| <= ln2/2, log z <= 0.0295, tanh |x| < 0.55, erf |x| < 1); the
+# f32 fits need fewer terms than Taylor series for that (tests/codegen/test_expansion_fits.py).
+# exp(r) = 1 + r + r*r * Q(r) for f32 on |r| <= ln2/2: a degree-4 Q fitted for relative
+# error (as TANH_FIT_F32, mpmath exp); max relative error 3.1e-9 before rounding, below the
+# degree-7 Taylor polynomial's 7.0e-9 with one fma fewer.
+EXP_FIT_F32 = [1.0, 1.0, 0.4999999345118995, 0.16666520684764263, 0.041668387465361924,
+               0.008368710295660768, 0.001381460828235819]
+EXP_COEFFS = {F32: EXP_FIT_F32, F64: [1 / math.factorial(k) for k in range(14)]}
 LOG_COEFFS = {F32: [2 / (2 * k + 1) for k in range(1, 5)],
               F64: [2 / (2 * k + 1) for k in range(1, 11)]}
-TANH_COEFFS = {F32: _tanh_taylor(9), F64: _tanh_taylor(18)}
+# tanh(x) = x + x**3 * P(x*x) for f32 on |x| < TANH_SMALL: a degree-4 P fitted for relative
+# error of tanh (Lawson-weighted least squares, 6000 points, mpmath tanh); max relative error
+# 1.0e-9 before rounding: 5 fma where the Taylor series needs 8 for the same accuracy.
+TANH_FIT_F32 = [-0.3333331756206965, 0.13332586219257592, -0.05385231821590042,
+                0.021071712396161766, -0.006274285377321992]
+TANH_COEFFS = {F32: [1.0] + TANH_FIT_F32, F64: _tanh_taylor(18)}
 ERF_COEFFS = {F32: _erf_taylor(10)}
 # erfc(x)*exp(x*x) on [1, 4] as a polynomial in t = (x - 2.5)/1.5: a degree-11 Chebyshev
 # least-squares fit (numpy, 2000 Chebyshev nodes, math.erfc); max |erf error| 2e-8 in f32.
@@ -118,6 +130,14 @@ def _clamp(b, x, lo: float, hi: float):
     return b.select(b.cmp("lt", x, b.const(lo, d)), b.const(lo, d), x)
 
 
+def _clamp_nan_low(b, x, lo: float, hi: float):
+    """Clamp to [lo, hi] with NaN going to lo: exp's NaN would become poison in fptosi.
+    NOTE: `x > lo ? x : lo` is one x86 `max` (it returns its second operand for NaN)."""
+    d = x.dtype
+    x = b.select(b.cmp("gt", x, b.const(lo, d)), x, b.const(lo, d))
+    return b.select(b.cmp("lt", x, b.const(hi, d)), x, b.const(hi, d))
+
+
 def _pow2(b, k, d: DType):
     """2**k as a float, for integer k within the normal exponent range."""
     lim = _LIMITS[d]
@@ -129,20 +149,35 @@ def _pow2(b, k, d: DType):
 def exp(b, x):
     """e**x; see the module docstring."""
     d, lim = x.dtype, _LIMITS[x.dtype]
-    nan = b.isnan(x)
-    # NOTE: NaN would become poison in fptosi: compute on 0 and select NaN back at the end.
-    xc = b.select(nan, b.const(0, d), _clamp(b, x, lim.exp_lo, lim.exp_hi))
+    xc = _clamp_nan_low(b, x, lim.exp_lo, lim.exp_hi)
     n = b.roundeven(b.mul(xc, b.const(LOG2E, d)))
     minus_n = b.neg(n)
     r = b.fma(minus_n, b.const(lim.ln2_hi, d), xc)
     r = b.fma(minus_n, b.const(lim.ln2_lo, d), r)
     p = horner(b, r, EXP_COEFFS[d])
+    return b.select(b.isnan(x), x, _scale(b, p, n))
+
+
+def _scale(b, p, n):
+    """p * 2**n for an integral float n in [-1076, 1076]: one ldexp where the host has a
+    vector instruction for it, else two exact-power multiplications."""
+    d, lim = p.dtype, _LIMITS[p.dtype]
+    if fast_ldexp():
+        return b.ldexp(p, b.float_to_int_unchecked(n, DType.int32))
     # NOTE: 2**n can leave the exponent range (n up to +-1076 for f64): scale twice.
     ni = b.float_to_int_unchecked(n, lim.int_dtype)
     n1 = b.shr_signed(ni, b.const(1, lim.int_dtype))
     n2 = b.sub(ni, n1)
-    y = b.mul(b.mul(p, _pow2(b, n1, d)), _pow2(b, n2, d))
-    return b.select(nan, x, y)
+    return b.mul(b.mul(p, _pow2(b, n1, d)), _pow2(b, n2, d))
+
+
+@functools.cache
+def fast_ldexp() -> bool:
+    """Whether LLVM lowers a vector `ldexp` on this host to one instruction (x86 AVX-512
+    `vscalef`). NOTE: elsewhere it becomes one libm call per element, which stops the loop
+    from vectorizing: the two multiplications are the portable form."""
+    from .llvm_cpu import _llvm
+    return bool(_llvm().get_host_cpu_features().get("avx512f", False))
 
 
 def _split_exponent(b, x):
@@ -194,9 +229,12 @@ def tanh(b, x):
     ax = b.abs(x)
     z = b.mul(x, x)
     near_zero = b.fma(b.mul(x, z), horner(b, z, TANH_COEFFS[d][1:]), x)
-    e = exp(b, b.mul(ax, b.const(-2, d)))
+    # NOTE: exp(-|x|) squared inside fma, not exp(-2|x|): sigmoid's expansion computes the
+    # same exp(-|x|), so LLVM shares it when both ops are in one kernel (W1).
+    e = exp(b, b.neg(ax))
     one = b.const(1, d)
-    far = b.copysign(b.div(b.sub(one, e), b.add(one, e)), x)
+    num = b.fma(b.neg(e), e, one)
+    far = b.copysign(b.div(num, b.fma(e, e, one)), x)
     return b.select(b.cmp("lt", ax, b.const(TANH_SMALL, d)), near_zero, far)
 
 

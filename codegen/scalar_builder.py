@@ -182,6 +182,15 @@ class ScalarBuilder:
         self._need_float("copysign", x)
         return self.emit(f"math.copysign {x.name}, {sign.name} : {x.type}", x.dtype)
 
+    def ldexp(self, x, n):
+        """x * 2**n with one rounding (overflow to inf, underflow into denormals); n is int32.
+        NOTE: LLVM lowers it to one `vscalef` with AVX-512; see math_expansions.fast_ldexp."""
+        self._need_float("ldexp", x)
+        if n.dtype != DType.int32:
+            raise DTypeError(f"codegen ldexp: exponent must be int32, got {n.dtype}")
+        return self.emit(f"llvm.intr.ldexp({x.name}, {n.name}) : ({x.type}, i32) -> {x.type}",
+                         x.dtype)
+
     # ---- transcendentals (expanded, see math_expansions) -----------------------------------
     def _expand(self, op: str, *xs):
         from .math_expansions import expand

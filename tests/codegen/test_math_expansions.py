@@ -24,9 +24,9 @@ N = 1 << 16
 # NOTE: measured maxima on this machine (znver4) are in the comments; the bounds leave about
 # 1.5x room. f64 erf and pow are libm calls (the reference is libm too for erf).
 MAX_ULPS = {
-    ("exp", F32): 1.5, ("exp", F64): 1.5,            # 0.86, 0.83
+    ("exp", F32): 1.5, ("exp", F64): 1.5,            # 0.84, 0.83
     ("log", F32): 1.5, ("log", F64): 1.5,            # 0.75, 0.73
-    ("tanh", F32): 2.5, ("tanh", F64): 2.5,          # 1.49, 1.50
+    ("tanh", F32): 2.5, ("tanh", F64): 2.5,          # 1.54, 1.61
     ("sigmoid", F32): 3.5, ("sigmoid", F64): 3.5,    # 2.34, 2.42
     ("erf", F32): 3.5, ("erf", F64): 1.0,            # 2.38, 0
     ("pow", F32): 1.0, ("pow", F64): 1.0,            # 0 (one rounding from f64), 0.51

@@ -37,6 +37,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+import turns  # noqa: E402
+
 COPY_BYTES = 256 * 2**20
 BLAS_N = 2048
 # NOTE: the peers a user would pick instead (BENCHMARKS.md), each where importable.
@@ -128,7 +130,7 @@ def measure(peer: str, maker, inputs, want, ns, error=scaled_error, inner: int =
         return {"peer": peer, "status": "wrong", "err": err,
                 "why": f"error {err:.2e} > {ns.tol:.0e}: timing void"}
     time_calls(f, args, ns.warmup, inner)
-    times = time_calls(f, args, ns.reps, inner)
+    times = turns.timed_reps(time_calls, f, args, ns.reps, inner)
     out = {"peer": peer, "status": "ok", "err": err, "first_s": first_s,
            "median_s": statistics.median(times), "min_s": min(times), "reps": ns.reps,
            "version": version_of(peer)}
@@ -340,6 +342,9 @@ def parser(doc: str, peers, tol: float) -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=20, help="timed repetitions, median (20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after the check (3)")
     p.add_argument("--peers", default=",".join(peers), help=f"subset of {','.join(peers)}")
+    p.add_argument("--turns", type=int, default=5,
+                   help="rounds the timed repetitions are split into, every peer taking a "
+                        "turn in each (bench/turns.py); 1: one peer after the other (5)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per peer process (600)")
     p.add_argument("--tol", type=float, default=tol, help=f"error voiding a timing ({tol:g})")
     # NOTE: the floor must not be noisy: fewer repetitions only for quick looks and tests
@@ -385,6 +390,10 @@ def run_peers(script: str, ns, argv: list, peers) -> list[dict]:
     unknown = set(chosen) - set(peers)
     if unknown:
         sys.exit(f"unknown peers {sorted(unknown)}; choose from {', '.join(peers)}")
+    if ns.turns > 1:
+        return turns.run_in_turns(
+            [(p, [sys.executable, script, *argv, "--peer", p]) for p in chosen], ns.turns,
+            ns.timeout, benchmark_environment())
     return [spawn(script, p, argv, ns.timeout) for p in chosen]
 
 

@@ -113,6 +113,7 @@ class _Compiled:
         self.backward = None        # a TapeBackward when outputs require grad
         self.effects = CallEffects(trace, executable)
         self.extra_guards = list(trace.__dict__.get("extra_guards", ()))
+        self._run = None            # the executable's call (its generated runner), once bound
 
     def guards_hold(self, call=None, leaves=None) -> bool:
         """The guards beyond the cache key hold for `call` = (args, kwargs) (its tensor
@@ -140,7 +141,10 @@ class _Compiled:
             tensors, arrays = self._bind_inputs(leaves)
         if self.effects.written:
             self.effects.before(tensors, arrays)
-        results = self.executable(arrays)
+        run = self._run
+        if run is None:
+            run = self._run = getattr(self.executable, "runner", self.executable)
+        results = run(arrays)
         outs = self.effects.after(tensors, results)
         if self.backward is not None and autograd.is_grad_enabled():
             self.backward.record(tensors, outs, self.effects.saved(results, outs))

@@ -38,7 +38,9 @@ class CallEffects:
         self.saved_start = getattr(trace, "saved_start", len(graph.outputs))
         self.may_alias = _may_alias(executable.graph.outputs)
         fresh = getattr(executable, "fresh_outputs", None)
-        if fresh is not None and len(fresh) == len(self.may_alias):
+        if fresh is not None and len(fresh) != len(self.may_alias):
+            fresh = None
+        if fresh is not None:
             # NOTE: the executable knows which arrays are new memory of the call (a view op
             # in the graph is often a strided kernel store into a fresh buffer there)
             self.may_alias = [m and not f for m, f in zip(self.may_alias, fresh)]
@@ -48,6 +50,8 @@ class CallEffects:
         self.plain = not (self.written or self.grad_effects or self.view_roots
                           or any(a is not None for a in self.aliases) or any(self.may_alias[:n])
                           or self.first != list(range(n)))
+        # NOTE: an executable's fresh outputs are allocated C-contiguous for the call
+        self.contiguous = fresh is not None and all(fresh[:n])
 
     def before(self, tensors: list, arrays: list) -> None:
         """Refuse a call whose inputs overlap in memory when the function writes one."""
@@ -61,6 +65,8 @@ class CallEffects:
         """Bump the written tensors' versions, assign the `.grad`s the call set; return the
         function's outputs as Tensors."""
         if self.plain:
+            if self.contiguous:
+                return list(map(Tensor._wrap, results[:self.n_outputs]))
             return [Tensor._wrap(a if a.flags.c_contiguous else np.ascontiguousarray(a))
                     for a in results[:self.n_outputs]]
         for i in self.written:

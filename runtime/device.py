@@ -29,6 +29,11 @@ class Device:
     def empty(self, shape, dtype) -> np.ndarray:
         return np.empty(shape, dtype)
 
+    def allocator_for(self, nbytes: int):
+        """The `empty(shape, dtype)` to use for buffers of `nbytes` (a generated runner picks
+        it once per buffer; a device may skip its pool for small ones)."""
+        return self.empty
+
     def copy(self, dst: np.ndarray, src: np.ndarray) -> None:
         np.copyto(dst, src)
 

@@ -187,19 +187,19 @@ class Executable:
                 f"{len(self.kernels)} kernels, arena {self.schedule.arena_bytes or 0} bytes>")
 
     def __call__(self, inputs) -> list[np.ndarray]:
-        runner = self._runner
-        if runner is None:
-            runner = self._runner = self.runner
-        return runner(inputs)
+        return (self._runner or self.runner)(inputs)
 
     @property
     def runner(self):
-        """This executable's call as one generated function (runtime/runner.py); the step
-        interpreter `run_steps` where KILN_RUNNER=steps."""
-        if os.environ.get("KILN_RUNNER") == "steps":
-            return self.run_steps
-        from .runner import write_runner
-        return write_runner(self)
+        """This executable's call as one generated function (runtime/runner.py), written on
+        first use; the step interpreter `run_steps` where KILN_RUNNER=steps."""
+        if self._runner is None:
+            if os.environ.get("KILN_RUNNER") == "steps":
+                self._runner = self.run_steps
+            else:
+                from .runner import write_runner
+                self._runner = write_runner(self)
+        return self._runner
 
     def wrong_input_count(self, inputs):
         raise KilnError(f"executable @{self.schedule.name} takes {len(self.input_slots)} "

@@ -23,13 +23,15 @@ and `tests/runtime/test_executable.py` runs every schedule both ways.
         b0 = inputs[0]
         if not (type(b0) is ndarray and b0.shape == (2, 2) and b0.strides == (8, 4) and b0.dtype == DT0):
             b0 = EXE.check_input(0, b0)
-        b1 = empty((2, 2), FT1)
+        b1 = EMPTY1((2, 2), FT1)
         DEVICE.call('matmul', ATTRS0, [b0, b0], [b1], ())
         outs = [b1]
         return outs
     <BLANKLINE>
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -53,12 +55,13 @@ def write_runner(exe):
     """`run(inputs) -> outputs` for Executable `exe` (see module docstring)."""
     from .executable import _CallStep, _LaunchStep, _RunStep, _SegmentStep
     w = _Writer()
+    w.device = exe.device
     # NOTE: without temps or outputs that may view them, a call needs no arena
     w.arena = bool(exe.temp_slots or exe._copy_outputs)
     w.depth = 2 if w.arena else 1
     w.scope.update(ndarray=np.ndarray, DEVICE=exe.device, EXE=exe, copyto=np.copyto,
                    contiguous=np.ascontiguousarray, may_share=np.may_share_memory,
-                   array=np.array, empty=exe.device.empty)
+                   array=np.array)
     _inputs(w, exe)
     for k, step in enumerate(exe.steps):
         _prepare(w, step)
@@ -113,7 +116,9 @@ def _prepare(w: _Writer, step) -> None:
     for s in step.contiguous:
         w.line(f"if not b{s}.flags.c_contiguous: b{s} = contiguous(b{s})")
     for s, shape, dtype in step.fresh:
-        w.line(f"b{s} = empty({shape!r}, {w.const(f'FT{s}', dtype)})")
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        empty = w.const(f"EMPTY{s}", w.device.allocator_for(nbytes))
+        w.line(f"b{s} = {empty}({shape!r}, {w.const(f'FT{s}', dtype)})")
 
 
 def _segment(w: _Writer, device, step, k: int) -> None:

@@ -82,6 +82,10 @@ class CpuDevice(Device):
     def empty(self, shape, dtype) -> np.ndarray:
         return self.allocator.empty(shape, dtype)
 
+    def allocator_for(self, nbytes: int):
+        # NOTE: the pool's own rule (runtime/allocator.py), decided once instead of per call
+        return np.empty if 0 < nbytes < self.allocator.min_bytes else self.empty
+
     def launch(self, handle: CpuKernelHandle, arrays: list) -> None:
         self.launcher.launch(handle.fn, data_pointers(arrays), handle.outer,
                              handle.work)

@@ -342,9 +342,9 @@ def parser(doc: str, peers, tol: float) -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=20, help="timed repetitions, median (20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after the check (3)")
     p.add_argument("--peers", default=",".join(peers), help=f"subset of {','.join(peers)}")
-    p.add_argument("--turns", type=int, default=5,
+    p.add_argument("--turns", type=int, default=10,
                    help="rounds the timed repetitions are split into, every peer taking a "
-                        "turn in each (bench/turns.py); 1: one peer after the other (5)")
+                        "turn in each (bench/turns.py); 1: one peer after the other (10)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per peer process (600)")
     p.add_argument("--tol", type=float, default=tol, help=f"error voiding a timing ({tol:g})")
     # NOTE: the floor must not be noisy: fewer repetitions only for quick looks and tests

@@ -4,7 +4,8 @@ what else runs on the shared machine falls on every peer alike instead of on whi
 was running at the time (runs one after the other moved one peer by up to 2x).
 
 Protocol (lines on the child's stdin and stdout): the child prints `READY` when its timed
-repetitions are about to start; each `GO` runs one turn of them and answers `DONE`; `END`
+repetitions are about to start; each `GO` runs one untimed call and then one turn of them,
+and answers `DONE`; `END`
 lets it finish, print its `RESULT {json}` line and exit. A child that never prints `READY`
 (a failure, or a script that times nothing) is simply waited for. Only one child runs at a
 time: the others wait on their stdin.
@@ -34,6 +35,9 @@ def timed_reps(time_calls, f, args, reps: int, inner: int = 1) -> list[float]:
     for line in sys.stdin:
         command = line.strip()
         if command == "GO":
+            # NOTE: one untimed call first: a peer that waited (its thread pool asleep, its
+            # caches cold) gets back to the state the timed calls should see
+            time_calls(f, args, 1, inner)
             left = reps - len(times)
             times += time_calls(f, args, max(1, -(-left // turns)) if left > 0 else 1, inner)
             turns = max(1, turns - 1)

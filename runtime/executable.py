@@ -35,12 +35,22 @@ class _Arena:
     (each call starts from a copy of `env`)."""
 
     def __init__(self, schedule: Schedule, slots: dict, device: Device):
-        self.block = device.empty((max(schedule.arena_bytes or 0, 1),), np.uint8)
+        self.block = _aligned(device, max(schedule.arena_bytes or 0, 1))
         self.env = [None] * len(slots)
         for b in schedule.buffers:
             if b.kind == "temp":
                 view = self.block[b.offset:b.offset + b.type.nbytes]
                 self.env[slots[id(b)]] = view.view(b.type.dtype.np).reshape(b.type.shape)
+
+
+_ALIGN = 64     # NOTE: a cache line, and one AVX-512 vector: no load splits across two
+
+
+def _aligned(device: Device, nbytes: int) -> np.ndarray:
+    """`nbytes` bytes starting at a multiple of _ALIGN (plan_memory aligns the offsets)."""
+    raw = device.empty((nbytes + _ALIGN,), np.uint8)
+    skip = -raw.__array_interface__["data"][0] % _ALIGN
+    return raw[skip:skip + nbytes]
 
 
 class _Step:

@@ -16,6 +16,8 @@ codegen; this module hands the renderer's compile to the runtime).
 """
 from __future__ import annotations
 
+import os
+
 from kiln.ir.graph import Graph
 
 
@@ -34,14 +36,44 @@ def backend(device: str = "cpu", launcher=None):
 def compile_graph(graph: Graph, launcher=None, device: str = "cpu"):
     """The Executable of a fused graph; it keeps `schedule_text` (before memory planning)
     and its planned `schedule` for the CLI's `schedule` and `memory` stages."""
+    schedule, text = plan_graph(graph)
+    return _executable(graph, schedule, text, launcher, device)
+
+
+def plan_graph(graph: Graph):
+    """(memory-planned schedule, its text before planning) of a fused graph."""
     from kiln.passes.plan_memory import plan_memory
     from kiln.passes.schedule import build_schedule
-    from kiln.runtime.executable import build_executable
     schedule = build_schedule(graph)
     text = str(schedule)
     plan_memory(schedule)
+    return schedule, text
+
+
+def _executable(graph: Graph, schedule, text: str, launcher, device: str):
+    from kiln.runtime.executable import build_executable
     dev, renderer = backend(device, launcher)
     exe = build_executable(schedule, dev, renderer)
     exe.schedule_text = text
     exe.graph = graph
     return exe
+
+
+def compile_traced(traced: Graph, launcher=None, device: str = "cpu"):
+    """(optimized graph, pass stages, Executable) of a traced graph: the passes, the schedule
+    and its memory plan, or all three from the disk cache (frontend/plan_cache.py; stages is
+    None then). KILN_VERIFY and KILN_PRINT_AFTER ask for the passes to run: no cache."""
+    from . import plan_cache
+    use_cache = not (os.environ.get("KILN_VERIFY", "") not in ("", "0")
+                     or os.environ.get("KILN_PRINT_AFTER", ""))
+    plan = plan_cache.load_plan(traced, device) if use_cache else None
+    if plan is not None:
+        optimized, schedule, text = plan
+        return optimized, None, _executable(optimized, schedule, text, launcher, device)
+    from kiln.passes.manager import run_passes
+    optimized, stages = run_passes(traced)
+    schedule, text = plan_graph(optimized)
+    if use_cache:
+        # NOTE: before the executable is built from it (building annotates the schedule)
+        plan_cache.store_plan(traced, device, optimized, schedule, text)
+    return optimized, stages, _executable(optimized, schedule, text, launcher, device)

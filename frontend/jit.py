@@ -109,11 +109,20 @@ class _Compiled:
         self.out_spec = out_spec
         self.graph = graph
         self.executable = executable
-        self.stages = stages
+        self.traced = trace.builder.graph
+        self._stages = None if stages is None else _stage_list(self.traced, stages)
         self.backward = None        # a TapeBackward when outputs require grad
         self.effects = CallEffects(trace, executable)
         self.extra_guards = list(trace.__dict__.get("extra_guards", ()))
         self._run = None            # the executable's call (its generated runner), once bound
+
+    @property
+    def stages(self) -> list:
+        """(name, graph) after each pass; run again when the plan came from the disk cache."""
+        if self._stages is None:
+            from kiln.passes.manager import run_passes
+            self._stages = _stage_list(self.traced, run_passes(self.traced)[1])
+        return self._stages
 
     def guards_hold(self, call=None, leaves=None) -> bool:
         """The guards beyond the cache key hold for `call` = (args, kwargs) (its tensor
@@ -165,6 +174,11 @@ class _Compiled:
 
 _ONE_TENSOR = ("T",)
 _DATA = operator.attrgetter("_data")
+
+
+def _stage_list(traced, stages) -> list:
+    # NOTE: the pass manager's "input" stage is the traced graph itself; show it once.
+    return [("traced", traced)] + [(s.name, s.graph) for s in stages if s.name != "input"]
 
 
 def _leaves_of(call) -> list:
@@ -287,15 +301,10 @@ def _leaf_names(fn, args, n: int) -> list:
 
 
 def compile_trace(trace: Trace, out_spec):
-    from kiln.passes.manager import run_passes
-
-    from .compile import compile_graph
+    from .compile import compile_traced
     graph = trace.builder.graph
-    optimized, stages = run_passes(graph)
-    executable = compile_graph(optimized)
-    # NOTE: the pass manager's "input" stage is the traced graph itself; show it once.
-    entry = _Compiled(trace, out_spec, optimized, executable, [("traced", graph)] + [
-        (s.name, s.graph) for s in stages if s.name != "input"])
+    optimized, stages, executable = compile_traced(graph)
+    entry = _Compiled(trace, out_spec, optimized, executable, stages)
     backward = getattr(trace, "backward", None)
     if backward is not None:
         backward.compile(graph.inputs)

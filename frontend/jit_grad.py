@@ -54,17 +54,14 @@ class TapeBackward:
 
     def compile(self, forward_inputs: list) -> None:
         """Optimize and compile the backward graph (after the forward graph is final)."""
-        from kiln.passes.manager import run_passes
-
-        from .compile import compile_graph
+        from .compile import compile_traced
         if self.graph is None:
             return
         position = {v: i for i, v in enumerate(forward_inputs)}
         self.wrt_inputs = [position[v] for v in self.wrt]
         self.saved_inputs = [position.get(v) for v in self.saved]
         self.traced = self.graph
-        self.graph, self.stages = run_passes(self.traced)
-        self.executable = compile_graph(self.graph)
+        self.graph, self.stages, self.executable = compile_traced(self.traced)
 
     def record(self, tensors: list, outputs: list, saved_arrays: list) -> None:
         """Make this call's differentiated outputs require grad, through one tape node."""

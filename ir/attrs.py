@@ -70,6 +70,11 @@ class Attrs:
                                 f"a valid {kind}: {e}") from None
         return cls(tuple(items))
 
+    def __reduce__(self):
+        # NOTE: pickled by its items (a compiled plan on disk); __getattr__ would otherwise
+        # run on an instance whose slot is not set yet
+        return (Attrs, (self._items,))
+
     def __getattr__(self, name):
         for k, v in self._items:
             if k == name:

@@ -45,6 +45,7 @@ key at once, or read while another writes, see a whole entry or none.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -89,6 +90,26 @@ def make_key(*parts: str) -> str:
         False
     """
     return "".join(f"{len(p)}:{p}\n" for p in parts)
+
+
+@functools.cache
+def compiler_stamp() -> str:
+    """Kiln's version and (path, size, modification time) of every Python module of its IR,
+    passes, code generators and runtime: part of the keys of what is derived from them (a
+    plan, a rendered kernel), so a changed compiler never reads an old entry."""
+    import importlib.util
+    parts = []
+    for package in ("kiln.ir", "kiln.passes", "kiln.codegen", "kiln.runtime"):
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+                for name in sorted(f for f in files if f.endswith(".py")):
+                    st = os.stat(os.path.join(folder, name))
+                    rel = os.path.relpath(os.path.join(folder, name), root)
+                    parts.append(f"{package}/{rel} {st.st_size} {st.st_mtime_ns}")
+    from kiln import __version__
+    return __version__ + "\n" + "\n".join(parts)
 
 
 def cache_root() -> Path | None:

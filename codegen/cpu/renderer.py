@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import functools
 import os
+import pickle
 import re
 import threading
 import warnings
@@ -39,7 +40,7 @@ from ..errors import CodegenError
 from ..mlir_pipeline import CPU_PIPELINE, mlir_to_llvm_ir
 from ..object_code import emit_object_modules, load_object, optimized_ir
 from . import blas
-from .render_kernel import LoopNest, render_kernel
+from .render_kernel import LoopNest, RenderedKernel, render_kernel
 from .segment import SegmentArtifact, entry_ir, segment_buffers, whole_range_ir
 
 
@@ -137,14 +138,35 @@ def _target() -> str:
 
 @functools.cache
 def _versions() -> str:
-    import importlib.metadata as md
-    out = []
-    for dist in ("kiln-jit", "llvmlite", "torch-mlir"):
-        try:
-            out.append(f"{dist}={md.version(dist)}")
-        except md.PackageNotFoundError:
-            out.append(f"{dist}=?")
+    """The versions of Kiln, llvmlite and torch-mlir, for cache keys. NOTE: read from the
+    packages' own folders (the installed dist-info names), not importlib.metadata, which
+    scans every distribution on sys.path (~20 ms at each warm start)."""
+    out = [f"kiln-jit={_kiln_version()}"]
+    for module, dist in (("llvmlite", "llvmlite"), ("torch_mlir", "torch_mlir")):
+        out.append(f"{dist}={_installed_version(module, dist)}")
     return " ".join(out) + f" pipeline={CPU_PIPELINE}"
+
+
+def _kiln_version() -> str:
+    from kiln import __version__
+    return __version__
+
+
+def _installed_version(module: str, dist: str) -> str:
+    import importlib.util
+    spec = importlib.util.find_spec(module)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        site = os.path.dirname(os.path.abspath(folder))
+        found = [n for n in os.listdir(site) if n.startswith(dist + "-") and
+                 n.endswith(".dist-info")]
+        if len(found) == 1:
+            return found[0][len(dist) + 1:-len(".dist-info")]
+    import importlib.metadata as md     # NOTE: an unusual install: the slow, sure way
+    try:
+        return md.version(dist.replace("_", "-"))
+    except md.PackageNotFoundError:
+        return "?"
 
 
 def _build_module(key_text: str, texts_fn, symbols: list[str]) -> _Module:
@@ -165,6 +187,40 @@ def _build_module(key_text: str, texts_fn, symbols: list[str]) -> _Module:
     data, optimized = emit_object_modules(texts)
     disk.put(key, data)
     return _Module(load_object(data, symbols), lambda: texts, optimized)
+
+
+def _render_key(signature: str) -> str:
+    from kiln.runtime.disk_cache import compiler_stamp, make_key
+
+    from .. import math_expansions
+    # NOTE: the expansions pick instructions by host (and tests switch them): part of the key
+    return make_key("kiln-cpu-render", CODEGEN_VERSION, compiler_stamp(), _target(),
+                    f"fast_ldexp={math_expansions.fast_ldexp()}", signature)
+
+
+def _rendered_on_disk(signature: str):
+    """A kernel rendered by an earlier process (its MLIR, loop nest and cost), or None.
+    NOTE: a warm start needs the MLIR only to find the compiled code; rendering it again
+    cost ~2 ms a kernel."""
+    from kiln.runtime.disk_cache import default_disk_cache
+    disk = default_disk_cache()
+    data = disk.get(_render_key(signature)) if disk.enabled else None
+    if data is None:
+        return None
+    try:
+        r = pickle.loads(data)
+        return r if isinstance(r, RenderedKernel) else None
+    except Exception:   # NOTE: damaged: rendered again (and stored again)
+        return None
+
+
+def _render_and_store(k: Kernel, signature: str):
+    from kiln.runtime.disk_cache import default_disk_cache
+    r = render_kernel(k, "kiln_KSYM")
+    disk = default_disk_cache()
+    if disk.enabled:
+        disk.put(_render_key(signature), pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL))
+    return r
 
 
 def _cache_size() -> int:
@@ -241,7 +297,7 @@ class CpuRenderer:
         with self._lock:
             r = self._rendered.get(key)
         if r is None:
-            r = render_kernel(k, "kiln_KSYM")
+            r = _rendered_on_disk(key) or _render_and_store(k, key)
             with self._lock:
                 self._rendered[key] = r
                 while len(self._rendered) > 4 * self.cache_size:

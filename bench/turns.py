@@ -124,6 +124,29 @@ def run_in_turns(commands: list, turns: int, timeout: float, env: dict) -> list[
     timing = [c for c in children if c.result is None]
     for r in range(turns):
         for child in (timing if r % 2 == 0 else reversed(timing)):
+            settle()
             child.send("GO")
             child.expect(("DONE",), deadline)
     return [c.finish(deadline) for c in children]
+
+
+def settle(quiet: float = 0.15, window: float = 0.03, limit: float = 1.0) -> None:
+    """Wait until the CPUs are nearly idle (at most `limit` seconds). NOTE: a peer's thread
+    pools spin for a while after its turn (OpenBLAS's workers ~0.1 s, OpenMP's): without
+    this the next peer's turn shares its cores with them (kiln-jit's W4 GEMM ran 2x slower
+    right after the eager peer's)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end and _busy(window) > quiet:
+        pass
+
+
+def _busy(seconds: float) -> float:
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    try:
+        (t0, i0), _, (t1, i1) = sample(), time.sleep(seconds), sample()
+    except OSError:
+        return 0.0
+    return 1 - (i1 - i0) / max(t1 - t0, 1)

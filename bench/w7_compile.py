@@ -17,6 +17,7 @@ peers compile nothing: they have no row here.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import os
 import statistics
 import sys
@@ -49,22 +50,56 @@ STAGES = (("trace", "kiln.frontend.jit", "trace_function"),
 
 
 def time_stages() -> dict:
-    """Wrap each stage to add up its seconds into the returned dict (filled by `totals()`)."""
+    """Wrap each stage to add up its seconds into the returned dict (filled by `totals()`).
+    A stage's module that is not imported yet is wrapped when it is (`_WrapOnImport`): the
+    timing must not import what the first step would not (a warm start skips the passes)."""
     # NOTE: the wrappers run while a trace is recorded, so @kiln.jit guards what they read:
     # only `log`, a list's bound `append` (the same list at every call), not a changing dict.
     records: list = []
     log = records.append
+    pending: dict = {}
     for label, module_name, name in STAGES:
-        module = importlib.import_module(module_name)
-
-        def timed(*a, _fn=getattr(module, name), _label=label, **kw):
-            t0 = time.perf_counter()
-            try:
-                return _fn(*a, **kw)
-            finally:
-                log((_label, time.perf_counter() - t0))
-        setattr(module, name, timed)
+        def wrap(module, _label=label, _name=name):
+            def timed(*a, _fn=getattr(module, _name), **kw):
+                t0 = time.perf_counter()
+                try:
+                    return _fn(*a, **kw)
+                finally:
+                    log((_label, time.perf_counter() - t0))
+            setattr(module, _name, timed)
+        if module_name in sys.modules:
+            wrap(sys.modules[module_name])
+        else:
+            pending.setdefault(module_name, []).append(wrap)
+    if pending:
+        sys.meta_path.insert(0, _WrapOnImport(pending))
     return _Totals(records)
+
+
+class _WrapOnImport(importlib.abc.MetaPathFinder):
+    """Runs the given wrappers on a module right after it is first imported."""
+
+    def __init__(self, pending: dict):
+        self.pending = pending
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.pending:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(
+                fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                break
+        else:
+            return None
+        wraps, run = self.pending.pop(fullname), spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            for wrap in wraps:
+                wrap(module)
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 class _Totals(dict):

@@ -85,7 +85,7 @@ def _write(w: _Writer, jitfn, key, call, entry) -> None:
     defaults = key[3][len(jitfn.reads):]
     _defaults(w, jitfn.fn, defaults[0][1] if defaults else None)
     leaves = "[" + ", ".join(w.leaves) + "]"
-    _entry_guards(w, entry, leaves)
+    _entry_guards(w, entry, leaves, call)
     w.line(f"return {leaves}")
 
 
@@ -257,22 +257,41 @@ def _defaults(w: _Writer, fn, frozen) -> None:
         w.fail_unless(f"{w.const(defaults_key)}({w.const(fn)}) == {w.const(frozen)}")
 
 
-def _entry_guards(w: _Writer, entry, leaves: str) -> None:
+def _entry_guards(w: _Writer, entry, leaves: str, call) -> None:
     """The entry's own guards (frontend/entry_guards.py): written out for the modules it
     called, the captured tensors it re-reads at their paths and its extra checks; helper
     reads and `.grad` guards take the entry's own check."""
     g = entry.sources.guards
-    if g.checks or g.fixed or entry.effects.grad_guards:
+    if entry.effects.grad_guards:
         w.fail_unless(f"{w.const(entry)}.guards_hold((args, kwargs), {leaves})")
         return
+    for read, want in g.checks:
+        _helper_read(w, read, want, call)
     for m, _, paths in g.modules:
         for path in paths:
             w.fail_unless(f"{_path(w, path)} is {w.const(m)}")
         _same_attributes(w, m)
+    for t, (shape, dtype, requires_grad) in g.fixed:
+        t = w.const(t)
+        w.fail_unless(f"{t}._data.shape == {shape!r} and {t}._data.dtype == {w.const(dtype)} "
+                      f"and {t}._requires_grad == {requires_grad!r}")
     for check, _ in entry.extra_guards:
         w.fail_unless(f"{w.const(check)}()")
     for i, paths, guard in g.bindings:
         _binding(w, g, i, paths, guard)
+
+
+def _helper_read(w: _Writer, read, want, call) -> None:
+    """A read of a helper function the trace ran (its getter resolves the whole chain)."""
+    v = f"h{len(w.names)}"
+    w.names[("helper", id(read))] = v
+    w.line(f"{v} = {w.const(read.get)}((args, kwargs))")
+    value = read.get(call)
+    if freeze(value) != want:
+        raise _Unsupported
+    same = _same_value(w, v, value, want)
+    w.fail_unless(f"freeze({v}) == {w.const(want)}" if same is None else
+                  f"({same}) or freeze({v}) == {w.const(want)}")
 
 
 def _path(w: _Writer, path) -> str:

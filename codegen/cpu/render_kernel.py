@@ -26,6 +26,7 @@ from kiln.ir.registry import get_op
 from kiln.ir.schedule import Kernel
 
 from ..scalar_builder import MLIR_TYPE, STORAGE_TYPE, Scalar, ScalarBuilder, const_literal
+from . import render_columns as columns
 
 ROW, FULL = 0, 1
 # NOTE: float32 sums over this many elements or more accumulate in float64: a running float32
@@ -108,17 +109,11 @@ class RenderedKernel:
 def render_kernel(k: Kernel, symbol: str) -> RenderedKernel:
     """MLIR text of a module with one function computing kernel `k`."""
     nest = loop_nest(k)
+    if columns.applies(k, nest):
+        return _render_columns(k, nest, symbol)
     em = _Emitter(k, nest)
     em.emit()
-    # NOTE: a buffer updated in place is passed as a load and as a store, with the same
-    # access (the schedule verifier checks it); the kernel stores through the load's pointer
-    # and never touches the store's, so every pointer it uses is its buffer's only one:
-    # noalias holds, and LLVM vectorizes without runtime overlap checks (an Adam update
-    # reads and writes six buffers: with the checks it stayed scalar, 4x slower).
-    params = [f"%in{i}: {em.memref(i)} {{llvm.noalias}}" for i in range(len(k.loads))]
-    params += [f"%out{j}: {em.memref(len(k.loads) + j)} {{llvm.noalias}}"
-               for j in range(len(k.stores))]
-    params += ["%lo: index", "%hi: index"]
+    params = _params(k, em.memref)
     head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
             "%zero_i8 = arith.constant 0 : i8"]
     stops = [em.const_index(dim.extent) for dim in nest.parallel]
@@ -130,6 +125,34 @@ def render_kernel(k: Kernel, symbol: str) -> RenderedKernel:
         lines.append("  " * (d + 1) + f"scf.for %p{d} = {start} to {stop} step %c1 {{")
     lines += ["  " * (depth + 1) + s for s in em.row_lines]
     lines += ["  " * (d + 1) + "}" for d in reversed(range(depth))]
+    lines += ["  return", "}"]
+    text = "module {\n" + "\n".join("  " + s for s in lines) + "\n}\n"
+    accesses = len(k.loads) + len(k.stores)
+    return RenderedKernel(text, nest, em.ops + MEMORY_OP_WEIGHT * accesses)
+
+
+def _params(k: Kernel, memref) -> list[str]:
+    # NOTE: a buffer updated in place is passed as a load and as a store, with the same
+    # access (the schedule verifier checks it); the kernel stores through the load's pointer
+    # and never touches the store's, so every pointer it uses is its buffer's only one:
+    # noalias holds, and LLVM vectorizes without runtime overlap checks (an Adam update
+    # reads and writes six buffers: with the checks it stayed scalar, 4x slower).
+    params = [f"%in{i}: {memref(i)} {{llvm.noalias}}" for i in range(len(k.loads))]
+    params += [f"%out{j}: {memref(len(k.loads) + j)} {{llvm.noalias}}"
+               for j in range(len(k.stores))]
+    return params + ["%lo: index", "%hi: index"]
+
+
+def _render_columns(k: Kernel, nest: LoopNest, symbol: str) -> RenderedKernel:
+    """The kernel as reductions down contiguous columns (render_columns.py)."""
+    memrefs = _Emitter(k, nest)
+    em = columns.ColumnEmitter(k, nest, memrefs.memref, {j: i for j, i in k.inplace},
+                               _emit_node, _combine, _init, WIDE_SUM_FROM)
+    body = em.body()
+    head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
+            "%zero_i8 = arith.constant 0 : i8"]
+    lines = [f"func.func @{symbol}({', '.join(_params(k, memrefs.memref))}) {{"]
+    lines += ["  " + s for s in head + em.b.const_lines + em.index_lines() + body]
     lines += ["  return", "}"]
     text = "module {\n" + "\n".join("  " + s for s in lines) + "\n}\n"
     accesses = len(k.loads) + len(k.stores)

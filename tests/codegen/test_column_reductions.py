@@ -1,0 +1,92 @@
+"""Reductions down columns (codegen/cpu/render_columns.py): the reduced axis strided, the kept
+one contiguous (a bias gradient, `sum(g * mask, axis=0)`). The interchanged loops give
+NumPy's results for every reduction, dtype and shape they take, split over threads or not,
+and NaN still propagates through max and min."""
+import textwrap
+
+import numpy as np
+import pytest
+
+from kiln.codegen.cpu import loop_nest
+from kiln.codegen.cpu import render_columns as columns
+from kiln.frontend.compile import compile_graph
+from kiln.ir.parser import parse
+from kiln.passes.fusion import fuse_elementwise
+from kiln.passes.schedule import build_schedule
+from kiln.runtime.cpu import CpuLauncher
+
+NP = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}
+
+
+def _graph(op, dtype, shape, axis, keepdim=False, masked=False):
+    out = [d for k, d in enumerate(shape) if k != axis or keepdim]
+    if keepdim:
+        out[axis] = 1
+    t = lambda s: f"{dtype}[{','.join(map(str, s))}]"       # noqa: E731
+    body = f"%0: {t(shape)} = mul %x, %m" if masked else f"%0: {t(shape)} = neg %x"
+    return fuse_elementwise(parse(textwrap.dedent(f"""
+        graph @f(%x: {t(shape)}, %m: {t(shape)}) {{
+          {body}
+          %1: {t(out)} = {op} %0 {{axes=[{axis}], keepdim={str(keepdim).lower()}}}
+          return %1
+        }}""")))
+
+
+def _want(op, x, m, axis, keepdim, masked):
+    v = x.astype(np.float64) * m if masked else -x.astype(np.float64)
+    return NP[op](v, axis=axis, keepdims=keepdim)
+
+
+CASES = [(op, dtype, shape, axis, keepdim, masked)
+         for op in NP
+         for dtype, shape, axis in [("f32", (512, 128), 0), ("f64", (64, 33), 0),
+                                    ("f32", (6, 40, 24), 1), ("f32", (9, 8), 0)]
+         for keepdim, masked in [(False, True), (True, False)]]
+
+
+@pytest.mark.parametrize("op,dtype,shape,axis,keepdim,masked", CASES)
+def test_column_reductions_match_numpy(op, dtype, shape, axis, keepdim, masked):
+    g = _graph(op, dtype, shape, axis, keepdim, masked)
+    k = build_schedule(g).kernels[0]
+    assert columns.applies(k, loop_nest(k))
+    rng = np.random.default_rng(0)
+    npd = np.float32 if dtype == "f32" else np.float64
+    x = rng.standard_normal(shape).astype(npd)
+    m = (rng.standard_normal(shape) > 0).astype(npd)
+    got = compile_graph(g)([x, m])[0]
+    rtol = 1e-5 if dtype == "f32" else 1e-12
+    np.testing.assert_allclose(got, _want(op, x, m, axis, keepdim, masked), rtol=rtol,
+                               atol=rtol * np.sqrt(shape[axis]))
+
+
+def test_columns_split_over_threads_give_the_same_result():
+    g = _graph("sum", "f32", (700, 96), 0, masked=True)
+    rng = np.random.default_rng(1)
+    x, m = (rng.standard_normal((700, 96)).astype(np.float32) for _ in range(2))
+    one = compile_graph(g, CpuLauncher(threads=1))([x, m])[0]
+    two = compile_graph(g, CpuLauncher(threads=2, min_parallel_work=0))([x, m])[0]
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_allclose(one, (x.astype(np.float64) * m).sum(0), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_nan_propagates_down_a_column(op):
+    g = _graph(op, "f32", (64, 16), 0)
+    x = np.random.default_rng(2).standard_normal((64, 16)).astype(np.float32)
+    x[17, 3] = np.nan
+    got = compile_graph(g)([x, np.ones_like(x)])[0]
+    assert np.isnan(got[3]) and not np.isnan(np.delete(got, 3)).any()
+
+
+def test_a_long_column_sums_in_float64():
+    rows = 1 << 17          # NOTE: past WIDE_SUM_FROM: float32 terms, float64 accumulator
+    g = _graph("sum", "f32", (rows, 8), 0)
+    x = np.full((rows, 8), 0.1, np.float32)
+    got = compile_graph(g)([x, np.ones_like(x)])[0]
+    np.testing.assert_allclose(got, -(x.astype(np.float64).sum(0)), rtol=1e-6)
+
+
+def test_row_reductions_and_narrow_columns_keep_the_row_schedule():
+    for shape, axis in [((128, 512), 1), ((512, 4), 0)]:
+        k = build_schedule(_graph("sum", "f32", shape, axis)).kernels[0]
+        assert not columns.applies(k, loop_nest(k))

@@ -71,6 +71,25 @@ def applies(k: Kernel, nest) -> bool:
     return wide <= MAX_ACCUMULATOR_BYTES
 
 
+def index_expr(b: ScalarBuilder, base: str | None, ivs, dims, j: int, const_index) -> str:
+    """`base + sum(iv * stride of access j)` as index arithmetic appended to b.lines."""
+    terms = [] if base is None else [base]
+    for iv, dim in zip(ivs, dims):
+        st = dim.strides[j]
+        if st == 1:
+            terms.append(iv)
+        elif st:
+            t = b.fresh()
+            b.lines.append(f"{t} = arith.muli {iv}, {const_index(st)} : index")
+            terms.append(t)
+    out = terms[0] if terms else "%c0"
+    for t in terms[1:]:
+        s = b.fresh()
+        b.lines.append(f"{s} = arith.addi {out}, {t} : index")
+        out = s
+    return out
+
+
 def _cone(v) -> set:
     seen, stack = set(), [v]
     while stack:
@@ -221,24 +240,12 @@ class ColumnEmitter:
 
     def _index(self, j: int, in_loop: bool) -> str:
         acc = (self.k.loads + self.k.stores)[j]
-        terms = [self.const_index(acc.offset)] if acc.offset else []
+        base = self.const_index(acc.offset) if acc.offset else None
         dims = list(zip([f"%p{d}" for d in range(len(self.nest.parallel))], self.nest.parallel))
         if in_loop:
             dims += list(zip([f"%r{d}" for d in range(len(self.nest.reduce))], self.nest.reduce))
-        for iv, dim in dims:
-            st = dim.strides[j]
-            if st == 1:
-                terms.append(iv)
-            elif st:
-                t = self.b.fresh()
-                self.b.lines.append(f"{t} = arith.muli {iv}, {self.const_index(st)} : index")
-                terms.append(t)
-        out = terms[0] if terms else "%c0"
-        for t in terms[1:]:
-            s = self.b.fresh()
-            self.b.lines.append(f"{s} = arith.addi {out}, {t} : index")
-            out = s
-        return out
+        return index_expr(self.b, base, [iv for iv, _ in dims], [d for _, d in dims], j,
+                          self.const_index)
 
     def _load(self, i: int, in_loop: bool) -> Scalar:
         dtype = self.k.body.inputs[i].type.dtype

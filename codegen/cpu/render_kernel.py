@@ -202,23 +202,7 @@ class _Emitter:
         return self._consts[value]
 
     def _index(self, base: str | None, ivs, dims, j: int) -> str:
-        terms = [] if base is None else [base]
-        for iv, dim in zip(ivs, dims):
-            st = dim.strides[j]
-            if st == 1:
-                terms.append(iv)
-            elif st:
-                t = self.b.fresh()
-                self.b.lines.append(f"{t} = arith.muli {iv}, {self.const_index(st)} : index")
-                terms.append(t)
-        if not terms:
-            return "%c0"
-        out = terms[0]
-        for t in terms[1:]:
-            s = self.b.fresh()
-            self.b.lines.append(f"{s} = arith.addi {out}, {t} : index")
-            out = s
-        return out
+        return columns.index_expr(self.b, base, ivs, dims, j, self.const_index)
 
     def index(self, j: int, in_loop: bool) -> str:
         if j not in self.row_index:

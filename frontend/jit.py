@@ -368,7 +368,10 @@ class JitFunction:
             return self.fn(*args, **kwargs)   # NOTE: nested jit traces inline
         fast = self._fast
         if fast is not None:
-            leaves = fast[0](args, kwargs)
+            try:
+                leaves = fast[0](args, kwargs)
+            except Exception:   # NOTE: a value it cannot freeze: the ordinary path says why
+                leaves = None
             if leaves is not None:
                 return fast[1](leaves)
         key, leaves = self._key(args, kwargs)

@@ -219,3 +219,16 @@ def test_the_fast_path_can_be_turned_off(monkeypatch):
     for _ in range(3):
         assert _strict(f, x).tolist() == [2.0, 2.0]
     assert f._fast is None
+
+
+def test_a_read_that_becomes_unguardable_is_reported_as_without_the_fast_path():
+    global SCALE
+    f = kiln.jit(lambda t: t * SCALE)
+    x = kiln.ones(2)
+    try:
+        _warm(f, x)
+        SCALE = np.ones(2)          # NOTE: a NumPy array cannot be guarded: a clear error
+        with pytest.raises(kiln.KilnError, match="NumPy array"):
+            f(x)
+    finally:
+        SCALE = 2.0

@@ -206,15 +206,20 @@ def write_in_place(s: Schedule) -> Schedule:
     optimizer's `p - lr * g`, `m * b1 + g * (1 - b1)`).
 
     Not done when the input is returned, read by a reference step (NumPy may hold a view of
-    it), read by a later step, written twice, or when the value is returned too."""
+    it), read by a later step, written twice, or when the value is returned too or written
+    back into another input as well (that write-back would lose its source), or when the
+    input's old value is itself written back into another input (write-backs happen after
+    every step: that one would copy the new value)."""
     returned = {id(b) for b in s.outputs}
     dsts = [id(d) for d, _ in s.writes]
+    srcs = [id(v) for _, v in s.writes]
     touched_by_run = {id(b) for st in s.steps if isinstance(st, Run) for b in st.ins}
     keep = []
     for dst, src in s.writes:
         at = _maker(s, src)
         ok = (at is not None and src.kind == "temp" and id(src) not in returned
               and id(dst) not in returned and dsts.count(id(dst)) == 1
+              and srcs.count(id(src)) == 1 and id(dst) not in srcs
               and id(dst) not in touched_by_run
               and not any(src in st.ins or dst in st.ins or dst in st.outs
                           for st in s.steps[at + 1:]))

@@ -368,3 +368,49 @@ def test_a_wrong_input_is_named_by_the_runner():
     # NOTE: a non-contiguous input of the right type is made contiguous, not refused
     got = exe([xs[0], np.asfortranarray(xs[1])])
     np.testing.assert_allclose(got[1], interpret(g, xs)[1], rtol=1e-5)
+
+
+TWO_WRITES = """
+    graph @two(%a: f64[2,3], %c: f64[2,3]) {
+      %0: f64[2,3] = full {value=0.5, shape=[2,3], dtype=f64}
+      %1: f64[2,3] = add %a, %0
+      %2: f64[2,3] = copy_ %a, %1
+      %3: f64[2,3] = copy_ %c, %1
+      return
+    }"""
+
+
+@pytest.mark.parametrize("device", ["null", "cpu"])
+def test_one_value_written_back_into_two_inputs_reaches_both(device):
+    # NOTE: found by the random mutation programs: the update in place of %a took the value's
+    # buffer away from the write-back into %c, and the schedule was refused
+    g = _graph(TWO_WRITES)
+    exe = _null(g)[0] if device == "null" else compile_graph(g)
+    a, c = _inputs(g, 3)
+    want = a + 0.5
+    exe([a, c])
+    np.testing.assert_allclose(a, want)
+    np.testing.assert_allclose(c, want)
+
+
+OLD_VALUE_WRITTEN = """
+    graph @old(%a: f64[2,3], %c: f64[2,3]) {
+      %0: f64[2,3] = full {value=0.5, shape=[2,3], dtype=f64}
+      %1: f64[2,3] = add %a, %0
+      %2: f64[2,3] = copy_ %a, %1
+      %3: f64[2,3] = copy_ %c, %a
+      return
+    }"""
+
+
+@pytest.mark.parametrize("device", ["null", "cpu"])
+def test_an_inputs_old_value_written_elsewhere_is_the_old_value(device):
+    # NOTE: `c.copy_(a); a.add_(0.5)`: found by the random mutation programs. Updating %a in
+    # place made the write-back into %c (after every step) copy the new value: a wrong result
+    g = _graph(OLD_VALUE_WRITTEN)
+    exe = _null(g)[0] if device == "null" else compile_graph(g)
+    a, c = _inputs(g, 4)
+    old = a.copy()
+    exe([a, c])
+    np.testing.assert_allclose(a, old + 0.5)
+    np.testing.assert_allclose(c, old)

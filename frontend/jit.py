@@ -35,6 +35,7 @@ from .jit_fast import fast_check
 from .jit_grad import TapeBackward
 from .tensor import Tensor
 from .trace import GraphBreak, Trace, ValueBreak, current_trace, tracing
+from .trace import _local as _TRACE_STATE
 
 
 class KilnJitWarning(UserWarning):
@@ -143,6 +144,11 @@ class _Compiled:
         return self.sources.guards.tensors(leaves)
 
     def __call__(self, leaves):
+        run = self._run
+        if run is None:
+            run = self._bind_run()
+        if self._simple:
+            return _wrap(run(list(map(_DATA, leaves)))[0])
         if self.sources.plain:
             tensors = leaves
             arrays = list(map(_DATA, leaves))
@@ -150,14 +156,21 @@ class _Compiled:
             tensors, arrays = self._bind_inputs(leaves)
         if self.effects.written:
             self.effects.before(tensors, arrays)
-        run = self._run
-        if run is None:
-            run = self._run = getattr(self.executable, "runner", self.executable)
         results = run(arrays)
         outs = self.effects.after(tensors, results)
         if self.backward is not None and autograd.is_grad_enabled():
             self.backward.record(tensors, outs, self.effects.saved(results, outs))
         return outs[0] if self.out_spec == _ONE_TENSOR else _unflatten(self.out_spec, outs)
+
+    def _bind_run(self):
+        """The executable's call, bound once; and whether a call is only that: inputs are the
+        arguments in order, nothing written, no backward, one new output (`_simple`)."""
+        e = self.effects
+        self._simple = (self.sources.plain and not e.written and self.backward is None
+                        and e.plain and e.contiguous and e.n_outputs == 1
+                        and self.out_spec == _ONE_TENSOR)
+        self._run = getattr(self.executable, "runner", self.executable)
+        return self._run
 
     def _bind_inputs(self, leaves):
         arrays = []
@@ -174,6 +187,7 @@ class _Compiled:
 
 _ONE_TENSOR = ("T",)
 _DATA = operator.attrgetter("_data")
+_wrap = Tensor._wrap
 
 
 def _stage_list(traced, stages) -> list:
@@ -364,7 +378,7 @@ class JitFunction:
         self._fast_enabled = os.environ.get("KILN_JIT_FAST", "1") != "0"
 
     def __call__(self, *args, **kwargs):
-        if current_trace() is not None:
+        if _TRACE_STATE.stack:              # NOTE: current_trace() is not None, inlined
             return self.fn(*args, **kwargs)   # NOTE: nested jit traces inline
         fast = self._fast
         if fast is not None:

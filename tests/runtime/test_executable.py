@@ -370,47 +370,31 @@ def test_a_wrong_input_is_named_by_the_runner():
     np.testing.assert_allclose(got[1], interpret(g, xs)[1], rtol=1e-5)
 
 
-TWO_WRITES = """
-    graph @two(%a: f64[2,3], %c: f64[2,3]) {
-      %0: f64[2,3] = full {value=0.5, shape=[2,3], dtype=f64}
-      %1: f64[2,3] = add %a, %0
-      %2: f64[2,3] = copy_ %a, %1
-      %3: f64[2,3] = copy_ %c, %1
-      return
-    }"""
+# NOTE: two write-backs sharing a buffer, found by the random mutation programs. One value
+# written into two inputs: updating %a in place took the value's buffer from the write into
+# %c (the schedule was refused). `c.copy_(a); a.add_(0.5)`: updating %a in place made the
+# write-back into %c, which runs after every step, copy the new value (a wrong result).
+WRITE_BACK_PAIRS = {
+    "one value into two inputs": ("%1", lambda old: (old + 0.5, old + 0.5)),
+    "an input's old value into another": ("%a", lambda old: (old + 0.5, old)),
+}
 
 
 @pytest.mark.parametrize("device", ["null", "cpu"])
-def test_one_value_written_back_into_two_inputs_reaches_both(device):
-    # NOTE: found by the random mutation programs: the update in place of %a took the value's
-    # buffer away from the write-back into %c, and the schedule was refused
-    g = _graph(TWO_WRITES)
+@pytest.mark.parametrize("case", sorted(WRITE_BACK_PAIRS))
+def test_write_backs_sharing_a_buffer_each_get_their_value(case, device):
+    source, want = WRITE_BACK_PAIRS[case]
+    g = _graph(f"""
+        graph @pair(%a: f64[2,3], %c: f64[2,3]) {{
+          %0: f64[2,3] = full {{value=0.5, shape=[2,3], dtype=f64}}
+          %1: f64[2,3] = add %a, %0
+          %2: f64[2,3] = copy_ %a, %1
+          %3: f64[2,3] = copy_ %c, {source}
+          return
+        }}""")
     exe = _null(g)[0] if device == "null" else compile_graph(g)
     a, c = _inputs(g, 3)
-    want = a + 0.5
+    want_a, want_c = want(a.copy())
     exe([a, c])
-    np.testing.assert_allclose(a, want)
-    np.testing.assert_allclose(c, want)
-
-
-OLD_VALUE_WRITTEN = """
-    graph @old(%a: f64[2,3], %c: f64[2,3]) {
-      %0: f64[2,3] = full {value=0.5, shape=[2,3], dtype=f64}
-      %1: f64[2,3] = add %a, %0
-      %2: f64[2,3] = copy_ %a, %1
-      %3: f64[2,3] = copy_ %c, %a
-      return
-    }"""
-
-
-@pytest.mark.parametrize("device", ["null", "cpu"])
-def test_an_inputs_old_value_written_elsewhere_is_the_old_value(device):
-    # NOTE: `c.copy_(a); a.add_(0.5)`: found by the random mutation programs. Updating %a in
-    # place made the write-back into %c (after every step) copy the new value: a wrong result
-    g = _graph(OLD_VALUE_WRITTEN)
-    exe = _null(g)[0] if device == "null" else compile_graph(g)
-    a, c = _inputs(g, 4)
-    old = a.copy()
-    exe([a, c])
-    np.testing.assert_allclose(a, old + 0.5)
-    np.testing.assert_allclose(c, old)
+    np.testing.assert_allclose(a, want_a)
+    np.testing.assert_allclose(c, want_c)

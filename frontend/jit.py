@@ -34,7 +34,7 @@ from .jit_effects import CallEffects
 from .jit_fast import fast_check
 from .jit_grad import TapeBackward
 from .tensor import Tensor
-from .trace import GraphBreak, Trace, ValueBreak, current_trace, tracing
+from .trace import GraphBreak, Trace, ValueBreak, tracing
 from .trace import _local as _TRACE_STATE
 
 

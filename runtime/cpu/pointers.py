@@ -52,12 +52,9 @@ def data_pointer(a) -> int:
 
 
 def data_pointers(arrays) -> list[int]:
-    """`data_pointer` of each array, in order."""
-    if _OFFSET is None:
-        return [_interface_pointer(a) for a in arrays]
-    off = _OFFSET
-    return [_from_address(id(a) + off).value or 0 if type(a) is _ndarray
-            else _interface_pointer(a) for a in arrays]
+    """`data_pointer` of each array, in order (a launch's few buffers; a compiled segment's
+    many are read by `pointer_table_caller`'s generated code)."""
+    return [data_pointer(a) for a in arrays]
 
 
 def pointer_table_caller(fn, n: int):

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 
 import kiln
 from kiln.frontend import plan_cache
@@ -60,6 +61,13 @@ def test_a_warm_process_skips_the_passes_and_gives_the_same_losses(tmp_path):
 def test_a_debugging_flag_runs_the_passes(tmp_path):
     _run(tmp_path)
     assert _run(tmp_path, KILN_VERIFY="1")["passes_imported"]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test its own cache folder: test processes may share the run's, and one test here
+    damages an entry another reads."""
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _graph_fn(x):

@@ -11,10 +11,13 @@ finishes the results and stores the outputs.
         acc[c] = init                   for c in columns
         for r in reduction points:
             acc[c] = acc[c] (+) x(p, r, c)    for c in columns     <- contiguous: vectorized
+            y(p, r, c) = g(x(p, r, c))                             (elementwise outputs)
         out(p, c) = f(acc[c], ...)      for c in columns
 
 It applies when every reduction reads only loaded values (no reduction feeds another),
-every output is a row value, and the columns are the innermost parallel axis: contiguous
+every output is a row value or an elementwise value that needs no reduction's result
+(stored in the fold loop: the `g * mask` of a ReLU's backward beside its bias gradient),
+and the columns are the innermost parallel axis: contiguous
 (or broadcast) in every access, and wide enough to fill vectors.
 
     >>> from kiln.ir.parser import parse
@@ -54,8 +57,6 @@ def applies(k: Kernel, nest) -> bool:
     if any(s not in (0, 1) for s in cols.strides[:n_in]) or \
             any(s != 1 for s in cols.strides[n_in:]):
         return False
-    if any(any(d.strides[j] for d in nest.reduce) for j in range(n_in, len(cols.strides))):
-        return False        # NOTE: an output varying along the reduction: row schedule
     strided = [j for j in range(n_in) if any(d.strides[j] for d in nest.reduce)]
     if not strided or any(cols.strides[j] != 1 for j in strided):
         return False
@@ -67,8 +68,19 @@ def applies(k: Kernel, nest) -> bool:
     feeds = {v for n in reductions for v in _cone(n.inputs[0])}
     if any(n.outputs[0] in feeds for n in reductions):
         return False        # NOTE: one reduction's result feeds another: two phases
+    results = {n.outputs[0] for n in reductions}
+    if any(results & _cone(k.body.outputs[j]) for j in full_outputs(k, nest)):
+        return False        # NOTE: an output over the whole space that needs a result: rows
     wide = 8 * cols.extent * len(reductions)
     return wide <= MAX_ACCUMULATOR_BYTES
+
+
+def full_outputs(k: Kernel, nest) -> list[int]:
+    """The outputs that vary along the reduction (elementwise values of the whole space, as
+    `g * mask` stored beside its column sum): stored in the fold loop, where their inputs
+    are loaded anyway."""
+    n_in = len(k.loads)
+    return [j for j in range(len(k.stores)) if any(d.strides[n_in + j] for d in nest.reduce)]
 
 
 def index_expr(b: ScalarBuilder, base: str | None, ivs, dims, j: int, const_index) -> str:
@@ -119,6 +131,7 @@ class ColumnEmitter:
             self.reduce_extent *= d.extent
         self.wide = self.reduce_extent >= wide_from
         self.reductions = [n for n in k.body.nodes if get_op(n.op).kind == "reduce"]
+        self.full = full_outputs(k, nest)
 
     def const_index(self, value: int) -> str:
         if value not in self.index_consts:
@@ -201,6 +214,8 @@ class ColumnEmitter:
                 self.b.lines.append(f"memref.store {new.name}, {self._acc(n)}[{self._col()}]"
                                     f" : {self._acc_type(n)}")
                 self.ops += 3
+            for j in self.full:
+                self._store(j, self._value(self.k.body.outputs[j], memo, True), True)
         return self._lines(fold)
 
     def _finish_lines(self) -> list[str]:
@@ -208,9 +223,10 @@ class ColumnEmitter:
             memo: dict = {}
             for n in self.reductions:
                 memo[n.outputs[0]] = self._result(n)
-            values = [self._value(v, memo, False) for v in self.k.body.outputs]
-            for j, v in enumerate(values):
-                self._store(j, v)
+            rows = [j for j in range(len(self.k.stores)) if j not in self.full]
+            values = [self._value(self.k.body.outputs[j], memo, False) for j in rows]
+            for j, v in zip(rows, values):
+                self._store(j, v, False)
         return self._lines(finish)
 
     def _result(self, n) -> Scalar:
@@ -257,7 +273,7 @@ class ColumnEmitter:
             return Scalar(raw, dtype)
         return self.b.emit(f"arith.cmpi ne, {raw}, %zero_i8 : i8", DType.bool)
 
-    def _store(self, j: int, value: Scalar) -> None:
+    def _store(self, j: int, value: Scalar, in_loop: bool) -> None:
         n_in = len(self.k.loads)
         name = value.name
         if value.dtype == DType.bool:
@@ -266,6 +282,6 @@ class ColumnEmitter:
         i = self.store_through.get(j)
         target, memref = (f"%out{j}", self.memref(n_in + j)) if i is None else \
             (f"%in{i}", self.memref(i))
-        self.b.lines.append(f"memref.store {name}, {target}[{self._index(n_in + j, False)}] : "
+        self.b.lines.append(f"memref.store {name}, {target}[{self._index(n_in + j, in_loop)}] : "
                             f"{memref}")
         self.ops += 4

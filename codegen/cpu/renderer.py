@@ -41,7 +41,7 @@ from ..mlir_pipeline import CPU_PIPELINE, mlir_to_llvm_ir
 from ..object_code import emit_object_modules, load_object, optimized_ir
 from . import blas
 from .render_kernel import LoopNest, RenderedKernel, render_kernel
-from .segment import SegmentArtifact, entry_ir, segment_buffers, whole_range_ir
+from .segment import WHOLE, SegmentArtifact, entry_ir, internal, segment_buffers, whole_range_ir
 
 
 def symbol_name(name: str) -> str:
@@ -86,8 +86,9 @@ class _Code:
     """One kernel's function inside a compiled module."""
 
     def __init__(self, symbol: str, mlir: str, module: _Module, nest: LoopNest,
-                 ops_per_element: int, llvm_ir: str | None = None):
+                 ops_per_element: int, llvm_ir: str | None = None, function: str | None = None):
         self.symbol, self.mlir, self.module = symbol, mlir, module
+        self.function = function or symbol
         self.nest, self.ops_per_element = nest, ops_per_element
         self._llvm_ir = llvm_ir
 
@@ -112,7 +113,11 @@ class CpuArtifact:
     llvm_ir = property(lambda self: self.code.llvm_ir)
     llvm_ir_optimized = property(lambda self: self.code.module.optimized_ir)
     asm = property(lambda self: self.code.module.asm)
-    address = property(lambda self: self.code.module.address(self.code.symbol))
+    # NOTE: the function holding the kernel's machine code: the kernel itself, taking
+    # (pointers..., lo, hi), when launched alone; in a segment, `<symbol>_whole`, taking the
+    # pointers only, into which the kernel was inlined (see segment.internal).
+    function = property(lambda self: self.code.function)
+    address = property(lambda self: self.code.module.address(self.code.function))
     outer = property(lambda self: self.code.nest.outer)
     numel = property(lambda self: self.code.nest.numel)
     nest = property(lambda self: self.code.nest)
@@ -126,7 +131,8 @@ class CpuArtifact:
 # NOTE: part of every disk-cache key: bump it when generated code changes in a way the MLIR
 # text does not show (the MLIR pass pipeline, LLVM options, the object format).
 # 2: a segment's modules are compiled apart, stored as a bundle of objects.
-CODEGEN_VERSION = "2"
+# 3: a segment kernel is internal to its module, inlined into its whole-range function.
+CODEGEN_VERSION = "3"
 
 
 @functools.cache
@@ -327,13 +333,14 @@ class CpuRenderer:
         kernels_mlir = [r.mlir for _, r, _ in by_signature.values()]
 
         def texts():
-            return [text] + [self._llvm_ir(sig, r.mlir, sym, sym)
+            return [text] + [internal(self._llvm_ir(sig, r.mlir, sym, sym), sym)
                              + whole_range_ir(sym, len(k.loads) + len(k.stores), r.nest.outer)
                              for sig, (sym, r, k) in by_signature.items()]
         module = self._module("segment\n" + text + "\n".join(kernels_mlir), texts,
-                              [entry] + [sym for sym, _, _ in by_signature.values()])
+                              [entry] + [sym + WHOLE for sym, _, _ in by_signature.values()])
         kernels = tuple(
-            CpuArtifact(k.name, _Code(sym, r.mlir, module, r.nest, r.ops_per_element),
+            CpuArtifact(k.name, _Code(sym, r.mlir, module, r.nest, r.ops_per_element,
+                                      function=sym + WHOLE),
                         len(k.loads) + len(k.stores))
             for k, sym, r in rendered.values())
         return SegmentArtifact(name, entry, tuple(buffers), module, kernels, text)

@@ -15,6 +15,7 @@ import dataclasses
 from kiln.ir.schedule import Call, Launch
 
 from . import blas
+from ..errors import CodegenError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ def entry_ir(symbol: str, steps, buffers: list, kernel_symbols: dict) -> str:
     block = ["entry"]
     for n, step in enumerate(steps):
         if isinstance(step, Launch):
-            sym = kernel_symbols[id(step.kernel)][0] + _WHOLE
+            sym = kernel_symbols[id(step.kernel)][0] + WHOLE
             params = ", ".join(["ptr"] * (len(step.ins) + len(step.outs)))
             if sym not in declared:
                 head.append(f"declare void @{sym}({params})")
@@ -76,7 +77,19 @@ def entry_ir(symbol: str, steps, buffers: list, kernel_symbols: dict) -> str:
     return "\n".join(head + [""] + body) + "\n"
 
 
-_WHOLE = "_whole"
+WHOLE = "_whole"
+
+
+def internal(llvm_ir: str, symbol: str) -> str:
+    """`llvm_ir` with function `symbol` made internal to its module.
+    NOTE: a segment's entry calls only the whole-range function (a kernel in a segment never
+    runs split over threads); made internal, the ranged kernel is inlined into it and then
+    dropped, so LLVM optimizes and generates its loops once, not twice (W5's cold compile
+    spent half its LLVM time on the unused copies)."""
+    head = f"define void @{symbol}("
+    if llvm_ir.count(head) != 1:
+        raise CodegenError(f"expected one definition of @{symbol} in the kernel's LLVM IR")
+    return llvm_ir.replace(head, f"define internal void @{symbol}(")
 
 
 def whole_range_ir(symbol: str, n_pointers: int, outer: int) -> str:
@@ -92,7 +105,7 @@ def whole_range_ir(symbol: str, n_pointers: int, outer: int) -> str:
     }
     """
     params = ", ".join(f"ptr %p{i}" for i in range(n_pointers))
-    return (f"define void @{symbol}{_WHOLE}({params}) {{\n"
+    return (f"define void @{symbol}{WHOLE}({params}) {{\n"
             f"  call void @{symbol}({params}, i64 0, i64 {outer})\n  ret void\n}}\n")
 
 

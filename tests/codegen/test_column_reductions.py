@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kiln.codegen.cpu import loop_nest
+from kiln.codegen.cpu import CpuRenderer, loop_nest
 from kiln.codegen.cpu import render_columns as columns
 from kiln.frontend.compile import compile_graph
 from kiln.ir.parser import parse
+from kiln.ir.schedule_text import parse_schedule
 from kiln.passes.fusion import fuse_elementwise
 from kiln.passes.schedule import build_schedule
-from kiln.runtime.cpu import CpuLauncher
+from kiln.runtime.cpu import CpuDevice, CpuLauncher
+from kiln.runtime.executable import build_executable
 
 NP = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}
 
@@ -86,6 +88,75 @@ def test_a_long_column_sums_in_float64():
     x = np.full((rows, 8), 0.1, np.float32)
     got = compile_graph(g)([x, np.ones_like(x)])[0]
     np.testing.assert_allclose(got, -(x.astype(np.float64).sum(0)), rtol=1e-6)
+
+
+def _graph_with_elementwise_output(op, dtype, shape, axis, first):
+    """`y = x * m` returned beside `op(y, axis)` (a ReLU's backward beside its bias
+    gradient)."""
+    out = [d for k, d in enumerate(shape) if k != axis]
+    t = lambda s: f"{dtype}[{','.join(map(str, s))}]"       # noqa: E731
+    return fuse_elementwise(parse(textwrap.dedent(f"""
+        graph @f(%x: {t(shape)}, %m: {t(shape)}) {{
+          %0: {t(shape)} = mul %x, %m
+          %1: {t(out)} = {op} %0 {{axes=[{axis}], keepdim=false}}
+          return {"%0, %1" if first else "%1, %0"}
+        }}""")))
+
+
+@pytest.mark.parametrize("op,dtype,shape,axis,first", [
+    (op, dtype, shape, axis, first) for op in ("sum", "mean", "max")
+    for dtype, shape, axis in [("f32", (512, 128), 0), ("f64", (64, 33), 0),
+                               ("f32", (6, 40, 24), 1)]
+    for first in (True, False)])
+def test_an_elementwise_output_is_stored_beside_the_column_reduction(op, dtype, shape, axis,
+                                                                      first):
+    g = _graph_with_elementwise_output(op, dtype, shape, axis, first)
+    k = build_schedule(g).kernels[0]
+    assert len(build_schedule(g).kernels) == 1 and columns.applies(k, loop_nest(k))
+    rng = np.random.default_rng(3)
+    npd = np.float32 if dtype == "f32" else np.float64
+    x = rng.standard_normal(shape).astype(npd)
+    m = (rng.standard_normal(shape) > 0).astype(npd)
+    got = compile_graph(g)([x, m])
+    y, r = (got[0], got[1]) if first else (got[1], got[0])
+    np.testing.assert_array_equal(y, x * m)
+    rtol = 1e-5 if dtype == "f32" else 1e-12
+    np.testing.assert_allclose(r, NP[op]((x * m).astype(np.float64), axis=axis), rtol=rtol,
+                               atol=rtol * np.sqrt(shape[axis]))
+
+
+# NOTE: fusion puts `y - mean(y, 0)` in a second kernel; a schedule may still hold it in one.
+NEEDS_THE_RESULT = """
+schedule @f(%x: f32[256,64], %m: f32[256,64]) {
+  buffer %t2: f32[256,64] output
+  buffer %t1: f32[1,64] output
+  launch @fused_0 (%x, %m) -> (%t2, %t1) {space=[256,64], reduce=[0]} {
+    load %x strides=[64,1] offset=0
+    load %m strides=[64,1] offset=0
+    store %t2 strides=[64,1] offset=0
+    store %t1 strides=[0,1] offset=0
+    body @fused_0(%0: f32[256,64], %1: f32[256,64]) {
+      %2: f32[256,64] = mul %0, %1
+      %3: f32[1,64] = mean %2 {axes=[0], keepdim=true}
+      %5: f32[256,64] = expand %3 {shape=[256,64]}
+      %6: f32[256,64] = sub %2, %5
+      return %6, %3
+    }
+  }
+  return %t2, %t1
+}"""
+
+
+def test_an_elementwise_output_that_needs_the_result_keeps_the_row_schedule():
+    s = parse_schedule(NEEDS_THE_RESULT)
+    k = s.kernels[0]
+    assert not columns.applies(k, loop_nest(k))
+    rng = np.random.default_rng(4)
+    x, m = (rng.standard_normal((256, 64)).astype(np.float32) for _ in range(2))
+    got = build_executable(s, CpuDevice(), CpuRenderer().compile)([x, m])
+    y = x * m
+    np.testing.assert_allclose(got[0], y - y.mean(0, keepdims=True), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], y.mean(0, keepdims=True), rtol=1e-5, atol=1e-6)
 
 
 def test_row_reductions_and_narrow_columns_keep_the_row_schedule():

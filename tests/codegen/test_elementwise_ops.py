@@ -124,7 +124,7 @@ def test_kernels_call_nothing_except_libm_fallbacks():
         graph = kernel_graph([t(d, *SHAPE) for d in dtypes],
                              lambda gb, *xs: [emit1(gb, op, xs, attrs)])
         (kernel,) = compile_graph(graph).kernels
-        body = kernel.asm[kernel.asm.index(f"{kernel.symbol}:"):]
+        body = kernel.asm[kernel.asm.index(f"{kernel.function}:"):]
         if re.search(r"\bcall", body):
             calling.append(case.id)
     expected = [c.id for c in CASES if _uses_libm(c.values[0], c.values[1])]

@@ -43,7 +43,7 @@ def test_an_update_in_place_is_one_vectorized_kernel():
     exe = _adam()
     (update,) = [k for k in exe.kernels if k.name.startswith("fused")]
     assert len(exe.kernels) == 1 and exe.written_inputs == [0, 2, 3]
-    ir = _function(update.llvm_ir_optimized, update.symbol)
+    ir = _function(update.llvm_ir_optimized, update.function)
     assert "x float>" in ir, "the in-place update was not vectorized"
     # NOTE: with a load and a store pointer on one buffer, LLVM vectorized behind a runtime
     # overlap check, which then failed at every call: the scalar loop ran

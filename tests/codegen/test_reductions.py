@@ -257,7 +257,7 @@ def called_symbols(body: str) -> list[str]:
 def test_softmax_assembly_is_vectorized(dtype):
     exe = compile_graph(fuse_elementwise(softmax_graph(dtype, 16, 1000)))
     (kernel,) = exe.kernels
-    body = function_asm(kernel.asm, kernel.symbol)
+    body = function_asm(kernel.asm, kernel.function)
     suffix = "ps" if dtype == F32 else "pd"
     packed = re.findall(rf"\bv\w+{suffix}\s+[^\n]*%[yz]mm", body)
     assert len(packed) > 20, "the row loops did not vectorize (no packed ymm/zmm ops)"

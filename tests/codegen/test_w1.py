@@ -40,7 +40,7 @@ def _function_asm(asm: str, symbol: str) -> str:
 
 def test_w1_assembly_has_no_calls_and_packed_vector_ops():
     (kernel,) = compile_graph(w1_graph(N)).kernels
-    body = _function_asm(kernel.asm, kernel.symbol)
+    body = _function_asm(kernel.asm, kernel.function)
     assert not re.search(r"\bcall", body), "a libm call stops vectorization"
     packed = re.findall(r"\bv?\w+ps\s+%[xyz]mm", body)
     assert len(packed) > 20, "the loop did not vectorize"

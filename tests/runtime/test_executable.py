@@ -196,7 +196,7 @@ def test_one_entry_into_compiled_code_runs_every_small_step():
     assert exe.entries == 1 and len(exe.segments) == 1
     assert [k.name for k in exe.kernels] == ["fused_0", "fused_1", "fused_2"]
     for k in exe.kernels:
-        assert k.symbol in k.llvm_ir and k.symbol in k.asm and k.address
+        assert k.symbol in k.llvm_ir and f"{k.function}:" in k.asm and k.address
 
 
 def test_segments_give_what_separate_threaded_launches_give():

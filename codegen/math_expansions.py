@@ -162,7 +162,7 @@ def _scale(b, p, n):
     """p * 2**n for an integral float n in [-1076, 1076]: one ldexp where the host has a
     vector instruction for it, else two exact-power multiplications."""
     d, lim = p.dtype, _LIMITS[p.dtype]
-    if fast_ldexp():
+    if fast_ldexp() if b.vector_ldexp is None else b.vector_ldexp:
         return b.ldexp(p, b.float_to_int_unchecked(n, DType.int32))
     # NOTE: 2**n can leave the exponent range (n up to +-1076 for f64): scale twice.
     ni = b.float_to_int_unchecked(n, lim.int_dtype)

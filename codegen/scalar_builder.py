@@ -69,7 +69,9 @@ def const_literal(value, dtype: DType) -> str:
 class ScalarBuilder:
     """Collects MLIR lines for scalar computations; see the module docstring."""
 
-    def __init__(self):
+    def __init__(self, vector_ldexp: bool | None = None):
+        # NOTE: None: the host's choice (math_expansions.fast_ldexp); a GPU target says False
+        self.vector_ldexp = vector_ldexp
         self.lines: list[str] = []
         self.const_lines: list[str] = []
         self._consts: dict[tuple, Scalar] = {}

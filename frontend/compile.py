@@ -77,3 +77,29 @@ def compile_traced(traced: Graph, launcher=None, device: str = "cpu"):
         # NOTE: before the executable is built from it (building annotates the schedule)
         plan_cache.store_plan(traced, device, optimized, schedule, text)
     return optimized, stages, _executable(optimized, schedule, text, launcher, device)
+
+
+def cuda_stages(traced: Graph) -> list[tuple[str, str]]:
+    """The stages of a traced graph compiled for NVIDIA GPUs (no GPU needed): the passes, the
+    schedule before and after memory planning, and each kernel's MLIR, LLVM IR and PTX."""
+    from kiln.codegen.cuda import CudaRenderer
+    from kiln.passes.manager import run_passes
+    optimized, stages = run_passes(traced)
+    schedule, text = plan_graph(optimized)
+    # NOTE: the pass manager's "input" stage is the traced graph itself
+    out = [("traced", str(traced))] + [(st.name, str(st.graph)) for st in stages
+                                       if st.name != "input"]
+    out += [("schedule", text), ("memory", str(schedule))]
+    renderer = CudaRenderer()
+    arts = [renderer.compile(k) for k in schedule.kernels]
+    for stage, attr in (("mlir", "mlir"), ("llvm", "llvm_ir")):
+        body = "\n".join(f"// kernel {a.name}: grid {a.grid}, block {a.block}\n"
+                         f"{getattr(a, attr)}" for a in arts)
+        out.append((stage, body or "(no generated kernels)\n"))
+    # NOTE: the PTX of all kernels as one module (what the driver loads), so that the stage
+    # printed alone is a file ptxas assembles
+    launches = "".join(f"// kernel {a.name}: .entry {a.entry}, grid {a.grid}, block {a.block}"
+                       "\n" for a in arts)
+    out.append(("ptx", launches + renderer.module_ptx(arts) if arts
+                else "(no generated kernels)\n"))
+    return out

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from kiln.ir.errors import KilnError
+from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.passes.functionalize import output_view_roots
 
 from . import autograd
@@ -326,18 +326,26 @@ def compile_trace(trace: Trace, out_spec):
     return entry
 
 
-def compile_stages(fn, args, kwargs=None) -> list[tuple[str, str]]:
+def compile_stages(fn, args, kwargs=None, device: str = "cpu") -> list[tuple[str, str]]:
     """The IR at every stage for `fn(*args)`: traced graph, after each pass, the schedule
-    before and after memory planning, then each kernel's MLIR, LLVM IR and assembly. Used
-    by the CLI.
+    before and after memory planning, then each kernel's MLIR, LLVM IR and assembly (PTX
+    for `device="cuda"`, made without a GPU). Used by the CLI.
 
     >>> import kiln
     >>> def f(x): return kiln.exp(x) + 1
     >>> [name for name, _ in compile_stages(f, [kiln.ones(4)])][:1]
     ['traced']
+    >>> [name for name, _ in compile_stages(f, [kiln.ones(4)], device="cuda")][-3:]
+    ['mlir', 'llvm', 'ptx']
     """
     fn = getattr(fn, "__wrapped__", fn)
     trace, out_spec = trace_function(fn, list(args), kwargs or {})
+    if device == "cuda":
+        from .compile import cuda_stages
+        return cuda_stages(trace.builder.graph)
+    if device != "cpu":
+        raise NotSupportedError(f"not supported yet: compiler stages for device '{device}' "
+                                "(cpu and cuda are)")
     compiled = compile_trace(trace, out_spec)
     out = [(name, str(g)) for name, g in compiled.stages]
     exe = compiled.executable

@@ -166,17 +166,17 @@ def select_stages(stages, name: str | None):
     return chosen
 
 
-def _compile_stages(fn, args):
+def _compile_stages(fn, args, device: str = "cpu"):
     try:
         from kiln.frontend.jit import compile_stages
     except ImportError as e:
         raise Unavailable(f"this build has no kiln.frontend.jit.compile_stages ({e})") from e
-    return compile_stages(fn, args)
+    return compile_stages(fn, args, device=device)
 
 
 def cmd_ir(ns) -> int:
     fn = unwrap(load_function(*parse_target(ns.target)))
-    stages = _compile_stages(fn, make_inputs(ns.arg, ns.seed))
+    stages = _compile_stages(fn, make_inputs(ns.arg, ns.seed), ns.device)
     if ns.list_stages:
         print("\n".join(dict.fromkeys(s[0] for s in stages)))
         return 0
@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ir)
     ir.add_argument("--stage", metavar="NAME", help="print only this stage, without a header")
     ir.add_argument("--list-stages", action="store_true", help="print only the stage names")
+    ir.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="the target: cpu (assembly) or cuda (PTX, made without a GPU)")
     ir.set_defaults(run=cmd_ir)
     ex = sub.add_parser("explain", help="print kiln.explain(f, *args)",
                         description="Print kiln.explain(FUNCTION, *args) for random args "

@@ -45,6 +45,23 @@ SCRATCH_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """What a target changes in the MLIR of a kernel (the CPU's defaults).
+
+    `columns`: reductions down columns get interchanged loops (render_columns.py);
+    `scratch_bytes`: the largest row-sized scratch buffer kept on the stack (0: recompute);
+    `vector_ldexp`: 2**n scaling as one `ldexp` (None: where the host has an instruction).
+    A GPU thread renders one row with neither stack buffers nor x86 instructions."""
+
+    columns: bool = True
+    scratch_bytes: int = SCRATCH_BYTES
+    vector_ldexp: bool | None = None
+
+
+CPU_OPTIONS = RenderOptions()
+
+
+@dataclasses.dataclass(frozen=True)
 class Dim:
     """One loop: its extent and each access's element stride along it (loads, then stores)."""
 
@@ -106,12 +123,13 @@ class RenderedKernel:
     ops_per_element: int
 
 
-def render_kernel(k: Kernel, symbol: str) -> RenderedKernel:
+def render_kernel(k: Kernel, symbol: str,
+                  options: RenderOptions = CPU_OPTIONS) -> RenderedKernel:
     """MLIR text of a module with one function computing kernel `k`."""
     nest = loop_nest(k)
-    if columns.applies(k, nest):
+    if options.columns and columns.applies(k, nest):
         return _render_columns(k, nest, symbol)
-    em = _Emitter(k, nest)
+    em = _Emitter(k, nest, options)
     em.emit()
     params = _params(k, em.memref)
     head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
@@ -162,10 +180,11 @@ def _render_columns(k: Kernel, nest: LoopNest, symbol: str) -> RenderedKernel:
 class _Emitter:
     """Emits a kernel's row: loads, body ops, reduction loops and stores."""
 
-    def __init__(self, k: Kernel, nest: LoopNest):
+    def __init__(self, k: Kernel, nest: LoopNest, options: RenderOptions = CPU_OPTIONS):
         self.k, self.nest = k, nest
+        self.scratch_bytes = options.scratch_bytes
         self.store_through = {j: i for j, i in k.inplace}   # store j -> load i's pointer
-        self.b = ScalarBuilder()
+        self.b = ScalarBuilder(options.vector_ldexp)
         self.level = _levels(k)
         self.row: dict = {}
         self.loop: dict | None = None
@@ -289,7 +308,7 @@ class _Emitter:
         inner = {u for v in shared for u in self._full_cone([v]) if u is not v}
         for v in shared:
             size = self.reduce_extent * v.type.dtype.itemsize
-            if v in inner or size > SCRATCH_BYTES:
+            if v in inner or size > self.scratch_bytes:
                 continue
             name = f"%scratch{len(self.scratch)}"
             self.scratch[v] = (name, first[v])

@@ -12,7 +12,8 @@ MODULES = ["kiln.codegen.scalar_builder", "kiln.codegen.mlir_pipeline",
            "kiln.frontend.compile", "kiln.ir.schedule_text", "kiln.passes.schedule",
            "kiln.passes.plan_memory", "kiln.ir.schedule", "kiln.ir.ops.kernel",
            "kiln.codegen.cpu.segment", "kiln.codegen.cpu.blas", "kiln.runtime.device",
-           "kiln.runtime.cpu.device", "kiln.codegen.object_code", "kiln.runtime.disk_cache"]
+           "kiln.runtime.cpu.device", "kiln.codegen.object_code", "kiln.runtime.disk_cache",
+           "kiln.codegen.cuda.ptx", "kiln.codegen.cuda.renderer"]
 # NOTE: modules with no examples yet (their docstrings are prose): they must still import
 # and any example they gain must pass.
 WITHOUT_EXAMPLES: set = set()

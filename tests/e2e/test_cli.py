@@ -142,8 +142,8 @@ def fake_compiler(monkeypatch):
     """Stands in for compile_stages and the random inputs, to test the command's plumbing."""
     seen = {}
 
-    def fake_compile(fn, args):
-        seen["fn"], seen["args"] = fn, args
+    def fake_compile(fn, args, device="cpu"):
+        seen["fn"], seen["args"], seen["device"] = fn, args, device
         return FAKE_STAGES
 
     monkeypatch.setattr(cli, "_compile_stages", fake_compile)

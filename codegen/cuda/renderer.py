@@ -1,0 +1,147 @@
+"""The CUDA backend's renderer: a schedule kernel -> MLIR -> LLVM IR -> PTX.
+
+The kernel's MLIR is the CPU's (render_kernel.py), rendered with the GPU's options: one
+function computing rows [lo, hi) of the outermost parallel loop, with no stack scratch
+buffers and no x86 instructions. A `ptx_kernel` entry runs it with one GPU thread per row:
+
+    void @<symbol>_grid(ptr in0, ..., ptr out0, ..., i64 rows)
+        i = blockIdx.x * blockDim.x + threadIdx.x;  if i < rows: <symbol>(..., i, i + 1)
+
+so the threads of a warp touch neighbouring elements of an elementwise kernel (coalesced).
+A reduction's row is one thread's loop for now (correct, not yet a block reduction).
+
+    >>> import textwrap
+    >>> from kiln.ir.parser import parse
+    >>> from kiln.passes.fusion import fuse_elementwise
+    >>> from kiln.passes.schedule import build_schedule
+    >>> g = fuse_elementwise(parse(textwrap.dedent('''
+    ...     graph @f(%x: f32[1000]) {
+    ...       %0: f32[1000] = exp %x
+    ...       return %0
+    ...     }''')))
+    >>> art = CudaRenderer().compile(build_schedule(g).kernels[0])
+    >>> art.entry, art.rows, art.grid
+    ('kiln_fused_0_grid', 1000, (4, 1, 1))
+    >>> ".visible .entry kiln_fused_0_grid(" in art.ptx
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+
+from kiln.ir.schedule import Kernel
+
+from ..cpu.render_kernel import LoopNest, RenderOptions, render_kernel
+from ..cpu.renderer import symbol_name
+from ..mlir_pipeline import mlir_to_llvm_ir
+from .ptx import DEFAULT_ARCH, llvm_ir_to_ptx
+
+GPU_OPTIONS = RenderOptions(columns=False, scratch_bytes=0, vector_ldexp=False)
+BLOCK_THREADS = 256
+GRID = "_grid"
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaArtifact:
+    """One kernel compiled for NVIDIA GPUs: every stage's text and the launch geometry.
+    `kernel` is the schedule kernel (the null device computes it with NumPy)."""
+
+    name: str
+    kernel: Kernel
+    symbol: str
+    mlir: str
+    llvm_ir: str
+    ptx: str
+    nest: LoopNest
+    arch: str
+    block: tuple = (BLOCK_THREADS, 1, 1)
+
+    entry = property(lambda self: self.symbol + GRID)
+    rows = property(lambda self: self.nest.outer)
+    n_buffers = property(lambda self: len(self.kernel.loads) + len(self.kernel.stores))
+    loads = property(lambda self: self.kernel.loads)
+
+    @property
+    def grid(self) -> tuple:
+        return (max(1, -(-self.rows // self.block[0])), 1, 1)
+
+
+def grid_entry_ir(symbol: str, n_pointers: int) -> str:
+    """LLVM IR of the `ptx_kernel` entry running kernel `symbol` one row per GPU thread.
+
+    >>> print(grid_entry_ir("k", 1).splitlines()[4])
+    define ptx_kernel void @k_grid(ptr %p0, i64 %rows) {
+    """
+    params = ", ".join(f"ptr %p{i}" for i in range(n_pointers))
+    return "\n".join([
+        "declare i32 @llvm.nvvm.read.ptx.sreg.tid.x()",
+        "declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()",
+        "declare i32 @llvm.nvvm.read.ptx.sreg.ntid.x()",
+        "",
+        f"define ptx_kernel void @{symbol}{GRID}({params}, i64 %rows) {{",
+        "  %tid = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()",
+        "  %ctaid = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()",
+        "  %ntid = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()",
+        "  %t = zext i32 %tid to i64",
+        "  %c = zext i32 %ctaid to i64",
+        "  %n = zext i32 %ntid to i64",
+        "  %base = mul i64 %c, %n",
+        "  %i = add i64 %base, %t",
+        "  %inside = icmp slt i64 %i, %rows",
+        "  br i1 %inside, label %run, label %done",
+        "run:",
+        "  %next = add i64 %i, 1",
+        f"  call void @{symbol}({params}, i64 %i, i64 %next)",
+        "  br label %done",
+        "done:",
+        "  ret void",
+        "}",
+        ""])
+
+
+class CudaRenderer:
+    """Compiles schedule kernels to PTX (cached by kernel signature, per process). Needs no
+    GPU: the driver loads the PTX (runtime/cuda), and `ptxas` can check it anywhere."""
+
+    def __init__(self, arch: str = DEFAULT_ARCH, cache_size: int = 256):
+        self.arch = arch
+        self.cache_size = cache_size
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(self, k: Kernel, symbol: str | None = None) -> str:
+        """The kernel's MLIR as the GPU renders it."""
+        return render_kernel(k, symbol or symbol_name(k.name), GPU_OPTIONS).mlir
+
+    def compile(self, k: Kernel) -> CudaArtifact:
+        key = k.signature()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is None:
+            hit = self._compile(k, symbol_name(k.name))
+            with self._lock:
+                self._cache[key] = hit
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return dataclasses.replace(hit, name=k.name, kernel=k)
+
+    def _compile(self, k: Kernel, symbol: str) -> CudaArtifact:
+        r = render_kernel(k, symbol, GPU_OPTIONS)
+        kernel_ir = mlir_to_llvm_ir(r.mlir, what=f"kernel {k.name} (cuda)")
+        llvm_ir = kernel_ir + "\n" + grid_entry_ir(symbol, len(k.loads) + len(k.stores))
+        ptx = llvm_ir_to_ptx(llvm_ir, self.arch)
+        return CudaArtifact(k.name, k, symbol, r.mlir, llvm_ir, ptx, r.nest, self.arch)
+
+    def module_ptx(self, artifacts: list[CudaArtifact]) -> str:
+        """One PTX module holding the entries of `artifacts` (distinct kernel symbols)."""
+        symbols = [a.symbol for a in artifacts]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"kernels share a symbol: {symbols}")
+        return llvm_ir_to_ptx([a.llvm_ir for a in artifacts], self.arch)
+
+    def __len__(self) -> int:
+        return len(self._cache)

@@ -6,9 +6,9 @@ device; what the NVPTX code generator would abort on is refused with an error in
 from __future__ import annotations
 
 import itertools
+import pathlib
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -142,18 +142,14 @@ def test_a_training_step_compiles_to_one_ptx_module_ptxas_accepts():
 
 
 @needs_ptxas
-def test_kiln_ir_prints_ptx_for_cuda(tmp_path):
-    demo = textwrap.dedent("""
-        import kiln
-        def step(x):
-            return kiln.tanh(x) * 2 + kiln.exp(-x)
-        """)
-    (tmp_path / "demo.py").write_text(demo)
-    done = subprocess.run([sys.executable, "-m", "kiln", "ir", f"{tmp_path}/demo.py:step",
+def test_kiln_ir_prints_ptx_for_cuda():
+    """The issue's command, as a user runs it from the repository root."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "kiln", "ir", "examples/demo.py:step",
                            "--arg", "f32[1024]", "--device", "cuda", "--stage", "ptx"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr
-    assert ".target sm_90" in done.stdout
+    assert ".target sm_90" in done.stdout and ".visible .entry" in done.stdout
     check_with_ptxas(done.stdout)
 
 

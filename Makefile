@@ -25,7 +25,7 @@ BOOT_PYTHON312 := $(shell for p in python3.12 \
 	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1 \
 	&& { echo $$p; break; }; done)
 
-.PHONY: venv venv312 test test-py312 test-slow demo bench clean distclean
+.PHONY: venv venv312 test test-py312 test-slow test-gpu demo bench clean distclean
 
 venv: $(STAMP)
 
@@ -77,6 +77,12 @@ test-py312: $(STAMP312)
 test-slow: $(STAMP)
 	@$(PY) -m pytest -q -n 2 -m slow $(PYTEST_ARGS) tests/; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests are marked slow"; rc=0; fi; exit $$rc
+
+# The GPU checks (tests/gpu) and the W1 bandwidth print, on a machine with an NVIDIA GPU. No
+# venv: a lent GPU machine brings its own Python (PYTHON=..., default python3); the script
+# installs Kiln there and brings the MLIR bindings from .gpu/kiln-deps.tar.xz when present.
+test-gpu:
+	bash tests/gpu/device_check.sh
 
 demo: $(STAMP)
 	$(PY) examples/demo.py

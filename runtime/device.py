@@ -9,7 +9,13 @@ codegen) and runs them:
 - `copy(dst, src)`: copy between two of its buffers;
 - `launch(handle, arrays)`: run a kernel over its operands then its results;
 - `call(op, attrs, ins, outs)`: a library routine (matmul) writing into `outs`;
-- `synchronize()`: wait for launched work (a no-op where launches are synchronous).
+- `synchronize()`: wait for launched work (a no-op where launches are synchronous);
+- `xp`: the NumPy functions an executable applies to the device's arrays (`ndarray`,
+  `asarray`, `ascontiguousarray`, `copyto`, `may_share_memory`, `array`): NumPy itself for
+  host memory, stand-ins for a device's own arrays (runtime/cuda/array.py).
+
+Optional: `on_host(fn)` makes a function of NumPy arrays (a `run` step's reference) one of
+the device's arrays, for a device whose memory NumPy cannot read (CUDA copies over and back).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ class Device:
     """The interface (see the module docstring); `name` is what TensorType.device says."""
 
     name = "?"
+    xp = np
 
     def load(self, artifact):
         raise NotImplementedError

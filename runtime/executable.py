@@ -49,7 +49,9 @@ _ALIGN = 64     # NOTE: a cache line, and one AVX-512 vector: no load splits acr
 def _aligned(device: Device, nbytes: int) -> np.ndarray:
     """`nbytes` bytes starting at a multiple of _ALIGN (plan_memory aligns the offsets)."""
     raw = device.empty((nbytes + _ALIGN,), np.uint8)
-    skip = -raw.__array_interface__["data"][0] % _ALIGN
+    # NOTE: a host array's address, or a device array's (the CUDA array interface)
+    face = getattr(raw, "__array_interface__", None) or raw.__cuda_array_interface__
+    skip = -face["data"][0] % _ALIGN
     return raw[skip:skip + nbytes]
 
 
@@ -103,6 +105,9 @@ class _RunStep(_Step):
     def __init__(self, step: Run, slots, device):
         super().__init__(step, slots, device)
         self.types = [b.type for b in step.outs]
+        on_host = getattr(device, "on_host", None)
+        if on_host is not None:     # NOTE: a device whose arrays NumPy cannot read (CUDA)
+            self.compute = on_host(self.compute)
 
     def __call__(self, env: list):
         for s, r in zip(self.outs, self.compute([env[s] for s in self.ins])):
@@ -137,6 +142,8 @@ class Executable:
         self.output_slots = [slots[id(b)] for b in schedule.outputs]
         self.writebacks = [(schedule.inputs.index(d), slots[id(s)]) for d, s in schedule.writes]
         segments = segments or {}
+        # NOTE: NumPy, or the device's stand-ins for the few NumPy functions a call uses
+        self._xp = getattr(device, "xp", np)
         self.steps = []
         for item in (groups if groups is not None else schedule.steps):
             if isinstance(item, list):
@@ -219,7 +226,7 @@ class Executable:
         return _Arena(self.schedule, self._slot_map, self.device)
 
     def check_input(self, i: int, a) -> np.ndarray:
-        return _check_input(self.schedule.name, i, a, self._input_specs[i])
+        return _check_input(self.schedule.name, i, a, self._input_specs[i], self._xp)
 
     def run_steps(self, inputs) -> list[np.ndarray]:
         """A call, run by looping over `self.steps` (the reference for the generated runner;
@@ -228,24 +235,25 @@ class Executable:
             self.wrong_input_count(inputs)
         arena = self._arenas.pop() if self._arenas else self.new_arena()
         env = arena.env.copy()
+        ndarray = self._xp.ndarray      # NOTE: NumPy's, or the device's array type
         try:
             for i, (a, s, spec) in enumerate(zip(inputs, self.input_slots, self._input_specs)):
                 # NOTE: the common case (a C-contiguous ndarray of the planned type) in a
                 # few comparisons; `flags` makes an object per read
-                if type(a) is np.ndarray and a.shape == spec[0] and a.strides == spec[3] \
+                if type(a) is ndarray and a.shape == spec[0] and a.strides == spec[3] \
                         and a.dtype == spec[1]:
                     env[s] = a
                 else:
-                    env[s] = _check_input(self.schedule.name, i, a, spec)
+                    env[s] = self.check_input(i, a)
             for step in self.steps:
                 step(env)
             for i, s in self._updated:
                 if env[s] is not inputs[i]:
-                    np.copyto(inputs[i], env[s])
+                    self._xp.copyto(inputs[i], env[s])
             outs = [env[s] for s in self.output_slots]
             for i in self._copy_outputs:
-                if np.may_share_memory(outs[i], arena.block):
-                    outs[i] = np.array(outs[i], copy=True)
+                if self._xp.may_share_memory(outs[i], arena.block):
+                    outs[i] = self._xp.array(outs[i], copy=True)
             if self.writebacks:
                 outs = self._write_back(env, inputs, outs)
         finally:
@@ -257,15 +265,16 @@ class Executable:
         reads a written array (the old x written into y while x is written too, an output
         that views an input) is copied first: every value is the one before the writes."""
         written = [inputs[i] for i, _ in self.writebacks]
+        xp = self._xp
 
         def own(a, may_alias):
-            if may_alias and any(np.may_share_memory(a, w) for w in written):
-                return np.array(a, copy=True)
+            if may_alias and any(xp.may_share_memory(a, w) for w in written):
+                return xp.array(a, copy=True)
             return a
         values = [own(env[s], s in self._may_alias) for _, s in self.writebacks]
         outs = [own(o, s in self._may_alias) for o, s in zip(outs, self.output_slots)]
         for (i, _), v in zip(self.writebacks, values):
-            np.copyto(inputs[i], v)
+            xp.copyto(inputs[i], v)
         return outs
 
 
@@ -298,14 +307,16 @@ def _c_strides(shape, itemsize: int) -> tuple:
     return tuple(reversed(out))
 
 
-def _check_input(name: str, i: int, a, spec) -> np.ndarray:
+def _check_input(name: str, i: int, a, spec, xp=np) -> np.ndarray:
+    """Input `a` as a call takes it: an array of the device's kind (`xp`: NumPy, or a
+    device's stand-ins that copy a host array over), of the planned type, C-contiguous."""
     shape, dtype, type_, _ = spec
-    a = np.asarray(a)
+    a = xp.asarray(a)
     if a.shape != shape or a.dtype != dtype:
         raise KilnError(f"executable @{name}: input {i} must be {type_}, got array "
                         f"{a.dtype}{list(a.shape)}")
     if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)
+        a = xp.ascontiguousarray(a)
     return a
 
 

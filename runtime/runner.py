@@ -59,9 +59,11 @@ def write_runner(exe):
     # NOTE: without temps or outputs that may view them, a call needs no arena
     w.arena = bool(exe.temp_slots or exe._copy_outputs)
     w.depth = 2 if w.arena else 1
-    w.scope.update(ndarray=np.ndarray, DEVICE=exe.device, EXE=exe, copyto=np.copyto,
-                   contiguous=np.ascontiguousarray, may_share=np.may_share_memory,
-                   array=np.array)
+    # NOTE: NumPy's functions, or a device's stand-ins for its own arrays (Device.xp)
+    xp = exe._xp
+    w.scope.update(ndarray=xp.ndarray, DEVICE=exe.device, EXE=exe, copyto=xp.copyto,
+                   contiguous=xp.ascontiguousarray, may_share=xp.may_share_memory,
+                   array=xp.array)
     _inputs(w, exe)
     for k, step in enumerate(exe.steps):
         _prepare(w, step)

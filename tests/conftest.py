@@ -50,8 +50,8 @@ def _gpu_skip_reason() -> str | None:
     cuda = getattr(kiln, "cuda", None)
     if cuda is None:
         return "kiln.cuda is not in this build yet"
-    if not cuda.is_available():
-        return "no usable NVIDIA GPU (kiln.cuda.is_available() is False)"
+    if not cuda.driver_available():
+        return "no NVIDIA GPU and driver here (kiln.cuda.driver_available() is False)"
     return None
 
 

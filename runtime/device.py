@@ -54,6 +54,19 @@ class Device:
         return None
 
 
+def c_strides(shape, itemsize: int) -> tuple:
+    """Byte strides of a C-contiguous array.
+
+    >>> c_strides((2, 3), 4)
+    (12, 4)
+    """
+    out, step = [], itemsize
+    for d in reversed(shape):
+        out.append(step)
+        step *= d
+    return tuple(reversed(out))
+
+
 def transposed(arrays: list, flags) -> list:
     """`arrays` with the last two axes swapped where `flags` says (a call's `transpose`).
 

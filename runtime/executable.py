@@ -27,7 +27,7 @@ from kiln.ir.errors import KilnError
 from kiln.ir.interpreter import run_op
 from kiln.ir.schedule import Call, Launch, Run, Schedule
 
-from .device import Device
+from .device import Device, c_strides
 
 
 class _Arena:
@@ -155,7 +155,7 @@ class Executable:
         self.segments = [h for _, h in segments.values()]
         self._slot_map = slots
         self._input_specs = [(tuple(b.type.shape), b.type.dtype.np, b.type,
-                              _c_strides(b.type.shape, b.type.dtype.np.itemsize))
+                              c_strides(b.type.shape, b.type.dtype.np.itemsize))
                              for b in schedule.inputs]
         self._arenas: list[_Arena] = []
         self._runner = None
@@ -297,14 +297,6 @@ def _outputs_in_arena(schedule: Schedule, slots: dict) -> list[int]:
         if isinstance(st, Run) and any(id(b) in in_arena for b in st.ins):
             in_arena.update(id(b) for b in st.outs)
     return [i for i, b in enumerate(schedule.outputs) if id(b) in in_arena]
-
-
-def _c_strides(shape, itemsize: int) -> tuple:
-    out, step = [], itemsize
-    for d in reversed(shape):
-        out.append(step)
-        step *= d
-    return tuple(reversed(out))
 
 
 def _check_input(name: str, i: int, a, spec, xp=np) -> np.ndarray:

@@ -44,6 +44,17 @@ def rng(request) -> np.random.Generator:
     return np.random.default_rng(_test_seed(request.node.nodeid))
 
 
+@pytest.fixture(params=["runner", "steps"])
+def call_path(request, monkeypatch):
+    """Runs a test with the executables' generated runner and with the step interpreter it
+    mirrors (runtime/runner.py): both must give the same results and effects."""
+    if request.param == "steps":
+        monkeypatch.setenv("KILN_RUNNER", "steps")
+    else:
+        monkeypatch.delenv("KILN_RUNNER", raising=False)
+    return request.param
+
+
 def _gpu_skip_reason() -> str | None:
     import kiln
 

@@ -21,15 +21,9 @@ import numpy as np
 
 from kiln.ir.errors import KilnError, NotSupportedError
 
+from ..device import c_strides
+
 _CONTIGUOUS = types.SimpleNamespace(c_contiguous=True, writeable=True)
-
-
-def c_strides(shape, itemsize: int) -> tuple:
-    out, step = [], itemsize
-    for d in reversed(shape):
-        out.append(step)
-        step *= d
-    return tuple(reversed(out))
 
 
 class DeviceArray:

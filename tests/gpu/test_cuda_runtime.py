@@ -45,13 +45,6 @@ def dev():
     return CudaDevice()
 
 
-@pytest.fixture(params=["runner", "steps"])
-def call_path(request, monkeypatch):
-    if request.param == "steps":
-        monkeypatch.setenv("KILN_RUNNER", "steps")
-    else:
-        monkeypatch.delenv("KILN_RUNNER", raising=False)
-    return request.param
 
 
 def _gpu_run(graph, dev, inputs) -> list[np.ndarray]:

@@ -31,6 +31,7 @@ from kiln.runtime.executable import build_executable
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))   # NOTE: the shared graphs
 from test_reductions import layer_norm_graph, softmax_graph  # noqa: E402
+from test_executable import SGD  # noqa: E402
 
 RENDERER = CudaRenderer()
 F32, F64 = DType.float32, DType.float64
@@ -46,14 +47,6 @@ def dev(fake):
     return CudaDevice(fake)
 
 
-@pytest.fixture(params=["runner", "steps"])
-def call_path(request, monkeypatch):
-    """Executables run through the generated runner and through the step interpreter."""
-    if request.param == "steps":
-        monkeypatch.setenv("KILN_RUNNER", "steps")
-    else:
-        monkeypatch.delenv("KILN_RUNNER", raising=False)
-    return request.param
 
 
 @pytest.mark.parametrize("name", ["errors", "params", "driver", "fake_driver", "allocator",
@@ -390,15 +383,6 @@ def test_a_wrong_input_is_refused(dev, call_path):
              dev.empty((40,), np.float64), bad[2]])
 
 
-SGD = """
-    graph @sgd(%p: f32[4,3], %g: f32[4,3], %m: f32[4,3]) {
-      %0: f32[4,3] = add %m, %g
-      %1: f32[4,3] = sub %p, %0
-      %2: f32[4,3] = copy_ %p, %1
-      %3: f32[4,3] = copy_ %m, %0
-      %4: f32[] = sum %1 {axes=[0,1], keepdim=false}
-      return %4
-    }"""
 # NOTE: an input's old value written into another input while the first is updated: the
 # write-back must copy the old value before the update lands
 SWAP = """

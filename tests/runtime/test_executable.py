@@ -31,15 +31,10 @@ CHAIN = """
     }"""
 
 
-@pytest.fixture(autouse=True, params=["runner", "steps"])
-def call_path(request, monkeypatch):
-    """Every test runs with the generated runner and with the step interpreter it mirrors
-    (runtime/runner.py): both must give the same results and effects."""
-    if request.param == "steps":
-        monkeypatch.setenv("KILN_RUNNER", "steps")
-    else:
-        monkeypatch.delenv("KILN_RUNNER", raising=False)
-    return request.param
+@pytest.fixture(autouse=True)
+def _both_call_paths(call_path):
+    """Every test runs with the generated runner and with the step interpreter (conftest)."""
+    return call_path
 
 
 def _graph(text=CHAIN):

@@ -50,12 +50,16 @@ class RenderOptions:
 
     `columns`: reductions down columns get interchanged loops (render_columns.py);
     `scratch_bytes`: the largest row-sized scratch buffer kept on the stack (0: recompute);
-    `vector_ldexp`: 2**n scaling as one `ldexp` (None: where the host has an instruction).
-    A GPU thread renders one row with neither stack buffers nor x86 instructions."""
+    `vector_ldexp`: 2**n scaling as one `ldexp` (None: where the host has an instruction);
+    `flat_parallel`: [lo, hi) counts every parallel point (the parallel axes flattened,
+    row-major), not rows of the outermost axis: a GPU runs one thread per point, so that
+    neighbouring threads touch neighbouring elements (`LoopNest.points` of them).
+    A GPU thread renders one point with neither stack buffers nor x86 instructions."""
 
     columns: bool = True
     scratch_bytes: int = SCRATCH_BYTES
     vector_ldexp: bool | None = None
+    flat_parallel: bool = False
 
 
 CPU_OPTIONS = RenderOptions()
@@ -77,6 +81,14 @@ class LoopNest:
     @property
     def outer(self) -> int:
         return self.parallel[0].extent
+
+    @property
+    def points(self) -> int:
+        """Parallel points: the product of the parallel extents."""
+        n = 1
+        for d in self.parallel:
+            n *= d.extent
+        return n
 
     @property
     def numel(self) -> int:
@@ -134,19 +146,45 @@ def render_kernel(k: Kernel, symbol: str,
     params = _params(k, em.memref)
     head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
             "%zero_i8 = arith.constant 0 : i8"]
-    stops = [em.const_index(dim.extent) for dim in nest.parallel]
+    loops = (_flat_loop if options.flat_parallel else _nested_loops)(em, nest)
     lines = [f"func.func @{symbol}({', '.join(params)}) {{"]
     lines += ["  " + s for s in head + em.b.const_lines + em.index_consts + em.scratch_lines]
-    depth = len(nest.parallel)
-    for d in range(depth):
-        start, stop = ("%lo", "%hi") if d == 0 else ("%c0", stops[d])
-        lines.append("  " * (d + 1) + f"scf.for %p{d} = {start} to {stop} step %c1 {{")
+    depth = len(loops)
+    lines += ["  " * (d + 1) + loop[0] for d, loop in enumerate(loops)]
+    lines += ["  " * (depth + 1) + s for loop in loops for s in loop[1:]]
     lines += ["  " * (depth + 1) + s for s in em.row_lines]
     lines += ["  " * (d + 1) + "}" for d in reversed(range(depth))]
     lines += ["  return", "}"]
     text = "module {\n" + "\n".join("  " + s for s in lines) + "\n}\n"
     accesses = len(k.loads) + len(k.stores)
     return RenderedKernel(text, nest, em.ops + MEMORY_OP_WEIGHT * accesses)
+
+
+def _nested_loops(em, nest: LoopNest) -> list[list[str]]:
+    """One `scf.for` per parallel axis, the outermost over rows [lo, hi): each loop is its
+    header line (the ivs %p<d> are the loop variables)."""
+    stops = [em.const_index(dim.extent) for dim in nest.parallel]
+    return [[f"scf.for %p{d} = {'%lo' if d == 0 else '%c0'} to "
+             f"{'%hi' if d == 0 else stops[d]} step %c1 {{"] for d in range(len(nest.parallel))]
+
+
+def _flat_loop(em, nest: LoopNest) -> list[list[str]]:
+    """One `scf.for %q` over parallel points [lo, hi), the ivs %p<d> computed from it
+    (row-major: the last axis varies fastest)."""
+    lines = ["scf.for %q = %lo to %hi step %c1 {"]
+    inner = 1
+    for d in reversed(range(len(nest.parallel))):
+        extent = nest.parallel[d].extent
+        q = "%q"
+        if inner != 1:
+            lines.append(f"%q{d} = arith.divui %q, {em.const_index(inner)} : index")
+            q = f"%q{d}"
+        if d == 0:
+            lines.append(f"%p{d} = arith.addi {q}, %c0 : index")
+        else:
+            lines.append(f"%p{d} = arith.remui {q}, {em.const_index(extent)} : index")
+        inner *= extent
+    return [lines]
 
 
 def _params(k: Kernel, memref) -> list[str]:

@@ -1,14 +1,16 @@
 """The CUDA backend's renderer: a schedule kernel -> MLIR -> LLVM IR -> PTX.
 
 The kernel's MLIR is the CPU's (render_kernel.py), rendered with the GPU's options: one
-function computing rows [lo, hi) of the outermost parallel loop, with no stack scratch
-buffers and no x86 instructions. A `ptx_kernel` entry runs it with one GPU thread per row:
+function computing the parallel points [lo, hi) of the kernel (its parallel axes flattened,
+row-major), with no stack scratch buffers and no x86 instructions. A `ptx_kernel` entry
+runs it with one GPU thread per point:
 
-    void @<symbol>_grid(ptr in0, ..., ptr out0, ..., i64 rows)
-        i = blockIdx.x * blockDim.x + threadIdx.x;  if i < rows: <symbol>(..., i, i + 1)
+    void @<symbol>_grid(ptr in0, ..., ptr out0, ..., i64 points)
+        i = blockIdx.x * blockDim.x + threadIdx.x;  if i < points: <symbol>(..., i, i + 1)
 
-so the threads of a warp touch neighbouring elements of an elementwise kernel (coalesced).
-A reduction's row is one thread's loop for now (correct, not yet a block reduction).
+so the threads of a warp touch neighbouring elements (coalesced), broadcasts included. A
+reduction's row is one thread's loop for now (correct, not yet a block reduction). The same
+MLIR compiled for the CPU is checked against the references (tests/codegen/test_cuda_ptx.py).
 
     >>> import textwrap
     >>> from kiln.ir.parser import parse
@@ -38,7 +40,8 @@ from ..cpu.renderer import symbol_name
 from ..mlir_pipeline import mlir_to_llvm_ir
 from .ptx import DEFAULT_ARCH, llvm_ir_to_ptx
 
-GPU_OPTIONS = RenderOptions(columns=False, scratch_bytes=0, vector_ldexp=False)
+GPU_OPTIONS = RenderOptions(columns=False, scratch_bytes=0, vector_ldexp=False,
+                            flat_parallel=True)
 BLOCK_THREADS = 256
 GRID = "_grid"
 
@@ -59,7 +62,7 @@ class CudaArtifact:
     block: tuple = (BLOCK_THREADS, 1, 1)
 
     entry = property(lambda self: self.symbol + GRID)
-    rows = property(lambda self: self.nest.outer)
+    rows = property(lambda self: self.nest.points)     # NOTE: flat_parallel: one per point
     n_buffers = property(lambda self: len(self.kernel.loads) + len(self.kernel.stores))
     loads = property(lambda self: self.kernel.loads)
 
@@ -69,7 +72,7 @@ class CudaArtifact:
 
 
 def grid_entry_ir(symbol: str, n_pointers: int) -> str:
-    """LLVM IR of the `ptx_kernel` entry running kernel `symbol` one row per GPU thread.
+    """LLVM IR of the `ptx_kernel` entry running kernel `symbol` one point per GPU thread.
 
     >>> print(grid_entry_ir("k", 1).splitlines()[4])
     define ptx_kernel void @k_grid(ptr %p0, i64 %rows) {

@@ -1,14 +1,17 @@
 """The CUDA renderer on a machine without a GPU: every elementwise op of the registry, every
 reduction of the reduction table, the fused softmax and layer norm, strided and offset
 accesses and a whole jitted training step become PTX that `ptxas -arch=sm_90` accepts; the
-GPU options leave no stack buffers and no x86 instructions; CUDA artifacts run on the null
+same kernels' GPU MLIR (one point per thread, no stack buffers, no x86 instructions),
+compiled for this CPU instead, gives the references' results; CUDA artifacts run on the null
 device; what the NVPTX code generator would abort on is refused with an error instead."""
 from __future__ import annotations
 
+import ctypes
 import itertools
 import pathlib
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -19,15 +22,21 @@ from kiln.codegen.errors import CodegenError
 from kiln.frontend.compile import plan_graph
 from kiln.frontend.jit import compile_stages
 from kiln.ir.dtypes import DType
+from kiln.ir.parser import parse
 from kiln.ir.schedule_text import parse_schedule
 from kiln.passes.fusion import fuse_elementwise
 from kiln.runtime.executable import build_executable
 from kiln.runtime.null import NullDevice
 
-from codegen_helpers import emit1, kernel_graph, t
-from test_elementwise_ops import CASES, SHAPE
+from kiln.codegen.llvm_cpu import compile_llvm_ir
+from kiln.codegen.mlir_pipeline import mlir_to_llvm_ir
+from kiln.ir.interpreter import interpret
+
+from codegen_helpers import assert_matches, emit1, kernel_graph, sample, t
+from test_elementwise_ops import CASES, SHAPE, ULPS
 from test_reductions import (OFFSET_LOAD_TRANSPOSED_STORE, TABLE, TRANSPOSED_LOAD,
-                             layer_norm_graph, reduce_graph, softmax_graph)
+                             assert_reduction, layer_norm_graph, reduce_graph, softmax_graph,
+                             values)
 
 needs_ptxas = pytest.mark.skipif(ptxas_path() is None,
                                  reason="no ptxas here (CUDA toolkit or nvidia-cuda-nvcc)")
@@ -170,3 +179,89 @@ def test_what_nvptx_cannot_select_is_an_error_not_an_abort(function):
 def test_ptxas_rejection_is_reported():
     with pytest.raises(CodegenError, match="ptxas"):
         check_with_ptxas(".version 8.0\n.target sm_90\n.address_size 64\nnonsense\n")
+
+
+# ---- the GPU's MLIR, run on this CPU --------------------------------------------------------
+class GpuMlirOnCpu(NullDevice):
+    """Runs each CUDA artifact's MLIR (what the GPU gets) compiled for this CPU, over all of
+    its points [0, rows): checks the GPU rendering's index arithmetic without a GPU."""
+
+    def __init__(self):
+        super().__init__(compute=True)
+
+    def load(self, artifact):
+        obj = compile_llvm_ir(mlir_to_llvm_ir(artifact.mlir), artifact.symbol)
+        n = artifact.n_buffers
+        fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * n, ctypes.c_int64,
+                              ctypes.c_int64)(obj.address)
+        return artifact, obj, fn
+
+    def launch(self, handle, arrays: list) -> None:
+        artifact, _, fn = handle
+        self.launches.append(artifact.name)
+        fn(*[a.ctypes.data for a in arrays], 0, artifact.rows)
+
+
+def _on_gpu_mlir(graph, inputs) -> list:
+    schedule, _ = plan_graph(fuse_elementwise(graph))
+    return build_executable(schedule, GpuMlirOnCpu(), RENDERER)(inputs)
+
+
+@pytest.mark.parametrize("op,dtypes,attrs", CASES)
+def test_gpu_mlir_of_every_elementwise_op_matches_the_interpreter(op, dtypes, attrs, rng):
+    graph = kernel_graph([t(d, *SHAPE) for d in dtypes],
+                         lambda gb, *xs: [emit1(gb, op, xs, attrs)])
+    inputs = [sample(d, SHAPE, rng) for d in dtypes]
+    if op == "pow":
+        inputs[1] = np.clip(inputs[1], -40, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = interpret(graph, inputs)[0]
+    (got,) = _on_gpu_mlir(graph, inputs)
+    eps = float(np.finfo(want.dtype).eps) if want.dtype.kind == "f" else 0.0
+    assert_matches(got, want, rtol=ULPS.get(op, 0) * eps, what=f"{op} {dtypes} {attrs}")
+
+
+@pytest.mark.parametrize("op,dtype,spaces", list(_by_op_and_dtype()))
+def test_gpu_mlir_of_every_reduction_matches_the_interpreter(op, dtype, spaces, rng):
+    for shape, axes, keepdim in spaces:
+        graph = reduce_graph(op, dtype, shape, axes, keepdim)
+        x = values(dtype, shape, rng)
+        (got,) = _on_gpu_mlir(graph, [x])
+        (want,) = interpret(graph, [x])
+        assert_reduction(op, got, want, x, axes, keepdim, f"{op} {shape} {axes} (gpu mlir)")
+
+
+BROADCASTS = """
+graph @f(%x: f32[6,40], %b: f32[40], %c: f32[6,1], %y: f32[40,6]) {
+  %be: f32[6,40] = expand %b {shape=[6,40]}
+  %ce: f32[6,40] = expand %c {shape=[6,40]}
+  %yt: f32[6,40] = permute %y {perm=[1,0]}
+  %0: f32[6,40] = add %x, %be
+  %1: f32[6,40] = mul %0, %ce
+  %2: f32[6,40] = sub %1, %yt
+  %3: f32[40] = sum %2 {axes=[0], keepdim=false}
+  return %2, %3
+}"""
+
+
+def test_gpu_mlir_of_broadcasts_transposes_and_fused_rows_matches(rng):
+    """Kernels with several parallel axes (each thread one point of all of them)."""
+    x, c = rng.standard_normal((6, 40)), rng.standard_normal((6, 1))
+    b, y = rng.standard_normal(40), rng.standard_normal((40, 6))
+    ins = [a.astype(np.float32) for a in (x, b, c, y)]
+    got = _on_gpu_mlir(parse(BROADCASTS), ins)
+    want = interpret(parse(BROADCASTS), ins)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    for graph in (softmax_graph(DType.float32, 7, 33), layer_norm_graph(DType.float64, 5, 64)):
+        xs = [rng.standard_normal(v.type.shape).astype(v.type.dtype.np) for v in graph.inputs]
+        np.testing.assert_allclose(_on_gpu_mlir(graph, xs)[0], interpret(graph, xs)[0],
+                                   rtol=2e-5, atol=1e-6)
+    for text in (TRANSPOSED_LOAD, OFFSET_LOAD_TRANSPOSED_STORE):
+        s = parse_schedule(text)
+        xs = [rng.standard_normal(b.type.shape).astype(b.type.dtype.np) for b in s.inputs]
+        gpu = build_executable(parse_schedule(text), GpuMlirOnCpu(), RENDERER)(xs)
+        ref = build_executable(parse_schedule(text), NullDevice(compute=True))(xs)
+        for g, w in zip(gpu, ref):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)

@@ -83,6 +83,7 @@ def cuda_stages(traced: Graph) -> list[tuple[str, str]]:
     """The stages of a traced graph compiled for NVIDIA GPUs (no GPU needed): the passes, the
     schedule before and after memory planning, and each kernel's MLIR, LLVM IR and PTX."""
     from kiln.codegen.cuda import CudaRenderer
+    from kiln.ir.schedule import Call
     from kiln.passes.manager import run_passes
     optimized, stages = run_passes(traced)
     schedule, text = plan_graph(optimized)
@@ -91,15 +92,18 @@ def cuda_stages(traced: Graph) -> list[tuple[str, str]]:
                                        if st.name != "input"]
     out += [("schedule", text), ("memory", str(schedule))]
     renderer = CudaRenderer()
-    arts = [renderer.compile(k) for k in schedule.kernels]
+    # NOTE: a matmul call is a generated kernel on the GPU (codegen/cuda/matmul.py)
+    launches = [renderer.lower_call(st) if isinstance(st, Call) else st
+                for st in schedule.steps]
+    arts = [renderer.compile(st.kernel) for st in launches if hasattr(st, "kernel")]
     for stage, attr in (("mlir", "mlir"), ("llvm", "llvm_ir")):
         body = "\n".join(f"// kernel {a.name}: grid {a.grid}, block {a.block}\n"
                          f"{getattr(a, attr)}" for a in arts)
         out.append((stage, body or "(no generated kernels)\n"))
     # NOTE: the PTX of all kernels as one module (what the driver loads), so that the stage
     # printed alone is a file ptxas assembles
-    launches = "".join(f"// kernel {a.name}: .entry {a.entry}, grid {a.grid}, block {a.block}"
-                       "\n" for a in arts)
-    out.append(("ptx", launches + renderer.module_ptx(arts) if arts
+    header = "".join(f"// kernel {a.name}: .entry {a.entry}, grid {a.grid}, block {a.block}"
+                     "\n" for a in arts)
+    out.append(("ptx", header + renderer.module_ptx(arts) if arts
                 else "(no generated kernels)\n"))
     return out

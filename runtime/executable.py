@@ -386,6 +386,10 @@ def build_executable(schedule: Schedule, device: Device, renderer=None) -> Execu
         plan_memory(schedule)
     compile_kernel = getattr(renderer, "compile", renderer)
     groups = _segments(schedule, device, renderer)
+    lower_call = getattr(renderer, "lower_call", None)
+    if lower_call is not None:
+        # NOTE: a backend without a library for a call (CUDA's matmul) makes it a kernel
+        groups = [lower_call(g) if isinstance(g, Call) else g for g in groups]
     handles, segments = {}, {}
     for item in groups:
         if isinstance(item, list):

@@ -38,12 +38,15 @@ from kiln.ir.schedule import Kernel
 from ..cpu.render_kernel import LoopNest, RenderOptions, render_kernel
 from ..cpu.renderer import symbol_name
 from ..mlir_pipeline import mlir_to_llvm_ir
+from .matmul import matmul_kernel
 from .ptx import DEFAULT_ARCH, llvm_ir_to_ptx
 
 GPU_OPTIONS = RenderOptions(columns=False, scratch_bytes=0, vector_ldexp=False,
                             flat_parallel=True)
 BLOCK_THREADS = 256
 GRID = "_grid"
+# NOTE: the symbol a kernel is compiled under, replaced by its own in each artifact's texts
+_PLACEHOLDER = "kiln_KSYM"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,18 +122,23 @@ class CudaRenderer:
         return render_kernel(k, symbol or symbol_name(k.name), GPU_OPTIONS).mlir
 
     def compile(self, k: Kernel) -> CudaArtifact:
+        """The kernel's artifact; compiled once per signature (kernels equal but for their
+        names share the code, each under its own symbol)."""
         key = k.signature()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
         if hit is None:
-            hit = self._compile(k, symbol_name(k.name))
+            hit = self._compile(k, _PLACEHOLDER)
             with self._lock:
                 self._cache[key] = hit
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        return dataclasses.replace(hit, name=k.name, kernel=k)
+        symbol = symbol_name(k.name)
+        named = {f: getattr(hit, f).replace(_PLACEHOLDER, symbol)
+                 for f in ("mlir", "llvm_ir", "ptx")}
+        return dataclasses.replace(hit, name=k.name, kernel=k, symbol=symbol, **named)
 
     def _compile(self, k: Kernel, symbol: str) -> CudaArtifact:
         r = render_kernel(k, symbol, GPU_OPTIONS)
@@ -138,6 +146,13 @@ class CudaRenderer:
         llvm_ir = kernel_ir + "\n" + grid_entry_ir(symbol, len(k.loads) + len(k.stores))
         ptx = llvm_ir_to_ptx(llvm_ir, self.arch)
         return CudaArtifact(k.name, k, symbol, r.mlir, llvm_ir, ptx, r.nest, self.arch)
+
+    def lower_call(self, call):
+        """A schedule's library call as a Launch of a generated kernel (the runtime asks
+        before it builds an executable): matmul has no GPU library here yet."""
+        if call.op == "matmul":
+            return matmul_kernel(call)
+        return call
 
     def module_ptx(self, artifacts: list[CudaArtifact]) -> str:
         """One PTX module holding the entries of `artifacts` (distinct kernel symbols)."""

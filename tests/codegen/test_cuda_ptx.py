@@ -147,6 +147,7 @@ def test_a_training_step_compiles_to_one_ptx_module_ptxas_accepts():
     stages = dict(compile_stages(_mlp_step, args, device="cuda"))
     ptx = stages["ptx"]
     assert ptx.count(".visible .entry") >= 3
+    assert ".visible .entry kiln_matmul_" in ptx       # NOTE: the matmuls, as kernels
     check_with_ptxas(ptx)
 
 
@@ -265,3 +266,81 @@ def test_gpu_mlir_of_broadcasts_transposes_and_fused_rows_matches(rng):
         ref = build_executable(parse_schedule(text), NullDevice(compute=True))(xs)
         for g, w in zip(gpu, ref):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+# ---- matmul as a generated kernel -----------------------------------------------------------
+# NOTE: (a's shape, b's shape, transpose flags, dtype): a call reads an operand as stored or
+# as its transpose; batched calls have equal batch axes (the frontend broadcasts)
+MATMULS = [((5, 7), (7, 3), (False, False), "f32"), ((5, 7), (3, 7), (False, True), "f32"),
+           ((7, 5), (7, 3), (True, False), "f64"), ((7, 5), (3, 7), (True, True), "f32"),
+           ((2, 4, 6), (2, 6, 3), (False, False), "f32"), ((3, 2, 4, 6), (3, 2, 5, 6),
+                                                           (False, True), "f64"),
+           ((1, 1), (1, 9), (False, False), "i64")]
+
+
+def matmul_schedule(a_shape, b_shape, flags, dtype):
+    """A schedule with one `call matmul` (operands stored as the flags say)."""
+    dims = lambda s: ",".join(map(str, s))                  # noqa: E731
+    a_t = (*a_shape[:-2], a_shape[-1], a_shape[-2]) if flags[0] else a_shape
+    b_t = (*b_shape[:-2], b_shape[-1], b_shape[-2]) if flags[1] else b_shape
+    out = (*a_t[:-2], a_t[-2], b_t[-1])
+    return parse_schedule(f"""
+schedule @mm(%a: {dtype}[{dims(a_shape)}], %b: {dtype}[{dims(b_shape)}]) {{
+  buffer %0: {dtype}[{dims(out)}] output
+  call matmul (%a, %b) -> (%0) {{transpose=[{str(flags[0]).lower()},{str(flags[1]).lower()}]}}
+  return %0
+}}""")
+
+
+def matmul_want(a, b, flags):
+    a = np.swapaxes(a, -1, -2) if flags[0] else a
+    b = np.swapaxes(b, -1, -2) if flags[1] else b
+    return np.matmul(a, b)
+
+
+def matmul_inputs(a_shape, b_shape, dtype, rng):
+    np_dtype = DType(dtype).np
+    if np_dtype.kind == "i":
+        return [rng.integers(-50, 50, s).astype(np_dtype) for s in (a_shape, b_shape)]
+    return [rng.standard_normal(s).astype(np_dtype) for s in (a_shape, b_shape)]
+
+
+@pytest.mark.parametrize("a_shape,b_shape,flags,dtype", MATMULS)
+def test_gpu_mlir_of_a_matmul_matches_numpy(a_shape, b_shape, flags, dtype, rng):
+    a, b = matmul_inputs(a_shape, b_shape, dtype, rng)
+    dev = GpuMlirOnCpu()
+    (got,) = build_executable(matmul_schedule(a_shape, b_shape, flags, dtype), dev,
+                              RENDERER)([a, b])
+    assert dev.launches and not dev.calls
+    np.testing.assert_allclose(got, matmul_want(a, b, flags), rtol=1e-5, atol=1e-5)
+
+
+@needs_ptxas
+def test_matmul_kernels_give_ptx_that_ptxas_accepts():
+    arts = []
+    for i, case in enumerate(MATMULS):
+        launch = RENDERER.lower_call(matmul_schedule(*case).steps[0])
+        launch.kernel.name = f"mm{i}"
+        arts.append(RENDERER.compile(launch.kernel))
+    _assemble(arts)
+
+
+@needs_ptxas
+def test_equal_kernels_under_different_names_get_their_own_symbols():
+    """Compiled once per signature (the cache), each artifact carries its own symbol: one
+    module holds both entries."""
+    graph = parse("""
+        graph @f(%x: f32[64], %y: f32[64]) {
+          %0: f32[64] = exp %x
+          %1: f32[64] = exp %y
+          return %0, %1
+        }""")
+    (k,) = plan_graph(fuse_elementwise(graph))[0].kernels[:1]
+    first = RENDERER.compile(k)
+    k.name = "renamed"
+    second = RENDERER.compile(k)
+    assert (first.entry, second.entry) == ("kiln_fused_0_grid", "kiln_renamed_grid")
+    assert "kiln_fused_0" not in second.ptx and "KSYM" not in second.ptx
+    ptx = RENDERER.module_ptx([first, second])
+    assert ptx.count(".visible .entry") == 2
+    check_with_ptxas(ptx)

@@ -31,6 +31,7 @@ from codegen_helpers import assert_matches, emit1, kernel_graph, sample, t, w1_r
 from test_cuda_device import GRAPHS, SHAPES, _inputs
 from test_elementwise_ops import CASES, SHAPE, ULPS
 from test_reductions import TABLE, assert_reduction, reduce_graph, values
+from test_cuda_ptx import MATMULS, matmul_inputs, matmul_schedule, matmul_want
 from w1_bandwidth import measure, report
 
 pytestmark = [pytest.mark.gpu,
@@ -136,15 +137,13 @@ def test_executables_give_numpys_results(dev, rng, call_path, name):
     _assert_close(_gpu_run(graph, dev, xs), interpret(graph, xs), name)
 
 
-def test_matmul_is_not_supported_yet(dev):
-    s = parse_schedule("""
-schedule @f(%x: f32[2,2]) {
-  buffer %0: f32[2,2] output
-  call matmul (%x, %x) -> (%0)
-  return %0
-}""")
-    with pytest.raises(NotSupportedError, match="not supported yet: matmul on cuda"):
-        build_executable(s, dev, RENDERER)([dev.from_host(np.eye(2, dtype=np.float32))])
+@pytest.mark.parametrize("case", MATMULS, ids=[str(i) for i in range(len(MATMULS))])
+def test_matmul_runs_as_a_generated_kernel(dev, rng, case):
+    a, b = matmul_inputs(case[0], case[1], case[3], rng)
+    exe = build_executable(matmul_schedule(*case), dev, RENDERER)
+    (got,) = exe([dev.from_host(a), dev.from_host(b)])
+    np.testing.assert_allclose(got.to_host(), matmul_want(a, b, case[2]), rtol=1e-5,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("call,action", [

@@ -32,6 +32,7 @@ from kiln.runtime.executable import build_executable
 sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))   # NOTE: the shared graphs
 from test_reductions import layer_norm_graph, softmax_graph  # noqa: E402
 from test_executable import SGD  # noqa: E402
+from test_cuda_ptx import MATMULS, matmul_inputs, matmul_schedule, matmul_want  # noqa: E402
 
 RENDERER = CudaRenderer()
 F32, F64 = DType.float32, DType.float64
@@ -418,16 +419,19 @@ def test_an_update_reaches_a_non_contiguous_host_array(dev, rng, call_path):
     assert not wide[:, 1::2].any()
 
 
-def test_matmul_is_not_supported_yet(dev, call_path):
-    s = parse_schedule("""
-schedule @f(%x: f32[2,2]) {
-  buffer %0: f32[2,2] output
-  call matmul (%x, %x) -> (%0)
-  return %0
-}""")
-    exe = build_executable(s, dev, RENDERER)
+@pytest.mark.parametrize("case", MATMULS, ids=[str(i) for i in range(len(MATMULS))])
+def test_matmul_runs_as_a_generated_kernel(dev, fake, rng, call_path, case):
+    a, b = matmul_inputs(case[0], case[1], case[3], rng)
+    exe = build_executable(matmul_schedule(*case), dev, RENDERER)
+    (got,) = exe([dev.from_host(a), dev.from_host(b)])
+    np.testing.assert_allclose(got.to_host(), matmul_want(a, b, case[2]), rtol=1e-5,
+                               atol=1e-5)
+    assert fake.launches[-1].entry.endswith("_grid")
+
+
+def test_a_library_call_without_a_kernel_is_not_supported(dev):
     with pytest.raises(NotSupportedError, match="not supported yet: matmul on cuda"):
-        exe([dev.from_host(np.eye(2, dtype=np.float32))])
+        dev.call("matmul", None, [], [])
 
 
 def test_the_cpu_runner_keeps_numpys_functions():

@@ -23,7 +23,10 @@ def _shape_arg(size) -> tuple[int, ...]:
     return tuple(int(s) for s in size)
 
 
-def _finish(t: Tensor, requires_grad: bool) -> Tensor:
+def _finish(t: Tensor, requires_grad: bool, device=None) -> Tensor:
+    """A factory's result: made on the CPU, moved to `device` (as a leaf), then marked."""
+    if device is not None and t._trace is None:
+        t = t.to(device)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -60,7 +63,7 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
         t = apply("constant", [], {"data": arr.tolist(), "shape": arr.shape, "dtype": dt},
                   like=SOURCE)
         return _finish(t, requires_grad)
-    return _finish(Tensor._wrap(arr), requires_grad)
+    return _finish(Tensor._wrap(arr), requires_grad, device)
 
 
 def from_numpy(arr: np.ndarray) -> Tensor:
@@ -74,27 +77,36 @@ def full(size, fill_value, dtype=None, device=None, requires_grad: bool = False)
         dtype = dtypes.result_dtype([dtypes.bool_], [fill_value])
     t = _full_op(_shape_arg((size,)),
                  fill_value, dtypes.as_dtype(dtype))
-    return _finish(t, requires_grad)
+    return _finish(t, requires_grad, device)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
-    return full(_shape_arg(size), 0, dtype or dtypes.DEFAULT_FLOAT, requires_grad=requires_grad)
+    return full(_shape_arg(size), 0, dtype or dtypes.DEFAULT_FLOAT, device=device,
+                requires_grad=requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
-    return full(_shape_arg(size), 1, dtype or dtypes.DEFAULT_FLOAT, requires_grad=requires_grad)
+    return full(_shape_arg(size), 1, dtype or dtypes.DEFAULT_FLOAT, device=device,
+                requires_grad=requires_grad)
 
 
-def zeros_like(x: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
-    return zeros(tuple(x.shape), dtype=dtype or x.dtype, requires_grad=requires_grad)
+def _device_of(x: Tensor, device):
+    return device if device is not None else (x.device if x._trace is None else None)
 
 
-def ones_like(x: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
-    return ones(tuple(x.shape), dtype=dtype or x.dtype, requires_grad=requires_grad)
+def zeros_like(x: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return zeros(tuple(x.shape), dtype=dtype or x.dtype, device=_device_of(x, device),
+                 requires_grad=requires_grad)
 
 
-def full_like(x: Tensor, fill_value, dtype=None) -> Tensor:
-    return full(tuple(x.shape), fill_value, dtype=dtype or x.dtype)
+def ones_like(x: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return ones(tuple(x.shape), dtype=dtype or x.dtype, device=_device_of(x, device),
+                requires_grad=requires_grad)
+
+
+def full_like(x: Tensor, fill_value, dtype=None, device=None) -> Tensor:
+    return full(tuple(x.shape), fill_value, dtype=dtype or x.dtype,
+                device=_device_of(x, device))
 
 
 def arange(start, end=None, step=1, dtype=None, device=None,
@@ -106,7 +118,7 @@ def arange(start, end=None, step=1, dtype=None, device=None,
         dtype = dtypes.result_dtype([dtypes.bool_], [start, end, step])
     t = apply("arange", [], {"start": start, "stop": end, "step": step,
                              "dtype": dtypes.as_dtype(dtype)}, like=SOURCE)
-    return _finish(t, requires_grad)
+    return _finish(t, requires_grad, device)
 
 
 # ---- random ---------------------------------------------------------------------------------
@@ -144,25 +156,25 @@ def seed_tensor() -> Tensor:
     return Tensor._wrap(np.array(SEEDS.next(), dtype=np.int64))
 
 
-def _random(op: str, size, dtype, requires_grad) -> Tensor:
+def _random(op: str, size, dtype, requires_grad, device=None) -> Tensor:
     dt = dtypes.as_dtype(dtype or dtypes.DEFAULT_FLOAT)
     t = apply(op, [seed_tensor()], {"shape": _shape_arg(size), "dtype": dt})
-    return _finish(t, requires_grad)
+    return _finish(t, requires_grad, device)
 
 
 def randn(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal numbers; `kiln.manual_seed` makes them reproducible."""
-    return _random("random_normal", size, dtype, requires_grad)
+    return _random("random_normal", size, dtype, requires_grad, device)
 
 
 def rand(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Uniform numbers in [0, 1)."""
-    return _random("random_uniform", size, dtype, requires_grad)
+    return _random("random_uniform", size, dtype, requires_grad, device)
 
 
-def randn_like(x: Tensor, dtype=None) -> Tensor:
-    return randn(tuple(x.shape), dtype=dtype or x.dtype)
+def randn_like(x: Tensor, dtype=None, device=None) -> Tensor:
+    return randn(tuple(x.shape), dtype=dtype or x.dtype, device=_device_of(x, device))
 
 
-def rand_like(x: Tensor, dtype=None) -> Tensor:
-    return rand(tuple(x.shape), dtype=dtype or x.dtype)
+def rand_like(x: Tensor, dtype=None, device=None) -> Tensor:
+    return rand(tuple(x.shape), dtype=dtype or x.dtype, device=_device_of(x, device))

@@ -59,9 +59,10 @@ def format_tensor(t) -> str:
     if t._trace is not None and t._trace.replay is None:
         return f"tensor(<traced {t._data.type}>)"
     # NOTE: while replaying (a jitted function that prints), reading the value splits the graph
-    arr = t._array("printing") if t._trace is not None else t._data
+    cuda = t._trace is None and t.is_cuda
+    arr = t._array("printing") if t._trace is not None or cuda else t._data
     body = format_array(arr) if arr.size or arr.ndim == 0 else "[]"
-    extras = []
+    extras = ["device='cuda:0'"] if cuda else []
     if arr.size == 0 and arr.shape != (0,):
         extras.append(f"size={tuple(arr.shape)}")
     dt = dtypes.from_numpy(arr.dtype)

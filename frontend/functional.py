@@ -30,14 +30,15 @@ def as_tensor(x, dtype=None) -> Tensor:
     return tensor(x, dtype=dtype)
 
 
-def full(shape, value, dtype: DType) -> Tensor:
-    """A `full` node: inside a trace it becomes IR (foldable, fusible), else an array."""
+def full(shape, value, dtype: DType, like=None) -> Tensor:
+    """A `full` node: inside a trace it becomes IR (foldable, fusible), else an array (on
+    the device of `like`, a tensor, when given)."""
     value = float(value) if dtype.is_float else (bool(value) if dtype == dtypes.bool_
                                                  else int(value))
     # NOTE: an int out of the dtype's range is refused by full's shape rule (as PyTorch):
     # a compiled graph would wrap it silently
     return apply("full", [], {"value": value, "shape": tuple(shape), "dtype": dtype},
-                 like=SOURCE)
+                 like=SOURCE if like is None else like)
 
 
 class _SourceHolder:
@@ -84,12 +85,16 @@ def _prepare(op: str, operands, dtype=None):
     if dtype is None:
         dtype = dtypes.result_dtype([t.dtype for t in tensors], scalars)
     shape = broadcast_shapes(op, *[tuple(t.shape) for t in tensors])
+    # NOTE: a Python scalar is made where the tensors are (a CUDA tensor's device)
+    like = next((t for t in tensors if t._trace is None and t.is_cuda), None)
     out = []
     for x in operands:
         if isinstance(x, Tensor):
+            if like is not None and x.ndim == 0 and not x.is_cuda:
+                x = x.to("cuda")        # NOTE: a CPU scalar tensor joins, as in PyTorch
             out.append(expand_to(cast(x, dtype), shape))
         else:
-            out.append(full(shape, x, dtype))
+            out.append(full(shape, x, dtype, like))
     return out
 
 

@@ -64,9 +64,23 @@ def _write(x: Tensor, result: Tensor) -> None:
     if trace is not None:
         trace.builder.emit("copy_", [trace.value_of(x), trace.value_of(result)], {},
                            user_loc())
-    else:
+    elif type(x._data) is np.ndarray and type(result._data) is np.ndarray:
         np.copyto(x._data, result._data)
+    else:
+        _write_across_devices(x, result)
     x._version[0] += 1
+
+
+def _write_across_devices(x: Tensor, result: Tensor) -> None:
+    """A write into or from a CUDA tensor (`copy_` copies across devices, as PyTorch's)."""
+    from . import cuda_eager
+    if x.is_cuda:
+        cuda_eager.refuse_write(x)
+        cuda_eager.check_fresh(result)
+        cuda_eager.device_write(x._data, result._data)
+    else:
+        cuda_eager.check_fresh(result)
+        np.copyto(x._data, cuda_eager.host_array(result))
 
 
 def _rebase(x: Tensor, result: Tensor, new_base) -> None:

@@ -34,6 +34,7 @@ from .jit_effects import CallEffects
 from .jit_fast import fast_check
 from .jit_grad import TapeBackward
 from .tensor import Tensor
+from kiln.runtime.cuda.array import DeviceArray
 from .trace import GraphBreak, Trace, ValueBreak, tracing
 from .trace import _local as _TRACE_STATE
 
@@ -397,6 +398,8 @@ class JitFunction:
             if leaves is not None:
                 return fast[1](leaves)
         key, leaves = self._key(args, kwargs)
+        if any(type(t._data) is DeviceArray for t in leaves):
+            return self._run_cuda_eagerly(args, kwargs)
         call = self._call
         entry = self._lookup(key)
         if entry is None:
@@ -411,6 +414,17 @@ class JitFunction:
         if isinstance(entry, _Eager):       # NOTE: eager, or replay (frontend/replay.py)
             return entry.run(args, kwargs, leaves)
         return entry(leaves)
+
+    def _run_cuda_eagerly(self, args, kwargs):
+        """CUDA arguments: the function runs eagerly, op by op (each op a cached GPU
+        kernel), with one warning per function; compiling it whole for the GPU comes next."""
+        if not getattr(self, "_warned_cuda", False):
+            self._warned_cuda = True
+            warnings.warn(f"@kiln.jit: {getattr(self.fn, '__qualname__', self.fn)} got CUDA "
+                          "tensors; not supported yet: compiling for CUDA as one graph, so it "
+                          "runs eagerly (each op a compiled GPU kernel)", KilnJitWarning,
+                          stacklevel=3)
+        return self.fn(*args, **kwargs)
 
     def _key(self, args, kwargs) -> tuple:
         """(cache key, tensor leaves): argument structure and static values, tensor guards,

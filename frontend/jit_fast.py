@@ -24,6 +24,8 @@ import functools
 import keyword
 import types
 
+import numpy as np
+
 from . import autograd
 from .bytecode import MISSING, SCALAR_TYPES, cell_value, is_scalar, param_getters
 from .guards import (_IDENTITY_TYPES, _freeze_object, _module_type, defaults_key, freeze,
@@ -63,7 +65,7 @@ def fast_check(jitfn, key, call, entry):
     except Exception:   # NOTE: _Unsupported, or a callable without code: the ordinary path
         return None
     source = "def check(args, kwargs):\n" + "\n".join(w.lines) + "\n"
-    scope = dict(w.consts, MISSING=MISSING, Tensor=Tensor, freeze=freeze)
+    scope = dict(w.consts, MISSING=MISSING, Tensor=Tensor, freeze=freeze, ndarray=np.ndarray)
     exec(compile(source, f"<kiln fast check of {jitfn.name}>", "exec"), scope)
     check = scope["check"]
     check.source = source
@@ -127,8 +129,9 @@ def _node(w: _Writer, spec, expr: str) -> None:
 def _tensor(w: _Writer, name: str, guard) -> None:
     dtype, shape, strides, requires_grad = guard
     w.line(f"d = {name}._data")
-    w.fail_unless(f"d.shape == {shape!r} and d.strides == {strides!r} and "
-                  f"d.dtype == {w.const(dtype)} and {name}._requires_grad == "
+    # NOTE: the array's type too: a CUDA tensor's DeviceArray has NumPy's shape and strides
+    w.fail_unless(f"type(d) is ndarray and d.shape == {shape!r} and d.strides == "
+                  f"{strides!r} and d.dtype == {w.const(dtype)} and {name}._requires_grad == "
                   f"{requires_grad!r}")
 
 

@@ -9,14 +9,14 @@ import numpy as np
 
 from kiln.ir import dtypes
 from kiln.ir.dtypes import DType
-from kiln.ir.errors import KilnError
+from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.ir.interpreter import run_op
 from kiln.ir.registry import get_op
 from kiln.ir.types import TensorType, user_loc
 
 from kiln.ir.ops.rules import contiguous_strides
 
-from . import autograd, views
+from . import autograd, cuda_eager, views
 from .trace import GraphBreak, current_trace
 
 
@@ -31,23 +31,35 @@ class Size(tuple):
 
 
 class device:
-    """Where a tensor lives: `kiln.device("cpu")`."""
+    """Where a tensor lives: `kiln.device("cpu")`, `kiln.device("cuda:0")`, `("cuda", 0)`."""
 
-    def __init__(self, type="cpu"):
-        type = getattr(type, "type", type)
-        self.type = str(type).split(":")[0]
+    def __init__(self, type="cpu", index=None):
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        text = str(type)
+        if ":" in text:
+            text, number = text.split(":", 1)
+            index = int(number)
+        if text not in ("cpu", "cuda"):
+            raise KilnError(f"Expected one of cpu, cuda device type at start of device "
+                            f"string: {type}")
+        self.type, self.index = text, index
 
     def __eq__(self, other):
-        return self.type == getattr(other, "type", other)
+        if isinstance(other, str):
+            other = device(other)
+        return isinstance(other, device) and (self.type, self.index) == (other.type,
+                                                                         other.index)
 
     def __hash__(self):
-        return hash(self.type)
+        return hash((self.type, self.index))
 
     def __repr__(self):
-        return f"device(type='{self.type}')"
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
 
     def __str__(self):
-        return self.type
+        return self.type if self.index is None else f"{self.type}:{self.index}"
 
 
 def _attach_loc(e: KilnError):
@@ -71,7 +83,7 @@ class Tensor:
     # `_base` and `_view_ops` link a differentiable view to the tensor it views, for autograd.
     __slots__ = ("_data", "_trace", "_requires_grad", "_grad", "grad_fn", "_out_index",
                  "_version", "_base", "_view_ops", "_view_version", "_strides", "_saved",
-                 "__weakref__")
+                 "_copy_of", "__weakref__")
     __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
 
     def __init__(self, data=None):
@@ -93,6 +105,7 @@ class Tensor:
         self._view_version = 0     # storage version when this view's grad_fn was made
         self._strides = None       # traced tensors: strides in elements (None: row-major)
         self._saved = None         # autograd's saved copies: (version, grad_fn, out_index)
+        self._copy_of = None       # CUDA: a copy standing for a view (base version, then)
 
     @classmethod
     def _wrap(cls, data, trace=None) -> "Tensor":
@@ -118,7 +131,7 @@ class Tensor:
             if opdef.view is not None:
                 views.link_traced(opdef, inputs[0], results[0], attrs)
         else:
-            results = _eager(opdef, inputs, attrs)
+            results = _eager(opdef, inputs, attrs, holder)
         if (opdef.differentiable and autograd.is_grad_enabled()
                 and any(t._requires_grad for t in inputs)):
             _record(opdef, inputs, results, attrs)
@@ -132,9 +145,13 @@ class Tensor:
         return TensorType(dtypes.from_numpy(self._data.dtype), self._data.shape)
 
     def _array(self, why: str) -> np.ndarray:
-        """The NumPy value; under tracing this needs the data, which a graph cannot give."""
+        """The NumPy value; under tracing this needs the data, which a graph cannot give (a
+        CUDA tensor's is copied to the host)."""
         if self._trace is not None:
             return self._trace.read_value(self, why)
+        if type(self._data) is not np.ndarray and _on_cuda(self):
+            cuda_eager.check_fresh(self)
+            return cuda_eager.host_array(self)
         return self._data
 
     # ---- properties -------------------------------------------------------------------------
@@ -151,7 +168,11 @@ class Tensor:
 
     @property
     def device(self) -> device:
-        return device("cpu")
+        return device("cuda", 0) if _on_cuda(self) else device("cpu")
+
+    @property
+    def is_cuda(self) -> bool:
+        return _on_cuda(self)
 
     @property
     def ndim(self) -> int:
@@ -239,6 +260,7 @@ class Tensor:
         if self._requires_grad:
             raise KilnError("Can't call numpy() on Tensor that requires grad. Use "
                             "tensor.detach().numpy() instead.")
+        _refuse_cuda_numpy(self)
         return self._array("numpy()")
 
     def item(self):
@@ -269,6 +291,7 @@ class Tensor:
         return int(self.item())
 
     def __array__(self, dtype=None, copy=None):
+        _refuse_cuda_numpy(self)
         arr = self._array("conversion to NumPy")
         return arr if dtype is None else arr.astype(dtype)
 
@@ -302,22 +325,24 @@ class Tensor:
         return F.clone(self)
 
     def to(self, *args, **kwargs) -> "Tensor":
-        """`t.to("cpu")`, `t.to(kiln.float64)`, `t.to(device, dtype)`."""
+        """`t.to("cuda")`, `t.to(kiln.float64)`, `t.to(device, dtype)`, `t.to(other)`."""
         from . import functional as F
-        dtype = kwargs.get("dtype")
+        dtype, dev = kwargs.get("dtype"), kwargs.get("device")
         for a in args:
-            if isinstance(a, (DType, type)) or (isinstance(a, str) and a in ("f32", "f64")):
+            if isinstance(a, Tensor):
+                dtype, dev = a.dtype, a.device
+            elif isinstance(a, (DType, type)) or (isinstance(a, str) and a in ("f32", "f64")):
                 dtype = a
-            elif str(getattr(a, "type", a)).startswith("cuda"):
-                raise KilnError("not supported yet: CUDA tensors (kiln.cuda.is_available() is "
-                                "False on this machine)")
-        dev = kwargs.get("device")
-        if dev is not None and str(getattr(dev, "type", dev)).startswith("cuda"):
-            raise KilnError("not supported yet: CUDA tensors")
-        return self if dtype is None else F.cast(self, dtype)
+            else:
+                dev = a
+        out = self if dtype is None else F.cast(self, dtype)
+        return out if dev is None else _to_device(out, device(dev).type)
 
     def cpu(self) -> "Tensor":
-        return self
+        return self.to("cpu")
+
+    def cuda(self, device=None, non_blocking: bool = False) -> "Tensor":
+        return self.to("cuda")
 
     def type_as(self, other: "Tensor") -> "Tensor":
         return self.to(other.dtype)
@@ -346,7 +371,8 @@ class Tensor:
                 raise KilnError(f"grad can be implicitly created only for scalar outputs; "
                                 f"this tensor has shape {list(self.shape)}", loc=user_loc())
             from .functional import full
-            gradient = full(tuple(self.shape), 1, self.dtype)
+            gradient = full(tuple(self.shape), 1, self.dtype,
+                            self if self._trace is None and _on_cuda(self) else None)
         elif tuple(gradient.shape) != tuple(self.shape):
             raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
                             f"tensor shape {list(self.shape)}", loc=user_loc())
@@ -391,12 +417,15 @@ def _rebuild_tensor(array: np.ndarray, requires_grad: bool) -> Tensor:
     return t
 
 
-def _eager(opdef, inputs, attrs) -> list[Tensor]:
+def _eager(opdef, inputs, attrs, holder=None) -> list[Tensor]:
     try:
         a = opdef.make_attrs(attrs)
         types = opdef.infer([t._type() for t in inputs], a)
     except KilnError as e:
         raise _attach_loc(e) from None
+    if cuda_eager.operands_on_cuda(opdef.name, inputs) if inputs else (
+            isinstance(holder, Tensor) and _on_cuda(holder)):
+        return _eager_cuda(opdef, inputs, a)
     arrays = [t._data for t in inputs]
     if opdef.view is not None:
         view = views.eager_view(opdef, inputs[0], a, types[0])
@@ -404,6 +433,49 @@ def _eager(opdef, inputs, attrs) -> list[Tensor]:
             return [view]
     outs = run_op(opdef.name, a, arrays, types)
     return [Tensor._wrap(_fresh(arr, arrays)) for arr in outs]
+
+
+def _eager_cuda(opdef, inputs, a) -> list[Tensor]:
+    """The op on the GPU (frontend/cuda_eager.py); a view op's result is a copy standing for
+    the view, checked for staleness where it is used."""
+    for t in inputs:
+        cuda_eager.check_fresh(t)
+    if opdef.view is not None and _on_cuda(inputs[0]):
+        types = opdef.infer([inputs[0]._type()], a)
+        view = views.cuda_alias(opdef, inputs[0], a, types[0])
+        if view is not None:
+            return [view]
+    outs = cuda_eager.run_op_cuda(opdef, a, cuda_eager.to_cuda_arrays(inputs),
+                                  [t._type() for t in inputs])
+    results = [Tensor._wrap(o) for o in outs]
+    if opdef.view is not None:
+        for r in results:
+            r._copy_of = (inputs[0]._version, inputs[0]._version[0])
+    return results
+
+
+def _on_cuda(t) -> bool:
+    return type(t._data) is cuda_eager.DeviceArray
+
+
+def _to_device(t: Tensor, where: str) -> Tensor:
+    if t._trace is not None:
+        if where == "cpu":
+            return t
+        raise NotSupportedError("not supported yet: moving tensors to cuda inside @kiln.jit "
+                                "(move the arguments before the call)", loc=user_loc())
+    if where == "cuda" and not _on_cuda(t):
+        import kiln.cuda
+        kiln.cuda._device()     # NOTE: the clear error where there is no GPU
+    if _on_cuda(t):
+        cuda_eager.check_fresh(t)
+    return cuda_eager.to_device(t, where)
+
+
+def _refuse_cuda_numpy(t: Tensor) -> None:
+    if t._trace is None and _on_cuda(t):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() "
+                        "to copy the tensor to host memory first.")
 
 
 def _fresh(arr: np.ndarray, inputs) -> np.ndarray:

@@ -45,7 +45,8 @@ def _view(a: np.ndarray, acc: Access, space, shape) -> np.ndarray:
     else:                   # NOTE: a load keeps what the value's shape keeps
         lined = (1,) * (len(space) - len(shape)) + tuple(shape)
         index = tuple(slice(0, 1) if d == 1 else slice(None) for d in lined)
-    return full[index], shape
+    # NOTE: a 0-d space has no index: `full[()]` would be a scalar, not a writable view
+    return (full[index] if index else full), shape
 
 
 def run_kernel_reference(k: Kernel, ins: list, outs: list) -> None:

@@ -328,21 +328,24 @@ class Module:
         return self
 
     def to(self, *args, **kwargs) -> "Module":
-        """`to(device)`, `to(dtype)`, `to(device, dtype)`, `to(tensor)`: casts floating-point
-        parameters and buffers in place. Only the CPU exists for now."""
+        """`to(device)`, `to(dtype)`, `to(device, dtype)`, `to(tensor)`: moves parameters,
+        gradients and buffers, and casts the floating-point ones, in place (the Parameter
+        objects stay: an optimizer made before keeps working)."""
         device, dtype = _parse_to(args, kwargs)
-        if device is not None and str(device).startswith("cuda"):
-            raise NotSupportedError("not supported yet: CUDA tensors (kiln.cuda.is_available() "
-                                    "is False); use .to('cpu')")
-        if dtype is None:
-            return self
-        if not dtype.is_float:
+        if dtype is not None and not dtype.is_float:
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got "
                             f"desired dtype={dtype}")
-        return self._apply(lambda t: t.to(dtype) if t.dtype.is_float else t)
+        if dtype is None and device is None:
+            return self
+
+        def move(t):
+            if dtype is not None and t.dtype.is_float:
+                t = t.to(dtype)
+            return t if device is None else t.detach().to(device)
+        return self._apply(move)
 
     def cpu(self) -> "Module":
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None) -> "Module":
         return self.to("cuda")

@@ -63,12 +63,16 @@ class CudaDevice(Device):
     def load(self, artifact) -> CudaKernelHandle:
         """`artifact` is a CudaArtifact (codegen/cuda): its PTX module is loaded once per
         distinct PTX text, its entry looked up."""
-        with self._lock:
-            module = self._modules.get(artifact.ptx)
-            if module is None:
-                module = self._modules[artifact.ptx] = self.driver.module_load(artifact.ptx)
-        function = self.driver.module_function(module, artifact.entry)
         register = getattr(self.driver, "register_kernel", None)
+        # NOTE: kernels equal but for their extents share PTX (the extent is the launch's row
+        # count); the fake computes each by its own kernel's reference, so there a module is
+        # loaded per kernel signature
+        key = artifact.ptx if register is None else (artifact.ptx, artifact.kernel.signature())
+        with self._lock:
+            module = self._modules.get(key)
+            if module is None:
+                module = self._modules[key] = self.driver.module_load(artifact.ptx)
+        function = self.driver.module_function(module, artifact.entry)
         if register is not None:        # NOTE: the fake driver computes launches this way
             register(function, reference_kernel(artifact.kernel))
         return CudaKernelHandle(artifact.name, function, tuple(artifact.grid),

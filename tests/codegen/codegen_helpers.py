@@ -95,3 +95,20 @@ def w1_reference(x: np.ndarray) -> np.ndarray:
     """W1 in float64 (NumPy)."""
     x = x.astype(np.float64)
     return x / (1 + np.exp(-x)) * 0.5 + np.tanh(x)
+
+
+def one_op_case(op, dtypes, attrs, shape, rng):
+    """(graph, inputs, the interpreter's result) of `op` alone on random `shape` inputs
+    (pow's exponents kept to [-40, 40], so that most results are finite)."""
+    import warnings
+
+    from kiln.ir.interpreter import interpret
+    graph = kernel_graph([t(d, *shape) for d in dtypes],
+                         lambda gb, *xs: [emit1(gb, op, xs, attrs)])
+    inputs = [sample(d, shape, rng) for d in dtypes]
+    if op == "pow":
+        inputs[1] = np.clip(inputs[1], -40, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = interpret(graph, inputs)[0]
+    return graph, inputs, want

@@ -11,7 +11,6 @@ import itertools
 import pathlib
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -32,7 +31,7 @@ from kiln.codegen.llvm_cpu import compile_llvm_ir
 from kiln.codegen.mlir_pipeline import mlir_to_llvm_ir
 from kiln.ir.interpreter import interpret
 
-from codegen_helpers import assert_matches, emit1, kernel_graph, sample, t
+from codegen_helpers import assert_matches, emit1, kernel_graph, one_op_case, t
 from test_elementwise_ops import CASES, SHAPE, ULPS
 from test_reductions import (OFFSET_LOAD_TRANSPOSED_STORE, TABLE, TRANSPOSED_LOAD,
                              assert_reduction, layer_norm_graph, reduce_graph, softmax_graph,
@@ -210,14 +209,7 @@ def _on_gpu_mlir(graph, inputs) -> list:
 
 @pytest.mark.parametrize("op,dtypes,attrs", CASES)
 def test_gpu_mlir_of_every_elementwise_op_matches_the_interpreter(op, dtypes, attrs, rng):
-    graph = kernel_graph([t(d, *SHAPE) for d in dtypes],
-                         lambda gb, *xs: [emit1(gb, op, xs, attrs)])
-    inputs = [sample(d, SHAPE, rng) for d in dtypes]
-    if op == "pow":
-        inputs[1] = np.clip(inputs[1], -40, 40)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        want = interpret(graph, inputs)[0]
+    graph, inputs, want = one_op_case(op, dtypes, attrs, SHAPE, rng)
     (got,) = _on_gpu_mlir(graph, inputs)
     eps = float(np.finfo(want.dtype).eps) if want.dtype.kind == "f" else 0.0
     assert_matches(got, want, rtol=ULPS.get(op, 0) * eps, what=f"{op} {dtypes} {attrs}")

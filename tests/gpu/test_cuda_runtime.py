@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import warnings
 import zlib
 
 import numpy as np
@@ -27,7 +26,7 @@ from kiln.passes.fusion import fuse_elementwise
 from kiln.runtime.cuda import CudaDevice, CudaError, DeviceArray
 from kiln.runtime.executable import build_executable
 
-from codegen_helpers import assert_matches, emit1, kernel_graph, sample, t, w1_reference
+from codegen_helpers import assert_matches, emit1, kernel_graph, one_op_case, t, w1_reference
 from test_cuda_device import GRAPHS, SHAPES, _inputs
 from test_elementwise_ops import CASES, SHAPE, ULPS
 from test_reductions import TABLE, assert_reduction, reduce_graph, values
@@ -161,14 +160,7 @@ def test_driver_errors_name_the_call(dev, call, action):
 @pytest.mark.parametrize("op,dtypes,attrs", CASES)
 def test_every_elementwise_op_matches_the_cpu(dev, op, dtypes, attrs):
     rng = np.random.default_rng(zlib.crc32(repr((op, dtypes, attrs)).encode()))
-    graph = kernel_graph([t(d, *SHAPE) for d in dtypes],
-                         lambda gb, *xs: [emit1(gb, op, xs, attrs)])
-    inputs = [sample(d, SHAPE, rng) for d in dtypes]
-    if op == "pow":
-        inputs[1] = np.clip(inputs[1], -40, 40)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        want = interpret(graph, inputs)[0]
+    graph, inputs, want = one_op_case(op, dtypes, attrs, SHAPE, rng)
     cpu = compile_graph(graph)(inputs)[0]
     (got,) = _gpu_run(graph, dev, inputs)
     eps = float(np.finfo(want.dtype).eps) if want.dtype.kind == "f" else 0.0

@@ -429,6 +429,25 @@ def test_matmul_runs_as_a_generated_kernel(dev, fake, rng, call_path, case):
     assert fake.launches[-1].entry.endswith("_grid")
 
 
+def test_kernels_sharing_ptx_keep_their_own_extents(dev, fake, rng):
+    """A contiguous elementwise kernel's PTX does not depend on its extent (the launch's row
+    count does): [5, 7] and [5] share it, and each call still computes its own extent."""
+    big, small = (_graph(f"""
+        graph @m(%x: f32[{s}], %y: f32[{s}]) {{
+          %0: f32[{s}] = mul %x, %y
+          return %0
+        }}""") for s in ("5,7", "5"))
+    exes = [_cuda_executable(g, dev) for g in (big, small)]
+    arts = [e.steps[0].handle.artifact for e in exes]
+    assert arts[0].ptx == arts[1].ptx and arts[0].rows == 35 and arts[1].rows == 5
+    for _ in range(2):
+        for g, exe in zip((big, small), exes):
+            xs = _inputs(g, rng)
+            (got,) = exe([dev.from_host(x) for x in xs])
+            np.testing.assert_array_equal(got.to_host(), xs[0] * xs[1])
+    assert [launch.params[-1] for launch in fake.launches[-2:]] == [35, 5]
+
+
 def test_a_library_call_without_a_kernel_is_not_supported(dev):
     with pytest.raises(NotSupportedError, match="not supported yet: matmul on cuda"):
         dev.call("matmul", None, [], [])

@@ -54,9 +54,9 @@ def evaluate(model, loader, device) -> float:
     return correct / total
 
 
-def main(epochs: int = 20) -> float:
+def main(epochs: int = 20, device: str | None = None) -> float:
     torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_loader, test_loader = load_data(batch_size=64)
     model = Net().to(device)
     criterion = nn.CrossEntropyLoss()
@@ -80,4 +80,7 @@ def main(epochs: int = 20) -> float:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
-    main(parser.parse_args().epochs)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="where to train (default: cuda where available)")
+    args = parser.parse_args()
+    main(args.epochs, args.device)

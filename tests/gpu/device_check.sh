@@ -9,12 +9,13 @@
 # - Kiln is installed editable without dependencies or an index; where pip refuses (no
 #   setuptools, an externally managed Python), a temporary `kiln` package of links to the
 #   source folders (pyproject's package-dir mapping) goes on PYTHONPATH instead.
-# - Then nvidia-smi, the gpu-marked tests of tests/gpu, and the W1 bandwidth print.
+# - Then nvidia-smi, the gpu-marked tests of tests/gpu, the W1 bandwidth print and the W1-W5
+#   table (tests/gpu/bench_gpu.py).
 # Budget: about 7 minutes in all. Exit status: the tests'.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PY=${PYTHON:-python3}
-TEST_TIMEOUT=${TEST_TIMEOUT:-360}
+TEST_TIMEOUT=${TEST_TIMEOUT:-240}
 export PYTHONUNBUFFERED=1
 KILN_CACHE_DIR=$(mktemp -d)
 export KILN_CACHE_DIR
@@ -65,4 +66,8 @@ if [ "$rc" -eq 124 ]; then echo "error: the gpu tests ran past ${TEST_TIMEOUT}s"
 
 echo "== W1 bandwidth"
 timeout 60 "$PY" tests/gpu/w1_bandwidth.py || echo "the bandwidth check failed (status $?)"
+
+echo "== W1-W5 on the GPU: Kiln, PyTorch eager, torch.compile (CUDA events)"
+timeout "${BENCH_TIMEOUT:-120}" "$PY" tests/gpu/bench_gpu.py \
+  || echo "the GPU benchmark failed or ran out of time (status $?)"
 exit "$rc"

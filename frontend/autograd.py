@@ -102,8 +102,9 @@ class TapeNode:
             return
         for t in self.inputs + self.outputs:
             t._saved = _FREED
-            if t._trace is None:
-                # NOTE: keeps shape and dtype (VJPs read them) and drops the memory
+            if t._trace is None and type(t._data) is np.ndarray:
+                # NOTE: keeps shape and dtype (VJPs read them) and drops the memory (a CUDA
+                # alias keeps its device array: the error below must name the second pass)
                 t._data = np.broadcast_to(np.zeros((), t._data.dtype), t._data.shape)
 
 

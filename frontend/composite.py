@@ -63,7 +63,7 @@ def one_hot(labels: Tensor, num_classes: int, dtype=dtypes.float32) -> Tensor:
     [0, num_classes) is an error (the `scatter_add` primitive checks every call)."""
     labels = F.as_tensor(labels)
     shape = tuple(labels.shape) + (int(num_classes),)
-    ones = F.full(tuple(labels.shape) + (1,), 1, dtypes.as_dtype(dtype))
+    ones = F.full(tuple(labels.shape) + (1,), 1, dtypes.as_dtype(dtype), like=labels)
     return apply("scatter_add", [ones, F.unsqueeze(labels, -1)],
                  {"shape": shape, "axis": len(shape) - 1})
 

@@ -50,7 +50,9 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
     kiln.Size([2, 2])
     """
     if isinstance(data, Tensor):
-        data = data.detach().numpy()
+        if device is None and data._trace is None:
+            device = data.device        # NOTE: a copy where the data is, as PyTorch's
+        data = data.detach().cpu().numpy()
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in data):
         data = [x.item() if isinstance(x, Tensor) else x for x in data]
     arr = np.asarray(data)

@@ -107,18 +107,20 @@ def _renderer(cls):
 # ---- transfers ------------------------------------------------------------------------------
 def to_device(t, device: str):
     """A copy of eager tensor `t` on `device` ("cuda" or "cpu"); `t` itself when it is there.
-    A leaf keeps requires_grad; a tensor with autograd history cannot move yet."""
+    Differentiable, as PyTorch's: the gradient goes back to `t`'s device."""
+    from . import autograd
     from .tensor import Tensor
     there = on_cuda(t)
     if (device == "cuda") == there:
         return t
-    if t.grad_fn is not None:
-        raise NotSupportedError("not supported yet: moving a tensor with autograd history "
-                                f"between devices (to {device}); move the inputs of the "
-                                "computation instead", loc=user_loc())
     data = cuda_device().from_host(t._data) if device == "cuda" else t._data.to_host()
     out = Tensor._wrap(data)
-    out._requires_grad = t._requires_grad
+    if t._requires_grad and autograd.is_grad_enabled():
+        back = "cuda" if there else "cpu"
+        node = autograd.TapeNode("to_copy", lambda ctx, g: [to_device(g, back)], [t],
+                                 [autograd.save(out)], None)
+        out._requires_grad, out.grad_fn, out._out_index = True, node, 0
+        out._view_version = out._version[0]
     return out
 
 
@@ -149,7 +151,7 @@ def device_write(dst: DeviceArray, src) -> None:
     """dst[...] = src, src a DeviceArray of the same shape (or a host array)."""
     dev = cuda_device()
     if not isinstance(src, DeviceArray):
-        src = dev.from_host(np.ascontiguousarray(src, dtype=dst.dtype))
+        src = dev.from_host(np.array(src, dtype=dst.dtype, order="C"))  # NOTE: keeps 0-d
     if src.shape != dst.shape or src.dtype != dst.dtype:
         raise KilnError(f"in-place write of {src.dtype}{list(src.shape)} into "
                         f"{dst.dtype}{list(dst.shape)} on cuda")

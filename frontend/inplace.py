@@ -127,7 +127,7 @@ def masked_fill_(x: Tensor, mask, value) -> Tensor:
 
 
 def fill_(x: Tensor, value) -> Tensor:
-    return rebind(x, F.full(tuple(x.shape), value, x.dtype))
+    return rebind(x, F.full(tuple(x.shape), value, x.dtype, like=x))
 
 
 def zero_(x: Tensor) -> Tensor:
@@ -136,11 +136,11 @@ def zero_(x: Tensor) -> Tensor:
 
 def _random_(op):
     def fill(x: Tensor, a=0.0, b=1.0) -> Tensor:
-        from .creation import rand, randn
+        from .creation import rand_like, randn_like
         if op == "normal":
-            r = randn(tuple(x.shape), dtype=x.dtype) * b + a
+            r = randn_like(x) * b + a
         else:
-            r = rand(tuple(x.shape), dtype=x.dtype) * (b - a) + a
+            r = rand_like(x) * (b - a) + a
         return rebind(x, r)
     fill.__name__ = op + "_"
     return fill

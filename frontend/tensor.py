@@ -252,6 +252,7 @@ class Tensor:
         self._trace = value._trace
         self._version = value._version
         self._strides = value._strides
+        self._copy_of = value._copy_of
         self._base = None
         self._view_ops = ()
 
@@ -309,11 +310,14 @@ class Tensor:
         alias = Tensor._wrap(self._data, self._trace)
         alias._version = self._version
         alias._strides = self._strides
+        alias._copy_of = self._copy_of      # NOTE: an alias of a CUDA view's copy is one too
         return alias
 
     def _elem_strides(self) -> tuple:
         """Strides in elements: NumPy's for eager tensors, tracked ones for traced tensors."""
         if self._trace is None:
+            if self._copy_of is not None:
+                return self._strides        # NOTE: the strides of the CUDA view it copies
             size = self._data.itemsize
             return tuple(s // size for s in self._data.strides)
         if self._strides is not None:
@@ -335,8 +339,17 @@ class Tensor:
                 dtype = a
             else:
                 dev = a
+        for key in kwargs:
+            if key not in ("dtype", "device", "copy", "non_blocking"):
+                raise TypeError(f"to() got an unexpected keyword argument '{key}'")
         out = self if dtype is None else F.cast(self, dtype)
-        return out if dev is None else _to_device(out, device(dev).type)
+        if dev is not None:
+            where = device(dev)
+            if where.type == "cuda" and where.index not in (None, 0):
+                raise KilnError(f"CUDA error: invalid device ordinal ({where}: Kiln uses one "
+                                "GPU, cuda:0)", loc=user_loc())
+            out = _to_device(out, where.type)
+        return out.clone() if kwargs.get("copy") and out is self else out
 
     def cpu(self) -> "Tensor":
         return self.to("cpu")
@@ -395,6 +408,8 @@ class Tensor:
         if id(self) in memo:
             return memo[id(self)]
         out = Tensor._wrap(self._array("deepcopy").copy())
+        if self._trace is None and _on_cuda(self):
+            out = cuda_eager.to_device(out, "cuda")
         out._requires_grad = self._requires_grad
         memo[id(self)] = out
         if self.grad is not None:
@@ -403,7 +418,8 @@ class Tensor:
         return out
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild_tensor, (self._array("pickle"), self._requires_grad))
+        cuda = self._trace is None and _on_cuda(self)
+        return (_rebuild_tensor, (self._array("pickle"), self._requires_grad, cuda))
 
     def __iter__(self):
         if self.ndim == 0:
@@ -411,8 +427,10 @@ class Tensor:
         return (self[i] for i in range(self.shape[0]))
 
 
-def _rebuild_tensor(array: np.ndarray, requires_grad: bool) -> Tensor:
+def _rebuild_tensor(array: np.ndarray, requires_grad: bool, cuda: bool = False) -> Tensor:
     t = Tensor._wrap(array)
+    if cuda:
+        t = cuda_eager.to_device(t, "cuda")
     t._requires_grad = requires_grad
     return t
 
@@ -448,9 +466,14 @@ def _eager_cuda(opdef, inputs, a) -> list[Tensor]:
     outs = cuda_eager.run_op_cuda(opdef, a, cuda_eager.to_cuda_arrays(inputs),
                                   [t._type() for t in inputs])
     results = [Tensor._wrap(o) for o in outs]
-    if opdef.view is not None:
+    base = inputs[0] if opdef.view is not None else None
+    layout = views.view_layout(opdef, base, a) if base is not None else None
+    if layout is not None:
+        # NOTE: a view the CPU would make (where it copies, so does this: a new tensor); a
+        # copy of a copy stands for a view of the first copy's base
         for r in results:
-            r._copy_of = (inputs[0]._version, inputs[0]._version[0])
+            r._copy_of = base._copy_of or (base._version, base._version[0])
+            r._strides = tuple(layout[0])
     return results
 
 

@@ -9,10 +9,12 @@ import copy
 import sys
 import threading
 
+import numpy as np
+
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.dtypes import DType
 from kiln.ir.errors import NotSupportedError
-from kiln.ir.types import TensorType
+from kiln.ir.types import TensorType, user_loc
 
 class _TraceState(threading.local):
     stack: list | None = None   # NOTE: a class default: no failed lookup per jitted call
@@ -66,6 +68,11 @@ class Trace:
         if t._trace is not None:
             raise NotSupportedError("not supported yet: a tensor from another @kiln.jit "
                                     "trace used inside this one")
+        if type(t._data) is not np.ndarray:
+            # NOTE: a CUDA tensor read from a closure, a global or a module: the function
+            # runs eagerly, as with CUDA arguments
+            raise GraphBreak("not supported yet: compiling a function that reads CUDA "
+                             "tensors as one graph (it runs eagerly)", loc=user_loc())
         # NOTE: an alias over the same ndarray (one autograd saved, a detach()) is the same
         # storage: one graph input, so a write through either is seen by both
         storages = self.__dict__.setdefault("_storages", {})

@@ -73,19 +73,20 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     """`kiln.load`: read what `kiln.save` wrote (or any safetensors file) from a path or a
     binary file object.
 
-    `map_location` may be None or "cpu" (Kiln's tensors live on the CPU); `weights_only` is
+    `map_location` may be None, "cpu" or "cuda" (where the tensors go); `weights_only` is
     accepted for PyTorch code and always holds: Kiln never unpickles.
     """
-    _check_map_location(map_location)
+    device = _check_map_location(map_location)
     if pickle_module is not None:
         raise NotSupportedError("kiln.load never unpickles, so pickle_module is not accepted")
     name, data = _read_bytes(f)
     arrays, metadata = _parse(name, data)
     text = metadata.get(STRUCTURE_KEY)
     if text is None:
-        return {key: _to_tensor(name, key, arrays[key]) for key in sorted(arrays)}
+        return _moved({key: _to_tensor(name, key, arrays[key]) for key in sorted(arrays)},
+                      device)
     try:
-        return _decode(json.loads(text), arrays, name)
+        return _moved(_decode(json.loads(text), arrays, name), device)
     except (TypeError, ValueError) as e:
         raise SerializationError(f"kiln.load: '{name}' has a malformed Kiln structure "
                                  f"description in its metadata ({e})") from None
@@ -95,7 +96,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
 def _encode(value, path: str, tensors: dict) -> list:
     if isinstance(value, Tensor):
         key = _unique_key(path or "tensor", tensors)
-        tensors[key] = np.array(value.detach().numpy(), order="C")  # NOTE: keeps 0-d
+        tensors[key] = np.array(value.detach().cpu().numpy(), order="C")  # NOTE: keeps 0-d
         return ["T", key]
     if isinstance(value, dict):
         tag = "O" if isinstance(value, collections.OrderedDict) else "D"
@@ -143,17 +144,31 @@ def _unique_key(key: str, tensors: dict) -> str:
 
 
 # ---- load -----------------------------------------------------------------------------------
-def _check_map_location(map_location) -> None:
+def _check_map_location(map_location) -> str | None:
+    """The device a load puts its tensors on (None: the CPU, where they are read)."""
     if map_location is None:
-        return
+        return None
     if isinstance(map_location, dict) or callable(map_location):
         raise NotSupportedError("not supported yet: kiln.load(map_location=<dict or "
-                                "function>); Kiln tensors live on the CPU, pass 'cpu'")
+                                "function>); pass 'cpu' or 'cuda'")
     where = str(getattr(map_location, "type", map_location)).split(":")[0]
-    if where != "cpu":
+    if where not in ("cpu", "cuda"):
         raise NotSupportedError(f"not supported yet: kiln.load(map_location={map_location!r}); "
-                                "Kiln tensors live on the CPU (kiln.cuda.is_available() is "
-                                "False)")
+                                "pass 'cpu' or 'cuda'")
+    return None if where == "cpu" else where
+
+
+def _moved(value, device):
+    """`value` (tensors in dicts, lists and tuples) with every tensor on `device`."""
+    if device is None:
+        return value
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return type(value)((k, _moved(v, device)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(v, device) for v in value)
+    return value
 
 
 def _read_bytes(f) -> tuple[str, bytes]:

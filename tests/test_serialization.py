@@ -190,14 +190,19 @@ def test_unsupported_dtypes_and_objects_fail_clearly(tmp_path):
         save({(1, 2): kiln.ones(1)}, tmp_path / "x.safetensors")
 
 
-def test_map_location_other_than_cpu_is_refused(tmp_path):
+def test_map_location_puts_tensors_on_cpu_or_cuda(tmp_path, monkeypatch):
     path = tmp_path / "t.safetensors"
-    save(kiln.ones(1), path)
-    assert load(path, map_location=kiln.device("cpu")).tolist() == [1.0]
-    with pytest.raises(kiln.NotSupportedError, match="map_location='cuda:0'"):
-        load(path, map_location="cuda:0")
+    save({"w": kiln.ones(1), "more": [kiln.zeros(2)]}, path)
+    assert load(path, map_location=kiln.device("cpu"))["w"].tolist() == [1.0]
+    with pytest.raises(kiln.NotSupportedError, match="map_location='tpu'"):
+        load(path, map_location="tpu")
     with pytest.raises(kiln.NotSupportedError, match="dict or function"):
         load(path, map_location=lambda storage, loc: storage)
+    monkeypatch.setenv("KILN_FAKE_CUDA", "1")         # NOTE: the simulated GPU
+    got = load(path, map_location="cuda:0")
+    assert got["w"].device == "cuda:0" and got["more"][0].device == "cuda:0"
+    save({"w": got["w"] * 3}, tmp_path / "back.safetensors")     # NOTE: saved from the GPU
+    assert load(tmp_path / "back.safetensors")["w"].tolist() == [3.0]
 
 
 def test_docstring_examples():

@@ -37,11 +37,24 @@ def matmul_kernel(call: Call) -> Launch:
     flags = tuple(call.transpose) or (False, False)
     a_load = _operand_access(batch, m, k, flags[0], "a")
     b_load = _operand_access(batch, k, n, flags[1], "b")
+    if k == 0:
+        return _zeros(call, batch, m, n)
     c_store = Access(tuple(_batch_strides(batch, m * n)) + (n, 1, 0))
     space = (*batch, m, n, k)
     kernel = Kernel(f"matmul_{c.name}", space, (len(space) - 1,),
                     _body(a_type.dtype, batch, m, n, k), (a_load, b_load), (c_store,))
     return Launch(kernel, list(call.ins), list(call.outs), call.loc)
+
+
+def _zeros(call: Call, batch, m: int, n: int) -> Launch:
+    """A product over an empty k is zeros (a reduction over nothing would launch nothing)."""
+    c = call.outs[0]
+    space = (*batch, m, n)
+    g = GraphBuilder("matmul_zeros")
+    (zero,) = g.emit("full", [], {"value": 0, "shape": space, "dtype": c.type.dtype})
+    store = Access(tuple(_batch_strides(batch, m * n)) + (n, 1))
+    kernel = Kernel(f"matmul_{c.name}", space, (), g.finish([zero]), (), (store,))
+    return Launch(kernel, [], list(call.outs), call.loc)
 
 
 def _batch_strides(batch, matrix: int) -> list[int]:

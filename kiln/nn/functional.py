@@ -18,7 +18,7 @@ from kiln.frontend import composite as C
 from kiln.frontend import functional as K
 from kiln.frontend import reductions as R
 from kiln.frontend.autograd import no_grad
-from kiln.frontend.creation import rand
+from kiln.frontend.creation import rand_like
 from kiln.frontend.tensor import Tensor
 from kiln.ir import dtypes
 from kiln.ir.errors import DTypeError, NotSupportedError, ShapeError
@@ -95,7 +95,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True,
     if p == 1.0:
         return _maybe_inplace(input, input * 0.0, inplace)
     # NOTE: PyTorch's order: noise = bernoulli(1 - p) / (1 - p), then input * noise.
-    keep = K.lt(rand(tuple(input.shape), dtype=input.dtype), 1.0 - p)
+    keep = K.lt(rand_like(input), 1.0 - p)
     noise = K.cast(keep, input.dtype) / (1.0 - p)
     return _maybe_inplace(input, input * noise, inplace)
 

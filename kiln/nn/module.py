@@ -491,5 +491,5 @@ def _parse_to(args, kwargs):
             dtype = a
         elif a is not None:
             device = a
-    device = None if device is None else str(getattr(device, "type", device))
+    device = None if device is None else str(device)
     return device, None if dtype is None else dtypes.as_dtype(dtype)

@@ -32,6 +32,7 @@ class Parameter(Tensor):
         self._init(data._data, data._trace)
         self._version = data._version       # NOTE: shares data's storage, like PyTorch
         self._strides = data._strides
+        self._copy_of = data._copy_of
         self.requires_grad_(requires_grad)
 
     def __repr__(self) -> str:
@@ -43,7 +44,10 @@ class Parameter(Tensor):
         if id(self) in memo:
             return memo[id(self)]
         # NOTE: like PyTorch: the value (new storage) and the flag; the gradient is not copied.
-        result = type(self)(Tensor._wrap(self._array("deepcopy").copy()), self.requires_grad)
+        copied = Tensor._wrap(self._array("deepcopy").copy())
+        if self._trace is None and self.is_cuda:
+            copied = copied.to("cuda")
+        result = type(self)(copied, self.requires_grad)
         memo[id(self)] = result
         return result
 

@@ -226,13 +226,15 @@ def _check_state_dict(state_dict) -> None:
 
 
 def _restore(param: Tensor, key: str, value):
-    """A private copy of a loaded state value, cast to the parameter's dtype like PyTorch
-    (except the step counter, which keeps its own dtype)."""
+    """A private copy of a loaded state value, cast to the parameter's dtype and moved to its
+    device like PyTorch (except the step counter, which keeps its own dtype and device)."""
     if not isinstance(value, Tensor):
         return value
     value = value.detach().clone()
     if key != "step" and param.dtype.is_float:
         value = F.cast(value, param.dtype)
+    if key != "step" and param._trace is None:
+        value = value.to(param.device)
     return value
 
 

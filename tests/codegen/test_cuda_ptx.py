@@ -262,12 +262,14 @@ def test_gpu_mlir_of_broadcasts_transposes_and_fused_rows_matches(rng):
 
 # ---- matmul as a generated kernel -----------------------------------------------------------
 # NOTE: (a's shape, b's shape, transpose flags, dtype): a call reads an operand as stored or
-# as its transpose; batched calls have equal batch axes (the frontend broadcasts)
+# as its transpose; batched calls have equal batch axes (the frontend broadcasts); a product
+# over an empty k is zeros, written by a kernel of its own
 MATMULS = [((5, 7), (7, 3), (False, False), "f32"), ((5, 7), (3, 7), (False, True), "f32"),
            ((7, 5), (7, 3), (True, False), "f64"), ((7, 5), (3, 7), (True, True), "f32"),
            ((2, 4, 6), (2, 6, 3), (False, False), "f32"), ((3, 2, 4, 6), (3, 2, 5, 6),
                                                            (False, True), "f64"),
-           ((1, 1), (1, 9), (False, False), "i64")]
+           ((1, 1), (1, 9), (False, False), "i64"), ((3, 0), (0, 4), (False, False), "f32"),
+           ((2, 3, 0), (2, 0, 5), (False, False), "f64")]
 
 
 def matmul_schedule(a_shape, b_shape, flags, dtype):

@@ -167,3 +167,139 @@ def test_memory_counters(fake_gpu):
     kiln.cuda.empty_cache()
     assert kiln.cuda.memory_reserved() >= kiln.cuda.memory_allocated()
     assert "simulated" in kiln.cuda.get_device_name() or kiln.cuda.driver_available()
+
+
+# ---- found by review: each gives the CPU's result on the device, or a clear error --------
+def _base(device):
+    return kiln.arange(6.0).reshape(2, 3).to(device)
+
+
+def _fresh_contiguous(d):
+    x = _base(d)
+    y = x.t().contiguous()
+    y.add_(1)
+    x.add_(1)
+    return [y, x]
+
+
+def _grad_through_a_move(d):
+    w = kiln.ones(3, requires_grad=True)
+    (w.to(d) * 2).sum().backward()
+    return [w.grad]
+
+
+def _writes_into_views_with_history(d):
+    a = kiln.ones(3, device=d, requires_grad=True)
+    b = a * 2
+    b[0] = 0
+    b[1].zero_()
+    b[2] = kiln.tensor(5.0)
+    c = a * 3
+    c[0].fill_(7)
+    (b.sum() + c.sum()).backward()
+    return [b, c, a.grad]
+
+
+def _optimizer_state_from_the_cpu(d):
+    kiln.manual_seed(0)
+    model = kiln.nn.Linear(3, 2)
+    opt = kiln.optim.Adam(model.parameters(), lr=0.1)
+    model(kiln.ones(1, 3)).sum().backward()
+    opt.step()
+    state = opt.state_dict()
+    model.to(d)
+    opt2 = kiln.optim.Adam(model.parameters(), lr=0.1)
+    opt2.load_state_dict(state)
+    model(kiln.ones(1, 3, device=d)).sum().backward()
+    opt2.step()
+    return [model.weight, model.bias]
+
+
+SAME_AS_CPU = {
+    "contiguous copy of a view is a new tensor": _fresh_contiguous,
+    "strides of a view": lambda d: [kiln.tensor(list(_base(d).t().stride())),
+                                    kiln.tensor(_base(d).t().is_contiguous())],
+    "matmul over an empty k": lambda d: [kiln.zeros(2, 0, device=d) @ kiln.zeros(0, 3,
+                                                                                 device=d)],
+    "gradient through a move": _grad_through_a_move,
+    "to(copy=True) copies": lambda d: [(lambda x: (x.to(d, copy=True).add_(1), x)[1])(
+        kiln.ones(2, device=d))],
+    "dropout and random fills": lambda d: [kiln.tensor(str(F.dropout(
+        kiln.ones(4, device=d), 0.5, training=True).device) == d + (":0" if d == "cuda" else
+                                                                     ""))],
+    "one_hot": lambda d: [F.one_hot(kiln.tensor([0, 2], device=d), 3)],
+    "writes into views with history": _writes_into_views_with_history,
+    "optimizer state loaded from the cpu": _optimizer_state_from_the_cpu,
+    "tensor() of a tensor": lambda d: [kiln.tensor(kiln.ones(2, device=d)) * 2],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_AS_CPU))
+def test_what_review_found_gives_the_cpus_result(fake_gpu, name):
+    cpu = SAME_AS_CPU[name]("cpu")
+    cuda = SAME_AS_CPU[name]("cuda")
+    for g, c in zip(cuda, cpu):
+        assert g.device.type == "cuda" or name in ("gradient through a move",
+                                                   "strides of a view",
+                                                   "dropout and random fills")
+        np.testing.assert_allclose(g.detach().cpu().numpy(), c.detach().numpy(), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def _stale(make_copy):
+    def run():
+        x = _base("cuda")
+        y = make_copy(x)
+        x.add_(1)
+        return y + 0
+    return run
+
+
+CLEAR_ERRORS = {
+    "a view of a copied view": _stale(lambda x: x.t().t()),
+    "a copied view detached": _stale(lambda x: x.t().detach()),
+    "a parameter over a copied view": _stale(lambda x: kiln.nn.Parameter(x.t(), False)),
+    "narrow of narrow": _stale(lambda x: x.narrow(1, 0, 2).narrow(0, 1, 1)),
+    "a write through a detached copy": lambda: _base("cuda").t().detach().add_(1),
+    "a write through .data of a copy": lambda: _base("cuda").t().data.mul_(2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLEAR_ERRORS))
+def test_what_review_found_raises_instead_of_a_wrong_result(fake_gpu, name):
+    with pytest.raises(NotSupportedError, match="view of a CUDA tensor"):
+        CLEAR_ERRORS[name]()
+
+
+def test_a_second_backward_and_a_second_gpu_are_named(fake_gpu):
+    a = kiln.ones(3, device="cuda", requires_grad=True)
+    y = (a * a).sum()
+    y.backward()
+    with pytest.raises(KilnError, match="backward through the graph a second time"):
+        y.backward()
+    with pytest.raises(KilnError, match="invalid device ordinal"):
+        kiln.ones(2).to("cuda:1")
+
+
+def test_copies_and_saves_keep_the_device(fake_gpu, tmp_path):
+    import copy
+    import pickle
+    model = kiln.nn.Linear(2, 2).cuda()
+    assert copy.deepcopy(model).weight.device == "cuda:0"
+    assert pickle.loads(pickle.dumps(model.weight.detach())).device == "cuda:0"
+    kiln.save(model.state_dict(), tmp_path / "m.safetensors")
+    back = kiln.load(tmp_path / "m.safetensors", map_location="cuda")
+    assert back["weight"].device == "cuda:0"
+    np.testing.assert_array_equal(back["weight"].cpu().numpy(),
+                                  model.weight.detach().cpu().numpy())
+
+
+def test_jit_reading_cuda_tensors_from_outside_runs_eagerly(fake_gpu):
+    b = kiln.ones(3, device="cuda")
+
+    @kiln.jit
+    def twice():
+        return b * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert twice().tolist() == [2.0, 2.0, 2.0] and twice().device == "cuda:0"

@@ -81,7 +81,7 @@ class EntryGuards:
                 return ("module", m, "its plain attributes changed")
         for t, guard in self.fixed:
             if _tensor_type(t) != guard:
-                return ("tensor", t, "shape, dtype or requires_grad changed")
+                return ("tensor", t, "shape, dtype, requires_grad or device changed")
         return self._bind(call)
 
     def _bind(self, call):
@@ -120,7 +120,8 @@ class EntryGuards:
 
 
 def _tensor_type(t) -> tuple:
-    return (t._data.shape, t._data.dtype, t._requires_grad)
+    """As frontend/jit.py's _capture_guard: shape, dtype, requires_grad, storage type."""
+    return (t._data.shape, t._data.dtype, t._requires_grad, type(t._data))
 
 
 def _describe(t) -> str:

@@ -204,7 +204,8 @@ def _leaves_of(call) -> list:
 
 
 def _capture_guard(t: Tensor) -> tuple:
-    return (t._data.shape, t._data.dtype, t._requires_grad)
+    # NOTE: the storage's type too: a CUDA tensor's DeviceArray has NumPy's shape and dtype
+    return (t._data.shape, t._data.dtype, t._requires_grad, type(t._data))
 
 
 def _input_sources(trace: Trace) -> InputSources:

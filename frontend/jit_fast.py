@@ -274,10 +274,11 @@ def _entry_guards(w: _Writer, entry, leaves: str, call) -> None:
         for path in paths:
             w.fail_unless(f"{_path(w, path)} is {w.const(m)}")
         _same_attributes(w, m)
-    for t, (shape, dtype, requires_grad) in g.fixed:
+    for t, (shape, dtype, requires_grad, kind) in g.fixed:
         t = w.const(t)
-        w.fail_unless(f"{t}._data.shape == {shape!r} and {t}._data.dtype == {w.const(dtype)} "
-                      f"and {t}._requires_grad == {requires_grad!r}")
+        w.fail_unless(f"type({t}._data) is {w.const(kind)} and {t}._data.shape == {shape!r} "
+                      f"and {t}._data.dtype == {w.const(dtype)} and {t}._requires_grad == "
+                      f"{requires_grad!r}")
     for check, _ in entry.extra_guards:
         w.fail_unless(f"{w.const(check)}()")
     for i, paths, guard in g.bindings:
@@ -314,11 +315,11 @@ def _same_attributes(w: _Writer, m) -> None:
 def _binding(w: _Writer, g, i: int, paths, guard) -> None:
     """A captured tensor re-read at its path: the same type of tensor as traced, and the
     same object at every other path where the trace found it; bound as input i."""
-    shape, dtype, requires_grad = guard
+    shape, dtype, requires_grad, kind = guard
     t = _path(w, paths[0])
-    w.fail_unless(f"isinstance({t}, Tensor) and {t}._trace is None and {t}._data.shape == "
-                  f"{shape!r} and {t}._data.dtype == {w.const(dtype)} and "
-                  f"{t}._requires_grad == {requires_grad!r}")
+    w.fail_unless(f"isinstance({t}, Tensor) and {t}._trace is None and type({t}._data) is "
+                  f"{w.const(kind)} and {t}._data.shape == {shape!r} and {t}._data.dtype == "
+                  f"{w.const(dtype)} and {t}._requires_grad == {requires_grad!r}")
     for path in paths[1:]:
         w.fail_unless(f"{_path(w, path)} is {t}")
     w.line(f"if {w.const(g.current)}.get({i}) is not {t}: {w.const(g.bind)}({i}, {t})")

@@ -36,6 +36,8 @@ class device:
     def __init__(self, type="cpu", index=None):
         if isinstance(type, device):
             type, index = type.type, type.index if index is None else index
+        elif isinstance(type, int) and not isinstance(type, bool):
+            type, index = "cuda", type      # NOTE: PyTorch's `to(0)`: GPU 0
         text = str(type)
         if ":" in text:
             text, number = text.split(":", 1)
@@ -355,7 +357,8 @@ class Tensor:
         return self.to("cpu")
 
     def cuda(self, device=None, non_blocking: bool = False) -> "Tensor":
-        return self.to("cuda")
+        return self.to("cuda" if device is None else
+                       f"cuda:{device}" if isinstance(device, int) else device)
 
     def type_as(self, other: "Tensor") -> "Tensor":
         return self.to(other.dtype)

@@ -348,7 +348,8 @@ class Module:
         return self.to("cpu")
 
     def cuda(self, device=None) -> "Module":
-        return self.to("cuda")
+        return self.to("cuda" if device is None else
+                       f"cuda:{device}" if isinstance(device, int) else device)
 
     def float(self) -> "Module":
         return self.to(dtypes.float32)

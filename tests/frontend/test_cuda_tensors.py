@@ -303,3 +303,45 @@ def test_jit_reading_cuda_tensors_from_outside_runs_eagerly(fake_gpu):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert twice().tolist() == [2.0, 2.0, 2.0] and twice().device == "cuda:0"
+
+
+# ---- found by the second review -------------------------------------------------------------
+def _copy_across(src_device, dst_device):
+    v = kiln.ones(3, device=src_device, requires_grad=True)
+    x = kiln.zeros(3, device=dst_device) * kiln.ones(3, device=dst_device, requires_grad=True)
+    x.copy_(v * 2)
+    x[0:1] = kiln.ones(1, device=src_device, requires_grad=True) * 3
+    (x * x).sum().backward()
+    return v, x
+
+
+@pytest.mark.parametrize("src,dst", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_copy_across_devices_sends_gradients_back_where_they_came_from(fake_gpu, src, dst):
+    v, x = _copy_across(src, dst)
+    assert x.device.type == dst and v.grad.device.type == src
+    np.testing.assert_allclose(v.grad.cpu().numpy(), [0.0, 8.0, 8.0])
+    np.testing.assert_allclose(x.detach().cpu().numpy(), [3.0, 2.0, 2.0])
+
+
+def test_a_captured_tensor_moved_to_the_gpu_after_compiling(fake_gpu):
+    captured = {"g": kiln.ones(3)}
+
+    @kiln.jit
+    def times(x):
+        return x * captured["g"]
+    assert times(kiln.ones(3)).tolist() == [1.0, 1.0, 1.0]
+    assert times(kiln.ones(3)).tolist() == [1.0, 1.0, 1.0]     # NOTE: the fast path
+    captured["g"] = kiln.ones(3).cuda() * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert times(kiln.ones(3).cuda()).tolist() == [2.0, 2.0, 2.0]
+        with pytest.raises(KilnError, match="two devices"):
+            times(kiln.ones(3))
+
+
+def test_device_spellings(fake_gpu):
+    assert kiln.ones(2).to(0).device == "cuda:0" and kiln.ones(2).cuda(0).device == "cuda:0"
+    with pytest.raises(KilnError, match="invalid device ordinal"):
+        kiln.ones(2).cuda(1)
+    with pytest.raises(KilnError, match="invalid device ordinal"):
+        kiln.nn.Linear(2, 2).cuda(1)

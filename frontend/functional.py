@@ -168,7 +168,14 @@ eq, ne, lt, le, gt, ge = (_compare(o) for o in ("eq", "ne", "lt", "le", "gt", "g
 
 def where(cond, a, b):
     cond = as_tensor(cond)
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        # NOTE: two Python scalars: PyTorch's dtype for them (bool, int64 or float32)
+        a = full(tuple(cond.shape), a, dtypes.result_dtype([dtypes.bool_], [a, b]),
+                 like=cond if cond._trace is None else None)
     x, y = _prepare("where", [a, b])
+    if x._trace is None and cond._trace is None and x.is_cuda and not cond.is_cuda \
+            and cond.ndim == 0:
+        cond = cond.to("cuda")          # NOTE: a CPU scalar condition joins, as in PyTorch
     shape = broadcast_shapes("where", tuple(cond.shape), tuple(x.shape))
     return apply("where", [expand_to(cast(cond, dtypes.bool_), shape), expand_to(x, shape),
                            expand_to(y, shape)])

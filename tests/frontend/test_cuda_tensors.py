@@ -345,3 +345,10 @@ def test_device_spellings(fake_gpu):
         kiln.ones(2).cuda(1)
     with pytest.raises(KilnError, match="invalid device ordinal"):
         kiln.nn.Linear(2, 2).cuda(1)
+
+
+def test_a_cpu_scalar_condition_joins_a_cuda_where(fake_gpu):
+    g = kiln.ones(2, device="cuda")
+    assert kiln.where(kiln.tensor(True), g, 0.0).device == "cuda:0"
+    assert g.masked_fill(kiln.tensor(True), 3.0).tolist() == [3.0, 3.0]
+    assert kiln.where(kiln.tensor([True, False]).cuda(), 2.0, 3.0).tolist() == [2.0, 3.0]

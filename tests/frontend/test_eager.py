@@ -164,3 +164,10 @@ def test_value_conversions():
         bool(t)
     assert (t == kiln.tensor([[1.0, 5.0]])).tolist() == [[True, False]]
     assert ((t == 1.0).sum()).item() == 1
+
+
+@pytest.mark.parametrize("a,b,dtype", [(1.0, 0.0, "float32"), (1, 0, "int64"),
+                                       (True, False, "bool"), (2, 0.5, "float32")])
+def test_where_of_two_python_scalars_takes_pytorchs_dtype(a, b, dtype):
+    got = kiln.where(kiln.tensor([True, False]), a, b)
+    assert got.dtype == getattr(kiln, dtype) and got.tolist() == [a, b]

@@ -55,6 +55,24 @@ def call_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture
+def run_program():
+    """`run(program, cache_dir, **env)`: the JSON object the Python source `program` prints
+    last, run in a fresh process from the repository root on the disk cache `cache_dir`."""
+    import json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(program: str, cache_dir, **env_vars) -> dict:
+        env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir), **env_vars)
+        proc = subprocess.run([sys.executable, "-c", program], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run
+
+
 def _gpu_skip_reason() -> str | None:
     import kiln
 

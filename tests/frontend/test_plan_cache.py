@@ -1,10 +1,6 @@
 """Compiled plans on disk (frontend/plan_cache.py): a warm process skips the passes, the
 schedule and the memory plan and gives the same results; a changed compiler, a damaged entry
 or a debugging flag (KILN_VERIFY, KILN_PRINT_AFTER) means the passes run again."""
-import json
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -14,8 +10,6 @@ import kiln
 from kiln.frontend import plan_cache
 from kiln.frontend.jit import compile_stages
 from kiln.runtime import disk_cache
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PROGRAM = """
 import json, sys
@@ -42,25 +36,19 @@ print(json.dumps({"losses": losses, "passes_imported": "kiln.passes.fusion" in s
 """
 
 
-def _run(cache_dir, **env_vars) -> dict:
-    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir), **env_vars)
-    proc = subprocess.run([sys.executable, "-c", PROGRAM], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_a_warm_process_skips_the_passes_and_gives_the_same_losses(tmp_path):
-    cold = _run(tmp_path)
+def test_a_warm_process_skips_the_passes_and_gives_the_same_losses(tmp_path, run_program):
+    cold = run_program(PROGRAM, tmp_path)
     assert cold["passes_imported"]
-    warm = _run(tmp_path)
+    warm = run_program(PROGRAM, tmp_path)
     assert not warm["passes_imported"], "the warm process ran the graph passes"
     np.testing.assert_allclose(warm["losses"], cold["losses"], rtol=0)
 
 
-def test_a_debugging_flag_runs_the_passes(tmp_path):
-    _run(tmp_path)
-    assert _run(tmp_path, KILN_VERIFY="1")["passes_imported"]
+def test_a_debugging_flag_runs_the_passes(tmp_path, run_program):
+    run_program(PROGRAM, tmp_path)
+    assert run_program(PROGRAM, tmp_path, KILN_VERIFY="1")["passes_imported"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,12 +2,8 @@
 it; a corrupt or truncated entry is reported and compiled again, never a crash or a wrong
 result; an unusable cache folder only turns the cache off."""
 import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PROGRAM = """
 import json, warnings
@@ -32,41 +28,34 @@ print(json.dumps({"stats": default_disk_cache().stats,
 """
 
 
-def _run(cache_dir, **env_vars) -> dict:
-    import json
-    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir), **env_vars)
-    proc = subprocess.run([sys.executable, "-c", PROGRAM], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _entries(cache_dir) -> list:
     return [os.path.join(d, f) for d, _, files in os.walk(cache_dir) for f in files]
 
 
-def test_a_second_process_loads_instead_of_compiling(tmp_path):
-    first = _run(tmp_path)
+def test_a_second_process_loads_instead_of_compiling(tmp_path, run_program):
+    first = run_program(PROGRAM, tmp_path)
     assert first["stats"]["stores"] >= 1 and first["stats"]["hits"] == 0
     assert first["error"] < 1e-5
-    second = _run(tmp_path)
+    second = run_program(PROGRAM, tmp_path)
     assert second["stats"]["hits"] == first["stats"]["stores"]
     assert second["stats"]["stores"] == 0 and second["error"] < 1e-5
 
 
-def test_code_compiled_in_threads_is_stored_and_loaded_whole(tmp_path):
+def test_code_compiled_in_threads_is_stored_and_loaded_whole(tmp_path, run_program):
     # NOTE: a segment's modules compiled in 2 threads make one entry (a bundle of objects);
     # a process compiling in 1 thread finds and loads it
-    first = _run(tmp_path, KILN_COMPILE_THREADS="2")
+    first = run_program(PROGRAM, tmp_path, KILN_COMPILE_THREADS="2")
     assert first["stats"]["stores"] >= 1 and first["error"] < 1e-5
-    second = _run(tmp_path, KILN_COMPILE_THREADS="1")
+    second = run_program(PROGRAM, tmp_path, KILN_COMPILE_THREADS="1")
     assert second["stats"]["hits"] == first["stats"]["stores"]
     assert second["stats"]["stores"] == 0 and second["error"] < 1e-5
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_a_damaged_entry_is_compiled_again(tmp_path, damage):
-    _run(tmp_path)
+def test_a_damaged_entry_is_compiled_again(tmp_path, damage, run_program):
+    run_program(PROGRAM, tmp_path)
     for path in _entries(tmp_path):
         data = bytearray(open(path, "rb").read())
         if damage == "truncate":
@@ -74,15 +63,15 @@ def test_a_damaged_entry_is_compiled_again(tmp_path, damage):
         else:
             data[len(data) - 100] ^= 0x40
         open(path, "wb").write(bytes(data))
-    again = _run(tmp_path)
+    again = run_program(PROGRAM, tmp_path)
     assert again["stats"]["corrupt"] >= 1 and again["stats"]["stores"] >= 1
     assert again["error"] < 1e-5
     assert any("cache" in w for w in again["warnings"])
 
 
-def test_an_unusable_cache_folder_only_turns_the_cache_off(tmp_path):
+def test_an_unusable_cache_folder_only_turns_the_cache_off(tmp_path, run_program):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    out = _run(blocker / "cache")
+    out = run_program(PROGRAM, blocker / "cache")
     assert out["error"] < 1e-5
     assert out["stats"]["hits"] == 0

@@ -11,6 +11,7 @@ simulated GPU (KILN_FAKE_CUDA=1).
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 
@@ -37,12 +38,9 @@ def cuda_device():
 def operands_on_cuda(op: str, inputs) -> bool:
     """Whether op runs on the GPU: every tensor input on it (a 0-d CPU tensor is moved, as
     PyTorch does), or none; else PyTorch's error, naming both devices."""
-    for t in inputs:
-        if type(t._data) is DeviceArray:
-            break
-    else:
-        return False        # NOTE: the CPU's case, first and cheap: every eager op asks
-    cuda = [on_cuda(t) for t in inputs]
+    cuda = [type(t._data) is DeviceArray for t in inputs]
+    if not any(cuda):
+        return False        # NOTE: the CPU's case: every eager op asks
     if all(cuda):
         return True
     cpu = [t for t, c in zip(inputs, cuda) if not c and t._data.ndim > 0]
@@ -83,7 +81,6 @@ def _executable(op: str, attrs, in_types: tuple):
 
 
 def _compile(op: str, attrs, in_types: tuple):
-    from kiln.codegen.cuda import CudaRenderer
     from kiln.frontend.compile import plan_graph
     from kiln.ir.builder import GraphBuilder
     from kiln.passes.fusion import fuse_elementwise
@@ -92,16 +89,13 @@ def _compile(op: str, attrs, in_types: tuple):
     xs = [g.add_input(t) for t in in_types]
     graph = g.finish(list(g.emit(op, xs, attrs)))
     schedule, _ = plan_graph(fuse_elementwise(graph))
-    return build_executable(schedule, cuda_device(), _renderer(CudaRenderer))
+    return build_executable(schedule, cuda_device(), _renderer())
 
 
-_RENDERER: list = []
-
-
-def _renderer(cls):
-    if not _RENDERER:
-        _RENDERER.append(cls())
-    return _RENDERER[0]
+@functools.cache
+def _renderer():
+    from kiln.codegen.cuda import CudaRenderer
+    return CudaRenderer()
 
 
 # ---- transfers ------------------------------------------------------------------------------

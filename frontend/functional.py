@@ -171,7 +171,7 @@ def where(cond, a, b):
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         # NOTE: two Python scalars: PyTorch's dtype for them (bool, int64 or float32)
         a = full(tuple(cond.shape), a, dtypes.result_dtype([dtypes.bool_], [a, b]),
-                 like=cond if cond._trace is None else None)
+                 like=cond)
     x, y = _prepare("where", [a, b])
     if x._trace is None and cond._trace is None and x.is_cuda and not cond.is_cuda \
             and cond.ndim == 0:

@@ -24,6 +24,7 @@ import numpy as np
 
 from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.passes.functionalize import output_view_roots
+from kiln.runtime.cuda.array import DeviceArray
 
 from . import autograd
 from .entry_guards import EntryGuards, GuardFailure, InputSources
@@ -34,7 +35,6 @@ from .jit_effects import CallEffects
 from .jit_fast import fast_check
 from .jit_grad import TapeBackward
 from .tensor import Tensor
-from kiln.runtime.cuda.array import DeviceArray
 from .trace import GraphBreak, Trace, ValueBreak, tracing
 from .trace import _local as _TRACE_STATE
 

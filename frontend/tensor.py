@@ -17,6 +17,7 @@ from kiln.ir.types import TensorType, user_loc
 from kiln.ir.ops.rules import contiguous_strides
 
 from . import autograd, cuda_eager, views
+from .cuda_eager import on_cuda
 from .trace import GraphBreak, current_trace
 
 
@@ -151,7 +152,7 @@ class Tensor:
         CUDA tensor's is copied to the host)."""
         if self._trace is not None:
             return self._trace.read_value(self, why)
-        if type(self._data) is not np.ndarray and _on_cuda(self):
+        if on_cuda(self):
             cuda_eager.check_fresh(self)
             return cuda_eager.host_array(self)
         return self._data
@@ -170,11 +171,11 @@ class Tensor:
 
     @property
     def device(self) -> device:
-        return device("cuda", 0) if _on_cuda(self) else device("cpu")
+        return device("cuda", 0) if on_cuda(self) else device("cpu")
 
     @property
     def is_cuda(self) -> bool:
-        return _on_cuda(self)
+        return on_cuda(self)
 
     @property
     def ndim(self) -> int:
@@ -387,8 +388,7 @@ class Tensor:
                 raise KilnError(f"grad can be implicitly created only for scalar outputs; "
                                 f"this tensor has shape {list(self.shape)}", loc=user_loc())
             from .functional import full
-            gradient = full(tuple(self.shape), 1, self.dtype,
-                            self if self._trace is None and _on_cuda(self) else None)
+            gradient = full(tuple(self.shape), 1, self.dtype, like=self)
         elif tuple(gradient.shape) != tuple(self.shape):
             raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
                             f"tensor shape {list(self.shape)}", loc=user_loc())
@@ -411,7 +411,7 @@ class Tensor:
         if id(self) in memo:
             return memo[id(self)]
         out = Tensor._wrap(self._array("deepcopy").copy())
-        if self._trace is None and _on_cuda(self):
+        if on_cuda(self):
             out = cuda_eager.to_device(out, "cuda")
         out._requires_grad = self._requires_grad
         memo[id(self)] = out
@@ -421,8 +421,7 @@ class Tensor:
         return out
 
     def __reduce_ex__(self, protocol):
-        cuda = self._trace is None and _on_cuda(self)
-        return (_rebuild_tensor, (self._array("pickle"), self._requires_grad, cuda))
+        return (_rebuild_tensor, (self._array("pickle"), self._requires_grad, on_cuda(self)))
 
     def __iter__(self):
         if self.ndim == 0:
@@ -445,7 +444,7 @@ def _eager(opdef, inputs, attrs, holder=None) -> list[Tensor]:
     except KilnError as e:
         raise _attach_loc(e) from None
     if cuda_eager.operands_on_cuda(opdef.name, inputs) if inputs else (
-            isinstance(holder, Tensor) and _on_cuda(holder)):
+            isinstance(holder, Tensor) and on_cuda(holder)):
         return _eager_cuda(opdef, inputs, a)
     arrays = [t._data for t in inputs]
     if opdef.view is not None:
@@ -461,16 +460,15 @@ def _eager_cuda(opdef, inputs, a) -> list[Tensor]:
     the view, checked for staleness where it is used."""
     for t in inputs:
         cuda_eager.check_fresh(t)
-    if opdef.view is not None and _on_cuda(inputs[0]):
-        types = opdef.infer([inputs[0]._type()], a)
-        view = views.cuda_alias(opdef, inputs[0], a, types[0])
+    base = inputs[0] if opdef.view is not None else None
+    layout = views.view_layout(opdef, base, a) if base is not None else None
+    if layout is not None and on_cuda(base):
+        view = views.cuda_alias(opdef, base, a, layout, opdef.infer([base._type()], a)[0])
         if view is not None:
             return [view]
     outs = cuda_eager.run_op_cuda(opdef, a, cuda_eager.to_cuda_arrays(inputs),
                                   [t._type() for t in inputs])
     results = [Tensor._wrap(o) for o in outs]
-    base = inputs[0] if opdef.view is not None else None
-    layout = views.view_layout(opdef, base, a) if base is not None else None
     if layout is not None:
         # NOTE: a view the CPU would make (where it copies, so does this: a new tensor); a
         # copy of a copy stands for a view of the first copy's base
@@ -480,26 +478,19 @@ def _eager_cuda(opdef, inputs, a) -> list[Tensor]:
     return results
 
 
-def _on_cuda(t) -> bool:
-    return type(t._data) is cuda_eager.DeviceArray
-
-
 def _to_device(t: Tensor, where: str) -> Tensor:
     if t._trace is not None:
         if where == "cpu":
             return t
         raise NotSupportedError("not supported yet: moving tensors to cuda inside @kiln.jit "
                                 "(move the arguments before the call)", loc=user_loc())
-    if where == "cuda" and not _on_cuda(t):
-        import kiln.cuda
-        kiln.cuda._device()     # NOTE: the clear error where there is no GPU
-    if _on_cuda(t):
+    if on_cuda(t):
         cuda_eager.check_fresh(t)
     return cuda_eager.to_device(t, where)
 
 
 def _refuse_cuda_numpy(t: Tensor) -> None:
-    if t._trace is None and _on_cuda(t):
+    if on_cuda(t):
         raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() "
                         "to copy the tensor to host memory first.")
 

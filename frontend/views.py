@@ -10,9 +10,11 @@ and a view whose base was written can rebuild its own (`refresh_grad_fn`).
 """
 from __future__ import annotations
 
-from kiln.ir.ops.rules import contiguous_strides
+import math
 
 import numpy as np
+
+from kiln.ir.ops.rules import contiguous_strides
 
 from kiln.ir.errors import KilnError
 from kiln.ir.registry import apply, get_op
@@ -48,27 +50,20 @@ def eager_view(opdef, x, attrs, out_type):
     return view
 
 
-def cuda_alias(opdef, x, attrs, out_type):
-    """The view of CUDA tensor x when it is a contiguous block of x (a reshape, squeeze,
-    unsqueeze, a slice of leading rows): the same device memory, linked like a CPU view.
-    None otherwise (the caller copies; see frontend/cuda_eager.py)."""
+def cuda_alias(opdef, x, attrs, layout, out_type):
+    """The view of CUDA tensor x (at `layout`, its view_layout) when it is a contiguous block
+    of x (a reshape, squeeze, unsqueeze, a slice of leading rows): the same device memory,
+    linked like a CPU view. None otherwise (the caller copies; see frontend/cuda_eager.py)."""
     from .tensor import Tensor
     if x._copy_of is not None:
         return None         # NOTE: a copy standing for a view cannot be viewed again
-    layout = view_layout(opdef, x, attrs)
-    if layout is None:
-        return None
     strides, offset = layout
     shape = tuple(out_type.shape)
     want = contiguous_strides(shape)
     if any(s != w for s, w, d in zip(strides, want, shape) if d != 1):
         return None
-    n = 1
-    for d in shape:
-        n *= d
-    flat = x._data.reshape(-1)
-    view = Tensor._wrap(flat[offset:offset + n].reshape(shape) if n else
-                        flat[0:0].reshape(shape))
+    n = math.prod(shape)
+    view = Tensor._wrap(x._data.reshape(-1)[offset:offset + n].reshape(shape))
     _link(x, view, opdef.name, attrs)
     return view
 

@@ -3,10 +3,10 @@
 and launches the CUDA renderer's PTX (codegen/cuda)."""
 from .allocator import CachingAllocator
 from .array import DeviceArray
-from .device import CudaDevice, CudaKernelHandle, default_cuda_device
+from .device import CudaDevice, CudaKernelHandle
 from .driver import CudaDriver
 from .errors import CudaError, FakeDriverError
 from .fake_driver import FakeDriver
 
-__all__ = ["CachingAllocator", "DeviceArray", "CudaDevice", "CudaKernelHandle",
-           "default_cuda_device", "CudaDriver", "CudaError", "FakeDriverError", "FakeDriver"]
+__all__ = ["CachingAllocator", "DeviceArray", "CudaDevice", "CudaKernelHandle", "CudaDriver",
+           "CudaError", "FakeDriverError", "FakeDriver"]

@@ -202,13 +202,3 @@ def reference_kernel(k):
         run_kernel_reference(k, arrays[:n], arrays[n:])
     return compute
 
-
-_DEFAULT: CudaDevice | None = None
-
-
-def default_cuda_device() -> CudaDevice:
-    """The process-wide device on GPU 0 (created on first use)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = CudaDevice()
-    return _DEFAULT

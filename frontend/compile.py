@@ -29,6 +29,9 @@ def backend(device: str = "cpu", launcher=None):
         from kiln.runtime.cpu import CpuDevice, default_cpu_device
         dev = CpuDevice(launcher) if launcher is not None else default_cpu_device()
         return dev, default_cpu_renderer()
+    if device == "cuda":
+        from .cuda_eager import cuda_device, cuda_renderer
+        return cuda_device(), cuda_renderer()
     from kiln.ir.errors import NotSupportedError
     raise NotSupportedError(f"not supported yet: compiling for device '{device}'")
 

@@ -11,7 +11,7 @@ from kiln.ir.errors import KilnError
 from kiln.ir.registry import apply
 
 from .functional import SOURCE, full as _full_op
-from .tensor import Tensor
+from .tensor import Tensor, device as _device
 from .trace import current_trace
 
 _CONSTANT_LIMIT = 64   # NOTE: larger literals inside a trace are captured as inputs instead
@@ -25,7 +25,11 @@ def _shape_arg(size) -> tuple[int, ...]:
 
 def _finish(t: Tensor, requires_grad: bool, device=None) -> Tensor:
     """A factory's result: made on the CPU, moved to `device` (as a leaf), then marked."""
-    if device is not None and t._trace is None:
+    if t._trace is not None:
+        # NOTE: inside a trace: where the value is in the user's program
+        t._trace.foreign.discard(t._data)
+        t._trace.place([t._data], "cpu" if device is None else _device(device).type)
+    elif device is not None:
         t = t.to(device)
     if requires_grad:
         t.requires_grad_(True)
@@ -64,7 +68,7 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
     if trace is not None and arr.size <= _CONSTANT_LIMIT:
         t = apply("constant", [], {"data": arr.tolist(), "shape": arr.shape, "dtype": dt},
                   like=SOURCE)
-        return _finish(t, requires_grad)
+        return _finish(t, requires_grad, device)
     return _finish(Tensor._wrap(arr), requires_grad, device)
 
 
@@ -93,7 +97,7 @@ def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
 
 
 def _device_of(x: Tensor, device):
-    return device if device is not None else (x.device if x._trace is None else None)
+    return device if device is not None else x.device
 
 
 def zeros_like(x: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:

@@ -89,11 +89,11 @@ def _compile(op: str, attrs, in_types: tuple):
     xs = [g.add_input(t) for t in in_types]
     graph = g.finish(list(g.emit(op, xs, attrs)))
     schedule, _ = plan_graph(fuse_elementwise(graph))
-    return build_executable(schedule, cuda_device(), _renderer())
+    return build_executable(schedule, cuda_device(), cuda_renderer())
 
 
 @functools.cache
-def _renderer():
+def cuda_renderer():
     from kiln.codegen.cuda import CudaRenderer
     return CudaRenderer()
 

@@ -86,7 +86,7 @@ def _prepare(op: str, operands, dtype=None):
         dtype = dtypes.result_dtype([t.dtype for t in tensors], scalars)
     shape = broadcast_shapes(op, *[tuple(t.shape) for t in tensors])
     # NOTE: a Python scalar is made where the tensors are (a CUDA tensor's device)
-    like = next((t for t in tensors if t._trace is None and t.is_cuda), None)
+    like = next((t for t in tensors if t.is_cuda), None)
     out = []
     for x in operands:
         if isinstance(x, Tensor):
@@ -173,8 +173,7 @@ def where(cond, a, b):
         a = full(tuple(cond.shape), a, dtypes.result_dtype([dtypes.bool_], [a, b]),
                  like=cond)
     x, y = _prepare("where", [a, b])
-    if x._trace is None and cond._trace is None and x.is_cuda and not cond.is_cuda \
-            and cond.ndim == 0:
+    if x.is_cuda and not cond.is_cuda and cond.ndim == 0:
         cond = cond.to("cuda")          # NOTE: a CPU scalar condition joins, as in PyTorch
     shape = broadcast_shapes("where", tuple(cond.shape), tuple(x.shape))
     return apply("where", [expand_to(cast(cond, dtypes.bool_), shape), expand_to(x, shape),

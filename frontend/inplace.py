@@ -46,7 +46,7 @@ def _check_inplace_allowed(x: Tensor) -> None:
 
 
 def _conform(x: Tensor, result: Tensor) -> Tensor:
-    if x._trace is None and result._trace is None and x.is_cuda != result.is_cuda:
+    if x.is_cuda != result.is_cuda:
         result = result.to(x.device)    # NOTE: copy_ across devices; its gradient goes back
     result = F.cast(result, x.dtype)
     if result._requires_grad and result.grad_fn is None and autograd.is_grad_enabled():

@@ -35,7 +35,7 @@ from .jit_effects import CallEffects
 from .jit_fast import fast_check
 from .jit_grad import TapeBackward
 from .tensor import Tensor
-from .trace import GraphBreak, Trace, ValueBreak, tracing
+from .trace import DeviceBreak, GraphBreak, Trace, ValueBreak, tracing
 from .trace import _local as _TRACE_STATE
 
 
@@ -81,7 +81,8 @@ def _build(s, it):
 def _tensor_guard(t: Tensor):
     # NOTE: the NumPy dtype and shape directly: this runs for every argument of every call.
     # Strides too: the trace decided from them which reshapes view and which copy.
-    return (t._data.dtype, t._data.shape, t._data.strides, t._requires_grad)
+    # The storage's type: a CUDA tensor's DeviceArray has NumPy's dtype, shape and strides.
+    return (t._data.dtype, t._data.shape, t._data.strides, t._requires_grad, type(t._data))
 
 
 _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",
@@ -116,6 +117,7 @@ class _Compiled:
         self.backward = None        # a TapeBackward when outputs require grad
         self.effects = CallEffects(trace, executable)
         self.extra_guards = list(trace.__dict__.get("extra_guards", ()))
+        self.moved_outputs = getattr(trace, "moved_outputs", [])
         self._run = None            # the executable's call (its generated runner), once bound
 
     @property
@@ -161,6 +163,8 @@ class _Compiled:
         outs = self.effects.after(tensors, results)
         if self.backward is not None and autograd.is_grad_enabled():
             self.backward.record(tensors, outs, self.effects.saved(results, outs))
+        for k, where in self.moved_outputs:     # NOTE: differentiable, after the record
+            outs[k] = outs[k].to(where)
         return outs[0] if self.out_spec == _ONE_TENSOR else _unflatten(self.out_spec, outs)
 
     def _bind_run(self):
@@ -168,7 +172,7 @@ class _Compiled:
         arguments in order, nothing written, no backward, one new output (`_simple`)."""
         e = self.effects
         self._simple = (self.sources.plain and not e.written and self.backward is None
-                        and e.plain and e.contiguous and e.n_outputs == 1
+                        and not self.moved_outputs and e.plain and e.contiguous and e.n_outputs == 1
                         and self.out_spec == _ONE_TENSOR)
         self._run = getattr(self.executable, "runner", self.executable)
         return self._run
@@ -252,11 +256,13 @@ class _Eager:
 
 
 # ---- tracing and compiling ------------------------------------------------------------------
-def trace_function(fn, args, kwargs) -> tuple[Trace, object]:
-    """Run `fn` on traced stand-ins for its tensor arguments; returns (trace, output spec)."""
+def trace_function(fn, args, kwargs, device: str = "cpu") -> tuple[Trace, object]:
+    """Run `fn` on traced stand-ins for its tensor arguments; returns (trace, output spec).
+    The graph is for `device`; arguments on the other device are its foreign values."""
     leaves: list = []
     spec = _flatten((args, kwargs), leaves)
     trace = Trace(getattr(fn, "__name__", "f"))
+    trace.device = device
     names = _leaf_names(fn, args, len(leaves))
     stand_ins = [_stand_in(trace, t, names[i]) for i, t in enumerate(leaves)]
     trace.arg_leaves = {s._data: t for s, t in zip(stand_ins, leaves)}
@@ -275,10 +281,17 @@ def finish_trace(trace: Trace, out_leaves: list) -> None:
     its backward graph reads (saved activations), if outputs still require grad."""
     values = [trace.value_of(t) for t in out_leaves]
     trace.n_outputs = len(values)
+    # NOTE: outputs on the other device than the graph's (`loss.cpu()` at the end of a CUDA
+    # step) are moved there after the call
+    trace.moved_outputs = [(k, trace.device_of(v)) for k, v in enumerate(values)
+                           if v in trace.foreign]
     trace.grad_effects = []
     for owner, g in trace.grads.results():
         trace.grad_effects.append((owner, None if g is None else len(values)))
         if g is not None:
+            if trace.value_of(g) in trace.foreign or owner in trace.foreign:
+                raise GraphBreak("not supported yet: assigning a `.grad` across devices "
+                                 "inside @kiln.jit")
             values.append(trace.value_of(g))
     trace.builder.graph.outputs = values[:trace.n_outputs]
     trace.view_roots = []
@@ -302,6 +315,7 @@ def _stand_in(trace: Trace, t: Tensor, name) -> Tensor:
     """The traced tensor for argument t: same type and strides (so a reshape views or copies
     exactly as it would eagerly, and a write into an expanded argument is refused)."""
     s = Tensor._wrap(trace.add_arg(t._type(), name), trace)
+    trace.place([s._data], t.device.type)
     s._strides = t._elem_strides()
     s._requires_grad = t._requires_grad
     return s
@@ -319,11 +333,11 @@ def _leaf_names(fn, args, n: int) -> list:
 def compile_trace(trace: Trace, out_spec):
     from .compile import compile_traced
     graph = trace.builder.graph
-    optimized, stages, executable = compile_traced(graph)
+    optimized, stages, executable = compile_traced(graph, device=trace.device)
     entry = _Compiled(trace, out_spec, optimized, executable, stages)
     backward = getattr(trace, "backward", None)
     if backward is not None:
-        backward.compile(graph.inputs)
+        backward.compile(graph.inputs, trace.device)
         entry.backward = backward
     return entry
 
@@ -399,8 +413,6 @@ class JitFunction:
             if leaves is not None:
                 return fast[1](leaves)
         key, leaves = self._key(args, kwargs)
-        if any(type(t._data) is DeviceArray for t in leaves):
-            return self._run_cuda_eagerly(args, kwargs)
         call = self._call
         entry = self._lookup(key)
         if entry is None:
@@ -415,17 +427,6 @@ class JitFunction:
         if isinstance(entry, _Eager):       # NOTE: eager, or replay (frontend/replay.py)
             return entry.run(args, kwargs, leaves)
         return entry(leaves)
-
-    def _run_cuda_eagerly(self, args, kwargs):
-        """CUDA arguments: the function runs eagerly, op by op (each op a cached GPU
-        kernel), with one warning per function; compiling it whole for the GPU comes next."""
-        if not getattr(self, "_warned_cuda", False):
-            self._warned_cuda = True
-            warnings.warn(f"@kiln.jit: {getattr(self.fn, '__qualname__', self.fn)} got CUDA "
-                          "tensors; not supported yet: compiling for CUDA as one graph, so it "
-                          "runs eagerly (each op a compiled GPU kernel)", KilnJitWarning,
-                          stacklevel=3)
-        return self.fn(*args, **kwargs)
 
     def _key(self, args, kwargs) -> tuple:
         """(cache key, tensor leaves): argument structure and static values, tensor guards,
@@ -498,9 +499,16 @@ class JitFunction:
             where = ", ".join(e.describe() for e in effects)
             return self._replay(key, effects, f"Python side effects: {where}", leaves, grad_on,
                                 (args, kwargs))
+        device = "cuda" if any(type(t._data) is DeviceArray for t in leaves) else "cpu"
         try:
-            trace, out_spec = trace_function(self.fn, args, kwargs)
+            try:
+                trace, out_spec = trace_function(self.fn, args, kwargs, device)
+            except DeviceBreak:     # NOTE: a captured CUDA tensor (a model on the GPU)
+                device = "cuda"
+                trace, out_spec = trace_function(self.fn, args, kwargs, device)
         except ValueBreak as e:
+            if device == "cuda":
+                return self._eager(key, f"{e}; replay mode is not supported yet on CUDA")
             return self._replay(key, getattr(e, "effects", []), str(e), leaves, grad_on,
                                 (args, kwargs))
         except GraphBreak as e:

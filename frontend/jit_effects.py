@@ -31,6 +31,8 @@ class CallEffects:
         self.aliases = output_aliases(graph)[:n]
         self.first = _first_occurrence(graph.outputs[:n])
         self.written = executable.written_inputs
+        # NOTE: NumPy, or the executable's device's array functions (CUDA)
+        self.xp = getattr(executable, "_xp", np)
         self.written_set = frozenset(self.written)
         self.grad_effects = [(position[v], k) for v, k in getattr(trace, "grad_effects", ())]
         self.grad_guards = [(position[v], g) for v, g in trace.grads.guards()] \
@@ -56,7 +58,7 @@ class CallEffects:
     def before(self, tensors: list, arrays: list) -> None:
         """Refuse a call whose inputs overlap in memory when the function writes one."""
         if self.written and len(arrays) > 1:
-            _check_no_overlap(tensors, arrays, self.written_set)
+            _check_no_overlap(tensors, arrays, self.written_set, self.xp)
 
     def grads_hold(self, tensors: list) -> bool:
         return all(grad_guard(tensors[i]._grad) == g for i, g in self.grad_guards)
@@ -67,7 +69,7 @@ class CallEffects:
         if self.plain:
             if self.contiguous:
                 return list(map(Tensor._wrap, results[:self.n_outputs]))
-            return [Tensor._wrap(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+            return [Tensor._wrap(a if a.flags.c_contiguous else self.xp.ascontiguousarray(a))
                     for a in results[:self.n_outputs]]
         for i in self.written:
             tensors[i]._version[0] += 1
@@ -94,9 +96,9 @@ class CallEffects:
     def _fresh(self, results: list, k: int, tensors: list) -> np.ndarray:
         arr = results[k]
         if self.may_alias[k]:
-            return _fresh(arr, k, results, tensors)
+            return _fresh(arr, k, results, tensors, self.xp)
         if not arr.flags.c_contiguous:
-            return np.ascontiguousarray(arr)
+            return self.xp.ascontiguousarray(arr)
         return arr
 
     def saved(self, results: list, outs: list) -> list:
@@ -136,17 +138,17 @@ def _view_of(t: Tensor, ops) -> Tensor:
     return out
 
 
-def _fresh(arr: np.ndarray, k: int, results: list, tensors: list) -> np.ndarray:
+def _fresh(arr, k: int, results: list, tensors: list, xp=np):
     """arr, or a copy of it when it is an input's storage or another output's array (after
     canonicalization two outputs, or an output and an input, can be one value)."""
     shared = any(j != k and r is arr for j, r in enumerate(results))
     if (shared or not arr.flags.c_contiguous or not arr.flags.writeable
-            or any(t is not None and np.may_share_memory(arr, t._data) for t in tensors)):
-        return np.array(arr, order="C", copy=True)
+            or any(t is not None and xp.may_share_memory(arr, t._data) for t in tensors)):
+        return xp.array(arr, order="C", copy=True)
     return arr
 
 
-def _check_no_overlap(tensors: list, arrays: list, written: frozenset) -> None:
+def _check_no_overlap(tensors: list, arrays: list, written: frozenset, xp=np) -> None:
     roots: dict = {}
     for i, a in enumerate(arrays):
         if tensors[i] is not None:
@@ -157,7 +159,7 @@ def _check_no_overlap(tensors: list, arrays: list, written: frozenset) -> None:
         for i in group:
             for j in group:
                 if i < j and (i in written or j in written) and \
-                        np.may_share_memory(arrays[i], arrays[j]):
+                        xp.may_share_memory(arrays[i], arrays[j]):
                     raise KilnError(f"not supported yet: inputs {i} and {j} of a @kiln.jit "
                                     "function share memory and the function writes one of "
                                     "them in place; pass a clone() of one of them")

@@ -24,7 +24,6 @@ import functools
 import keyword
 import types
 
-import numpy as np
 
 from . import autograd
 from .bytecode import MISSING, SCALAR_TYPES, cell_value, is_scalar, param_getters
@@ -65,7 +64,7 @@ def fast_check(jitfn, key, call, entry):
     except Exception:   # NOTE: _Unsupported, or a callable without code: the ordinary path
         return None
     source = "def check(args, kwargs):\n" + "\n".join(w.lines) + "\n"
-    scope = dict(w.consts, MISSING=MISSING, Tensor=Tensor, freeze=freeze, ndarray=np.ndarray)
+    scope = dict(w.consts, MISSING=MISSING, Tensor=Tensor, freeze=freeze)
     exec(compile(source, f"<kiln fast check of {jitfn.name}>", "exec"), scope)
     check = scope["check"]
     check.source = source
@@ -127,10 +126,10 @@ def _node(w: _Writer, spec, expr: str) -> None:
 
 
 def _tensor(w: _Writer, name: str, guard) -> None:
-    dtype, shape, strides, requires_grad = guard
+    dtype, shape, strides, requires_grad, kind = guard
     w.line(f"d = {name}._data")
     # NOTE: the array's type too: a CUDA tensor's DeviceArray has NumPy's shape and strides
-    w.fail_unless(f"type(d) is ndarray and d.shape == {shape!r} and d.strides == "
+    w.fail_unless(f"type(d) is {w.const(kind)} and d.shape == {shape!r} and d.strides == "
                   f"{strides!r} and d.dtype == {w.const(dtype)} and {name}._requires_grad == "
                   f"{requires_grad!r}")
 

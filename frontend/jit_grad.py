@@ -52,8 +52,9 @@ class TapeBackward:
         self.saved = list(bwd.__dict__.get("saved_from_parent", ()))
         self.graph = bwd.builder.finish(results)
 
-    def compile(self, forward_inputs: list) -> None:
-        """Optimize and compile the backward graph (after the forward graph is final)."""
+    def compile(self, forward_inputs: list, device: str = "cpu") -> None:
+        """Optimize and compile the backward graph for `device` (after the forward graph is
+        final)."""
         from .compile import compile_traced
         if self.graph is None:
             return
@@ -61,7 +62,8 @@ class TapeBackward:
         self.wrt_inputs = [position[v] for v in self.wrt]
         self.saved_inputs = [position.get(v) for v in self.saved]
         self.traced = self.graph
-        self.graph, self.stages, self.executable = compile_traced(self.traced)
+        self.graph, self.stages, self.executable = compile_traced(self.traced,
+                                                                  device=device)
 
     def record(self, tensors: list, outputs: list, saved_arrays: list) -> None:
         """Make this call's differentiated outputs require grad, through one tape node."""
@@ -71,7 +73,8 @@ class TapeBackward:
             vjp = self._raise
         else:
             inputs = [tensors[i] for i in self.wrt_inputs]
-            vjp = self._vjp_for(self._saved_values(tensors, saved_arrays))
+            vjp = self._vjp_for(self._saved_values(tensors, saved_arrays),
+                                [type(t._data) for t in inputs])
         node = autograd.TapeNode(f"jit_{self.name}", vjp, inputs,
                                  [autograd.save(t) for t in outs], None)
         for i, t in enumerate(outs):
@@ -90,7 +93,9 @@ class TapeBackward:
         return [autograd.save(tensors[i]) if i is not None else next(arrays)
                 for i in self.saved_inputs]
 
-    def _vjp_for(self, saved: list):
+    def _vjp_for(self, saved: list, storages: list):
+        """The call's VJP; each gradient is made where its input is (`storages`: their
+        arrays' types: a CPU 0-d argument of a CUDA graph gets a CPU gradient)."""
         cot_types = [v.type for v in self.graph.inputs[:len(self.out_index)]]
 
         def vjp(ctx, g):
@@ -105,8 +110,16 @@ class TapeBackward:
                     arrays.append(s._data)
                 else:
                     arrays.append(s)
-            return [Tensor._wrap(a) for a in self.executable(arrays)]
+            grads = self.executable(arrays)
+            return [Tensor._wrap(a if type(a) is kind else
+                                 (a.to_host() if kind is np.ndarray else _upload(a)))
+                    for a, kind in zip(grads, storages)]
         return vjp
+
+
+def _upload(a: np.ndarray):
+    from .cuda_eager import cuda_device
+    return cuda_device().from_host(np.ascontiguousarray(a))
 
 
 def _add(grads: dict, leaf, g) -> None:

@@ -131,6 +131,8 @@ class Tensor:
             values = [trace.value_of(t) for t in inputs]
             outs = trace.builder.emit(op, values, attrs, user_loc())
             results = [Tensor._wrap(v, trace) for v in outs]
+            if trace.foreign:
+                _place_traced(trace, op, inputs, values, outs, holder)
             if opdef.view is not None:
                 views.link_traced(opdef, inputs[0], results[0], attrs)
         else:
@@ -171,10 +173,14 @@ class Tensor:
 
     @property
     def device(self) -> device:
+        if self._trace is not None:
+            return device("cuda", 0) if self.is_cuda else device("cpu")
         return device("cuda", 0) if on_cuda(self) else device("cpu")
 
     @property
     def is_cuda(self) -> bool:
+        if self._trace is not None:
+            return self._trace.device_of(self._data) == "cuda"
         return on_cuda(self)
 
     @property
@@ -478,12 +484,27 @@ def _eager_cuda(opdef, inputs, a) -> list[Tensor]:
     return results
 
 
+def _place_traced(trace, op: str, inputs, values, outs, holder) -> None:
+    """Where a traced op's results are in the user's program (a trace that holds values of
+    both devices: frontend/trace.py)."""
+    if values:
+        trace.place(outs, trace.op_device(op, inputs, values))
+    elif isinstance(holder, Tensor) and holder._trace is trace:
+        trace.place(outs, trace.device_of(holder._data))
+
+
 def _to_device(t: Tensor, where: str) -> Tensor:
     if t._trace is not None:
-        if where == "cpu":
+        # NOTE: a copy in the graph, which runs on the trace's device; only the Value's
+        # place in the user's program changes
+        trace = t._trace
+        if trace.device_of(t._data) == where:
             return t
-        raise NotSupportedError("not supported yet: moving tensors to cuda inside @kiln.jit "
-                                "(move the arguments before the call)", loc=user_loc())
+        from . import functional as F
+        out = F.clone(t)
+        trace.foreign.discard(out._data)
+        trace.place([out._data], where)
+        return out
     if on_cuda(t):
         cuda_eager.check_fresh(t)
     return cuda_eager.to_device(t, where)

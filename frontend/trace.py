@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.dtypes import DType
-from kiln.ir.errors import NotSupportedError
+from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.ir.types import TensorType, user_loc
 
 class _TraceState(threading.local):
@@ -40,10 +40,22 @@ class HelperSideEffects(ValueBreak):
         self.effects = effects
 
 
+class DeviceBreak(GraphBreak):
+    """A CPU trace met a CUDA tensor it did not get as an argument (a captured model on the
+    GPU): the function is traced again for CUDA."""
+
+
 class Trace:
-    """A graph under construction plus the bookkeeping to call it later."""
+    """A graph under construction plus the bookkeeping to call it later.
+
+    The graph is compiled for one device, `device` ("cpu" or "cuda"); `foreign` holds the
+    Values that are on the other one in the user's program (a CPU tensor made or captured
+    inside a function compiled for CUDA): ops check them as eager ops check devices."""
+
+    device = "cpu"
 
     def __init__(self, name: str):
+        self.foreign: set = set()
         self.builder = GraphBuilder(name)
         self.arg_values: list = []          # graph inputs for the function's tensor args
         self.captured: dict = {}            # id(tensor) -> (tensor, Value)
@@ -68,11 +80,13 @@ class Trace:
         if t._trace is not None:
             raise NotSupportedError("not supported yet: a tensor from another @kiln.jit "
                                     "trace used inside this one")
-        if type(t._data) is not np.ndarray:
-            # NOTE: a CUDA tensor read from a closure, a global or a module: the function
-            # runs eagerly, as with CUDA arguments
-            raise GraphBreak("not supported yet: compiling a function that reads CUDA "
-                             "tensors as one graph (it runs eagerly)", loc=user_loc())
+        if (type(t._data) is np.ndarray) != (self.device == "cpu"):
+            if self.device == "cpu":
+                raise DeviceBreak("a captured CUDA tensor in a function traced for the CPU",
+                                  loc=user_loc())
+            foreign = True
+        else:
+            foreign = False
         # NOTE: an alias over the same ndarray (one autograd saved, a detach()) is the same
         # storage: one graph input, so a write through either is seen by both
         storages = self.__dict__.setdefault("_storages", {})
@@ -83,7 +97,32 @@ class Trace:
         if key not in self.captured:
             v = self.builder.add_input(t._type(), hint=f"c{len(self.captured)}")
             self.captured[key] = (t, v)
+            if foreign:
+                self.foreign.add(v)
         return self.captured[key][1]
+
+    def device_of(self, v) -> str:
+        """The device Value v is on in the user's program."""
+        if v in self.foreign:
+            return "cuda" if self.device == "cpu" else "cpu"
+        return self.device
+
+    def op_device(self, op: str, inputs: list, values: list) -> str | None:
+        """The device an op on these traced operands runs on (None: the trace's own), by
+        the eager rule: all on one device, or CPU 0-d tensors joining a CUDA op; else
+        PyTorch's error, naming both devices."""
+        devices = [self.device_of(v) for v in values]
+        if all(d == "cpu" for d in devices):
+            return "cpu"
+        if any(d == "cpu" and t.ndim > 0 for d, t in zip(devices, inputs)):
+            raise KilnError(f"{op}: Expected all tensors to be on the same device, but found "
+                            "at least two devices, cuda:0 and cpu!", loc=user_loc())
+        return "cuda"
+
+    def place(self, values, device: str) -> None:
+        """Values made on `device` in the user's program (foreign when not the trace's)."""
+        if device != self.device:
+            self.foreign.update(values)
 
     def add_guard(self, check, what: str) -> None:
         """`check()` must be true at a call for this trace's graph to be used (`what` names

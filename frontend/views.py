@@ -113,7 +113,7 @@ def write_base_value(view, value):
     """The base's value after `value` is written into `view`, as registry ops on the base's
     value before the write (so autograd sees the write as part of the base's history)."""
     chain = [view._base]
-    if view._trace is None and value._trace is None and view.is_cuda != value.is_cuda:
+    if view.is_cuda != value.is_cuda:
         value = value.to(view.device)   # NOTE: a value from the other device
     for op, attrs in view._view_ops[:-1]:
         chain.append(apply(op, [chain[-1]], attrs))

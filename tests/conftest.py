@@ -44,6 +44,16 @@ def rng(request) -> np.random.Generator:
     return np.random.default_rng(_test_seed(request.node.nodeid))
 
 
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """The simulated GPU (KILN_FAKE_CUDA=1): device memory in host memory, each kernel
+    compiled to PTX and computed by its NumPy reference; returns kiln.cuda."""
+    monkeypatch.setenv("KILN_FAKE_CUDA", "1")
+    import kiln
+    assert kiln.cuda.is_available()
+    return kiln.cuda
+
+
 @pytest.fixture(params=["runner", "steps"])
 def call_path(request, monkeypatch):
     """Runs a test with the executables' generated runner and with the step interpreter it

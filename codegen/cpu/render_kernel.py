@@ -27,6 +27,7 @@ from kiln.ir.schedule import Kernel
 
 from ..scalar_builder import MLIR_TYPE, STORAGE_TYPE, Scalar, ScalarBuilder, const_literal
 from . import render_columns as columns
+from . import render_warp
 
 ROW, FULL = 0, 1
 # NOTE: float32 sums over this many elements or more accumulate in float64: a running float32
@@ -54,12 +55,15 @@ class RenderOptions:
     `flat_parallel`: [lo, hi) counts every parallel point (the parallel axes flattened,
     row-major), not rows of the outermost axis: a GPU runs one thread per point, so that
     neighbouring threads touch neighbouring elements (`LoopNest.points` of them).
-    A GPU thread renders one point with neither stack buffers nor x86 instructions."""
+    A GPU thread renders one point with neither stack buffers nor x86 instructions.
+    `warp_lanes`: when not 0, that many threads (a `%lane` parameter) share each point's
+    reduction loops (render_warp.py)."""
 
     columns: bool = True
     scratch_bytes: int = SCRATCH_BYTES
     vector_ldexp: bool | None = None
     flat_parallel: bool = False
+    warp_lanes: int = 0
 
 
 CPU_OPTIONS = RenderOptions()
@@ -142,8 +146,9 @@ def render_kernel(k: Kernel, symbol: str,
     if options.columns and columns.applies(k, nest):
         return _render_columns(k, nest, symbol)
     em = _Emitter(k, nest, options)
+    em.symbol = symbol
     em.emit()
-    params = _params(k, em.memref)
+    params = _params(k, em.memref, bool(em.lanes))
     head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
             "%zero_i8 = arith.constant 0 : i8"]
     loops = (_flat_loop if options.flat_parallel else _nested_loops)(em, nest)
@@ -155,6 +160,8 @@ def render_kernel(k: Kernel, symbol: str,
     lines += ["  " * (depth + 1) + s for s in em.row_lines]
     lines += ["  " * (d + 1) + "}" for d in reversed(range(depth))]
     lines += ["  return", "}"]
+    if em.lanes:
+        lines.append(render_warp.shuffle_declaration(symbol))
     text = "module {\n" + "\n".join("  " + s for s in lines) + "\n}\n"
     accesses = len(k.loads) + len(k.stores)
     return RenderedKernel(text, nest, em.ops + MEMORY_OP_WEIGHT * accesses)
@@ -171,23 +178,28 @@ def _nested_loops(em, nest: LoopNest) -> list[list[str]]:
 def _flat_loop(em, nest: LoopNest) -> list[list[str]]:
     """One `scf.for %q` over parallel points [lo, hi), the ivs %p<d> computed from it
     (row-major: the last axis varies fastest)."""
-    lines = ["scf.for %q = %lo to %hi step %c1 {"]
+    return [["scf.for %q = %lo to %hi step %c1 {"] + unflatten(em, "%q", nest.parallel, "%p")]
+
+
+def unflatten(em, flat: str, dims, ivs: str) -> list[str]:
+    """Lines computing the ivs `<ivs><d>` of `dims` from their row-major flat index."""
+    lines = []
     inner = 1
-    for d in reversed(range(len(nest.parallel))):
-        extent = nest.parallel[d].extent
-        q = "%q"
+    for d in reversed(range(len(dims))):
+        q = flat
         if inner != 1:
-            lines.append(f"%q{d} = arith.divui %q, {em.const_index(inner)} : index")
-            q = f"%q{d}"
+            lines.append(f"{flat}{d} = arith.divui {flat}, {em.const_index(inner)} : index")
+            q = f"{flat}{d}"
         if d == 0:
-            lines.append(f"%p{d} = arith.addi {q}, %c0 : index")
+            lines.append(f"{ivs}{d} = arith.addi {q}, %c0 : index")
         else:
-            lines.append(f"%p{d} = arith.remui {q}, {em.const_index(extent)} : index")
-        inner *= extent
-    return [lines]
+            lines.append(f"{ivs}{d} = arith.remui {q}, {em.const_index(dims[d].extent)} : "
+                         "index")
+        inner *= dims[d].extent
+    return lines
 
 
-def _params(k: Kernel, memref) -> list[str]:
+def _params(k: Kernel, memref, lane: bool = False) -> list[str]:
     # NOTE: a buffer updated in place is passed as a load and as a store, with the same
     # access (the schedule verifier checks it); the kernel stores through the load's pointer
     # and never touches the store's, so every pointer it uses is its buffer's only one:
@@ -196,7 +208,7 @@ def _params(k: Kernel, memref) -> list[str]:
     params = [f"%in{i}: {memref(i)} {{llvm.noalias}}" for i in range(len(k.loads))]
     params += [f"%out{j}: {memref(len(k.loads) + j)} {{llvm.noalias}}"
                for j in range(len(k.stores))]
-    return params + ["%lo: index", "%hi: index"]
+    return params + (["%lane: index"] if lane else []) + ["%lo: index", "%hi: index"]
 
 
 def _render_columns(k: Kernel, nest: LoopNest, symbol: str) -> RenderedKernel:
@@ -221,6 +233,8 @@ class _Emitter:
     def __init__(self, k: Kernel, nest: LoopNest, options: RenderOptions = CPU_OPTIONS):
         self.k, self.nest = k, nest
         self.scratch_bytes = options.scratch_bytes
+        self.lanes = options.warp_lanes if nest.reduce else 0
+        self.symbol = ""
         self.store_through = {j: i for j, i in k.inplace}   # store j -> load i's pointer
         self.b = ScalarBuilder(options.vector_ldexp)
         self.level = _levels(k)
@@ -449,6 +463,8 @@ class _Emitter:
             acc_dtype = DType.float64
         init = self.b.const(_init(n.op, acc_dtype), acc_dtype)
         result = self._loop([x], (n.op, init, acc_dtype), [])
+        if self.lanes:
+            result = render_warp.allreduce(self, n.op, result, _combine)
         if acc_dtype != dtype:
             result = self.b.emit(f"arith.truncf {result.name} : f64 to f32", dtype)
         if n.op == "mean":
@@ -487,6 +503,8 @@ class _Emitter:
             self.b.lines.extend(inner)
             return new
         ty = MLIR_TYPE[reduction[2]] if reduction is not None else None
+        if self.lanes:
+            return self._lane_loop(inner, reduction, accs[-1], new)
         text = inner
         for d in reversed(range(len(dims))):
             stop = self.const_index(dims[d].extent)
@@ -503,6 +521,19 @@ class _Emitter:
             prev = res
         self.b.lines.extend(text)
         return Scalar(prev, reduction[2]) if ty is not None else None
+
+    def _lane_loop(self, inner: list[str], reduction, acc: str, new):
+        """This lane's share of a loop over the reduction axes (render_warp.py)."""
+        if reduction is None:
+            self.b.lines.extend(render_warp.flat_reduce_loop(self, inner, None) + ["}"])
+            return None
+        ty = MLIR_TYPE[reduction[2]]
+        res = self.b.fresh()
+        header = f"iter_args({acc} = {reduction[1].name}) -> ({ty})"
+        loop = render_warp.flat_reduce_loop(self, inner, header)
+        self.b.lines.extend([f"{res} = {loop[0]}"] + loop[1:]
+                            + [f"  scf.yield {new.name} : {ty}", "}"])
+        return Scalar(res, reduction[2])
 
 
 def _all_values(body):

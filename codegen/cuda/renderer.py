@@ -9,8 +9,12 @@ runs it with one GPU thread per point:
         i = blockIdx.x * blockDim.x + threadIdx.x;  if i < points: <symbol>(..., i, i + 1)
 
 so the threads of a warp touch neighbouring elements (coalesced), broadcasts included. A
-reduction's row is one thread's loop for now (correct, not yet a block reduction). The same
-MLIR compiled for the CPU is checked against the references (tests/codegen/test_cuda_ptx.py).
+kernel reducing along contiguous memory (a softmax's rows, a sum of everything) runs one warp
+per point instead (`warp_reduces`): lane l of the warp takes reduction elements l, l + 32, ...
+and shuffles combine the lanes' partial results (codegen/cpu/render_warp.py); a reduction
+down columns keeps one thread per point, whose neighbours read along the rows. The same MLIR compiled
+for the CPU is checked against the references (tests/codegen/test_cuda_ptx.py), the warp
+kernels with one CPU thread per lane.
 
     >>> import textwrap
     >>> from kiln.ir.parser import parse
@@ -30,12 +34,14 @@ MLIR compiled for the CPU is checked against the references (tests/codegen/test_
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections import OrderedDict
 
 from kiln.ir.schedule import Kernel
 
-from ..cpu.render_kernel import LoopNest, RenderOptions, render_kernel
+from ..cpu.render_kernel import Dim, LoopNest, RenderOptions, loop_nest, render_kernel
+from ..cpu.render_warp import SHUFFLE_SUFFIX
 from ..cpu.renderer import symbol_name
 from ..mlir_pipeline import mlir_to_llvm_ir
 from .matmul import matmul_kernel
@@ -44,6 +50,7 @@ from .ptx import DEFAULT_ARCH, llvm_ir_to_ptx
 GPU_OPTIONS = RenderOptions(columns=False, scratch_bytes=0, vector_ldexp=False,
                             flat_parallel=True)
 BLOCK_THREADS = 256
+WARP = 32
 GRID = "_grid"
 # NOTE: the symbol a kernel is compiled under, replaced by its own in each artifact's texts
 _PLACEHOLDER = "kiln_KSYM"
@@ -63,6 +70,7 @@ class CudaArtifact:
     nest: LoopNest
     arch: str
     block: tuple = (BLOCK_THREADS, 1, 1)
+    lanes: int = 1          # NOTE: threads per point: WARP for a warp reduction
 
     entry = property(lambda self: self.symbol + GRID)
     rows = property(lambda self: self.nest.points)     # NOTE: flat_parallel: one per point
@@ -71,11 +79,50 @@ class CudaArtifact:
 
     @property
     def grid(self) -> tuple:
-        return (max(1, -(-self.rows // self.block[0])), 1, 1)
+        return (max(1, -(-self.rows * self.lanes // self.block[0])), 1, 1)
 
 
-def grid_entry_ir(symbol: str, n_pointers: int) -> str:
-    """LLVM IR of the `ptx_kernel` entry running kernel `symbol` one point per GPU thread.
+def warp_reduces(k: Kernel, nest: LoopNest) -> bool:
+    """Whether kernel k runs one warp per point: it reduces at least a warp's worth of
+    elements per point, and fewer of its accesses are scattered across a warp that way (the
+    lanes step along the innermost reduction axis) than with one thread per point
+    (neighbouring threads step along the innermost parallel axis). A softmax row and a
+    product with a transposed operand go to warps; a sum down columns and a plain product
+    keep one thread per point; a kernel with one point always takes a warp."""
+    if not nest.reduce:
+        return False
+    extent = 1
+    for d in nest.reduce:
+        extent *= d.extent
+    if extent < WARP:
+        return False
+    if nest.points == 1:
+        return True
+    return _scattered(nest.reduce[-1]) <= _scattered(nest.parallel[-1])
+
+
+def _scattered(dim: Dim) -> int:
+    """Accesses that neighbouring threads stepping along `dim` read or write in different
+    places (neither the same element nor the next one)."""
+    return sum(s not in (0, 1) for s in dim.strides)
+
+
+def shuffle_ir(symbol: str) -> str:
+    """LLVM IR of the shuffle a warp kernel calls (render_warp.py): the value of lane
+    (lane xor offset), all 32 lanes taking part (`convergent`: never moved into a branch)."""
+    return "\n".join([
+        "declare i32 @llvm.nvvm.shfl.sync.bfly.i32(i32, i32, i32, i32)",
+        f"define internal i32 @{symbol}{SHUFFLE_SUFFIX}(i32 %x, i32 %offset) "
+        "convergent alwaysinline {",
+        "  %r = call i32 @llvm.nvvm.shfl.sync.bfly.i32(i32 -1, i32 %x, i32 %offset, i32 31)",
+        "  ret i32 %r",
+        "}",
+        ""])
+
+
+def grid_entry_ir(symbol: str, n_pointers: int, lanes: int = 1) -> str:
+    """LLVM IR of the `ptx_kernel` entry running kernel `symbol` one point per GPU thread
+    (per warp of `lanes` threads, which the kernel gets as its lane, when lanes > 1).
 
     >>> print(grid_entry_ir("k", 1).splitlines()[4])
     define ptx_kernel void @k_grid(ptr %p0, i64 %rows) {
@@ -94,12 +141,15 @@ def grid_entry_ir(symbol: str, n_pointers: int) -> str:
         "  %c = zext i32 %ctaid to i64",
         "  %n = zext i32 %ntid to i64",
         "  %base = mul i64 %c, %n",
-        "  %i = add i64 %base, %t",
+        "  %g = add i64 %base, %t",
+        f"  %i = udiv i64 %g, {lanes}",
+        f"  %lane = urem i64 %g, {lanes}",
         "  %inside = icmp slt i64 %i, %rows",
         "  br i1 %inside, label %run, label %done",
         "run:",
         "  %next = add i64 %i, 1",
-        f"  call void @{symbol}({params}, i64 %i, i64 %next)",
+        f"  call void @{symbol}({params}, {'i64 %lane, ' if lanes > 1 else ''}"
+        "i64 %i, i64 %next)",
         "  br label %done",
         "done:",
         "  ret void",
@@ -141,11 +191,18 @@ class CudaRenderer:
         return dataclasses.replace(hit, name=k.name, kernel=k, symbol=symbol, **named)
 
     def _compile(self, k: Kernel, symbol: str) -> CudaArtifact:
-        r = render_kernel(k, symbol, GPU_OPTIONS)
+        lanes = WARP if warp_reduces(k, loop_nest(k)) else 1
+        options = dataclasses.replace(GPU_OPTIONS, warp_lanes=lanes if lanes > 1 else 0)
+        r = render_kernel(k, symbol, options)
         kernel_ir = mlir_to_llvm_ir(r.mlir, what=f"kernel {k.name} (cuda)")
-        llvm_ir = kernel_ir + "\n" + grid_entry_ir(symbol, len(k.loads) + len(k.stores))
+        if lanes > 1:
+            # NOTE: the shuffle's declaration, from the MLIR, becomes its definition
+            kernel_ir = re.sub(rf"^declare .*@{symbol}{SHUFFLE_SUFFIX}\(.*$\n?", "",
+                               kernel_ir, flags=re.M) + "\n" + shuffle_ir(symbol)
+        llvm_ir = kernel_ir + "\n" + grid_entry_ir(symbol, len(k.loads) + len(k.stores), lanes)
         ptx = llvm_ir_to_ptx(llvm_ir, self.arch)
-        return CudaArtifact(k.name, k, symbol, r.mlir, llvm_ir, ptx, r.nest, self.arch)
+        return CudaArtifact(k.name, k, symbol, r.mlir, llvm_ir, ptx, r.nest, self.arch,
+                            lanes=lanes)
 
     def lower_call(self, call):
         """A schedule's library call as a Launch of a generated kernel (the runtime asks

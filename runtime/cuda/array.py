@@ -118,7 +118,7 @@ class ArrayFunctions:
 
     ascontiguousarray = asarray     # NOTE: device arrays are always C-contiguous
 
-    def array(self, a, copy: bool = True) -> DeviceArray:
+    def array(self, a, copy: bool = True, order: str = "C") -> DeviceArray:
         a = self.asarray(a)
         return self.device.clone(a) if copy else a
 

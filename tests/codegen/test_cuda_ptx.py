@@ -11,11 +11,13 @@ import itertools
 import pathlib
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 import kiln
+from kiln.codegen.cpu.render_warp import SHUFFLE_SUFFIX
 from kiln.codegen.cuda import CudaRenderer, check_with_ptxas, llvm_ir_to_ptx, ptxas_path
 from kiln.codegen.errors import CodegenError
 from kiln.frontend.compile import plan_graph
@@ -26,6 +28,8 @@ from kiln.ir.schedule_text import parse_schedule
 from kiln.passes.fusion import fuse_elementwise
 from kiln.runtime.executable import build_executable
 from kiln.runtime.null import NullDevice
+
+import llvmlite.binding as llvm
 
 from kiln.codegen.llvm_cpu import compile_llvm_ir
 from kiln.codegen.mlir_pipeline import mlir_to_llvm_ir
@@ -104,12 +108,30 @@ def test_gpu_code_has_no_host_instructions():
     assert "x86" not in art.ptx
 
 
-def test_launch_geometry_is_one_thread_per_row():
+def test_launch_geometry_is_a_thread_per_point_or_a_warp_per_row():
     (ew,) = _ptx_of(kernel_graph([t(DType.float32, 1000, 7)],
                                  lambda gb, x: [emit1(gb, "neg", [x])]))
     assert ew.rows == 7000 and ew.block == (256, 1, 1) and ew.grid == (28, 1, 1)
+    assert ew.lanes == 1 and "shfl" not in ew.ptx
     (soft,) = _ptx_of(softmax_graph(DType.float32, 300, 50))
-    assert soft.rows == 300 and soft.grid == (2, 1, 1)
+    assert soft.rows == 300 and soft.lanes == 32 and soft.grid == (38, 1, 1)
+    assert soft.ptx.count("shfl.sync.bfly.b32") == 10     # NOTE: two reductions, 5 steps each
+    (narrow,) = _ptx_of(softmax_graph(DType.float32, 300, 20))
+    assert narrow.lanes == 1 and narrow.grid == (2, 1, 1)  # NOTE: fewer elements than lanes
+    (columns,) = _ptx_of(reduce_graph("sum", DType.float32, (64, 40), [0], False))
+    assert columns.rows == 40 and columns.lanes == 1       # NOTE: neighbours read along rows
+    (total,) = _ptx_of(reduce_graph("sum", DType.float32, (64, 40), [0, 1], False))
+    assert total.rows == 1 and total.lanes == 32
+
+
+@pytest.mark.parametrize("flags,lanes", [((False, False), 1), ((False, True), 32)])
+def test_a_product_with_a_transposed_operand_takes_a_warp_per_output(flags, lanes):
+    """x @ w.T reads both operands along k: lanes along k are coalesced; a plain product
+    reads b along n, which neighbouring threads of a thread per output share."""
+    b_shape = (40, 64) if flags[1] else (64, 40)
+    call = matmul_schedule((8, 64), b_shape, flags, "f32").steps[0]
+    art = RENDERER.compile(RENDERER.lower_call(call).kernel)
+    assert art.lanes == lanes
 
 
 def test_cuda_artifacts_run_on_the_null_device(rng):
@@ -150,6 +172,26 @@ def test_a_training_step_compiles_to_one_ptx_module_ptxas_accepts():
     check_with_ptxas(ptx)
 
 
+def test_gpu_mlir_of_a_jitted_training_step_matches_the_cpu_executable(rng):
+    """Forward, cross-entropy and backward of an MLP, fused and scheduled as for the GPU
+    (matmuls as generated kernels), run as the GPU's MLIR on this CPU: the loss and every
+    gradient equal the CPU executable's."""
+    p = lambda *s: kiln.tensor(rng.standard_normal(s).astype(np.float32),   # noqa: E731
+                               requires_grad=True)
+    args = [kiln.tensor(rng.standard_normal((32, 20)).astype(np.float32)),
+            kiln.tensor(rng.integers(0, 5, 32)), p(16, 20), p(16), p(5, 16), p(5)]
+    jf = kiln.jit(_mlp_step)
+    jf(*args)
+    ((entry,),) = jf.cache.values()
+    arrays = [a._data for a in args]
+    want = entry.executable(arrays)
+    schedule, _ = plan_graph(entry.graph)
+    got = build_executable(schedule, GpuMlirOnCpu(), RENDERER)(arrays)
+    assert len(got) == len(want) == 5       # NOTE: the loss and four gradients
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
 @needs_ptxas
 def test_kiln_ir_prints_ptx_for_cuda():
     """The issue's command, as a user runs it from the repository root."""
@@ -184,22 +226,69 @@ def test_ptxas_rejection_is_reported():
 # ---- the GPU's MLIR, run on this CPU --------------------------------------------------------
 class GpuMlirOnCpu(NullDevice):
     """Runs each CUDA artifact's MLIR (what the GPU gets) compiled for this CPU, over all of
-    its points [0, rows): checks the GPU rendering's index arithmetic without a GPU."""
+    its points [0, rows): checks the GPU rendering's index arithmetic without a GPU. A warp
+    kernel runs one CPU thread per lane, its shuffles exchanging the lanes' values (`_Warp`)."""
 
     def __init__(self):
         super().__init__(compute=True)
 
     def load(self, artifact):
+        warp = _Warp(artifact.lanes) if artifact.lanes > 1 else None
+        if warp is not None:
+            llvm.add_symbol(artifact.symbol + SHUFFLE_SUFFIX, warp.address)
         obj = compile_llvm_ir(mlir_to_llvm_ir(artifact.mlir), artifact.symbol)
-        n = artifact.n_buffers
-        fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * n, ctypes.c_int64,
-                              ctypes.c_int64)(obj.address)
-        return artifact, obj, fn
+        n = artifact.n_buffers + (warp is not None)
+        fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * artifact.n_buffers,
+                              *[ctypes.c_int64] * (n - artifact.n_buffers + 2))(obj.address)
+        return artifact, obj, fn, warp
 
     def launch(self, handle, arrays: list) -> None:
-        artifact, _, fn = handle
+        artifact, _, fn, warp = handle
         self.launches.append(artifact.name)
-        fn(*[a.ctypes.data for a in arrays], 0, artifact.rows)
+        pointers = [a.ctypes.data for a in arrays]
+        if warp is None:
+            fn(*pointers, 0, artifact.rows)
+        else:
+            warp.run(lambda lane: fn(*pointers, lane, 0, artifact.rows))
+
+
+class _Warp:
+    """A warp's lanes as CPU threads: each runs the kernel over every row with its own lane;
+    a shuffle (render_warp.py's `<symbol>_shfl`) posts this lane's value, waits for all the
+    lanes, and returns the value of lane (lane xor offset)."""
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+        self.slots = [0] * lanes
+        self.barrier = threading.Barrier(lanes, timeout=120)
+        self.local = threading.local()
+        self.errors: list = []
+        self._callback = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32,
+                                          ctypes.c_int32)(self.shuffle)
+        self.address = ctypes.cast(self._callback, ctypes.c_void_p).value
+
+    def shuffle(self, x: int, offset: int) -> int:
+        lane = self.local.lane
+        try:
+            self.slots[lane] = x
+            self.barrier.wait()
+            got = self.slots[lane ^ offset]
+            self.barrier.wait()
+            return got
+        except BaseException as e:      # NOTE: a ctypes callback cannot raise into C
+            self.errors.append(e)
+            return 0
+
+    def run(self, lane_fn) -> None:
+        def lane_main(lane):
+            self.local.lane = lane
+            lane_fn(lane)
+        threads = [threading.Thread(target=lane_main, args=(i,)) for i in range(self.lanes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not self.errors, self.errors
 
 
 def _on_gpu_mlir(graph, inputs) -> list:
@@ -269,7 +358,11 @@ MATMULS = [((5, 7), (7, 3), (False, False), "f32"), ((5, 7), (3, 7), (False, Tru
            ((2, 4, 6), (2, 6, 3), (False, False), "f32"), ((3, 2, 4, 6), (3, 2, 5, 6),
                                                            (False, True), "f64"),
            ((1, 1), (1, 9), (False, False), "i64"), ((3, 0), (0, 4), (False, False), "f32"),
-           ((2, 3, 0), (2, 0, 5), (False, False), "f64")]
+           ((2, 3, 0), (2, 0, 5), (False, False), "f64"),
+           # NOTE: k of a warp or more with a transposed b: a warp per output
+           ((6, 40), (5, 40), (False, True), "f32"), ((2, 3, 70), (2, 4, 70), (False, True),
+                                                      "f64"), ((33, 4), (3, 33), (True, True),
+                                                               "i64")]
 
 
 def matmul_schedule(a_shape, b_shape, flags, dtype):

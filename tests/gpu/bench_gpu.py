@@ -5,9 +5,13 @@ measured device-to-device copy for W1-W3, a measured large matmul for W4 and W5)
     python tests/gpu/bench_gpu.py            # on a GPU machine (run by device_check.sh)
     python tests/gpu/bench_gpu.py --small    # tiny sizes: checks the script runs
 
-Kiln runs CUDA tensors eagerly for now (each op a compiled kernel; @kiln.jit of CUDA
-tensors runs eagerly too), so its rows include the Python time between launches, as
-PyTorch eager's do. Timings only compare within one run.
+Kiln has two rows: eager (each op a cached one-op kernel, with the Python time between
+launches, as PyTorch eager's) and `@kiln.jit` (the workload compiled as one CUDA graph: fused
+kernels launched from one call). The fraction of the floor and the ratio to PyTorch eager are
+the jitted row's. Timings only compare within one run.
+
+    KILN_FAKE_CUDA=1 python tests/gpu/bench_gpu.py --small --no-compile
+        # no GPU: the simulated one (checks the script, times nothing real)
 """
 from __future__ import annotations
 
@@ -59,14 +63,22 @@ def workloads(lib, nn_f, s: dict, device: str):
     }
 
 
-def kiln_times(s: dict, repeat: int) -> dict:
+def kiln_times(s: dict, repeat: int, jitted: bool) -> dict:
+    """ms per step; `jitted`: each workload under @kiln.jit, where any fallback to eager
+    (a KilnJitWarning) is an error, so the row is what it says."""
+    import warnings
+
     import kiln
     import kiln.nn.functional as F
     dev = kiln.cuda._device()
     out = {}
-    for name, (step, _, _) in workloads(kiln, F, s, "cuda").items():
-        step()                                  # NOTE: compiles each op's kernel once
-        out[name] = dev.time_ms(step, repeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kiln.KilnJitWarning)
+        for name, (step, _, _) in workloads(kiln, F, s, "cuda").items():
+            fn = kiln.jit(step) if jitted else step
+            for _ in range(3):                  # NOTE: compiles, then the fast path
+                fn()
+            out[name] = dev.time_ms(fn, repeat)
     return out
 
 
@@ -120,14 +132,14 @@ def table(s: dict, rows: dict, floor: dict) -> str:
     import kiln.nn.functional as F
     units = {k: (amount, unit) for k, (_, amount, unit) in
              workloads(kiln, F, s, "cuda").items()}
-    peers = [p for p in ("kiln", "torch", "torch.compile") if p in rows]
+    peers = [p for p in ("kiln", "kiln.jit", "torch", "torch.compile") if p in rows]
     lines = ["| workload | " + " | ".join(f"{p} ms" for p in peers) +
-             " | floor ms | kiln fraction of floor | kiln / torch |",
+             " | floor ms | kiln.jit fraction of floor | kiln.jit / torch |",
              "| --- |" + " ---: |" * (len(peers) + 3)]
     for name, (amount, unit) in units.items():
         rate = floor.get(unit)
         floor_ms = amount / rate / 1e6 if rate else None
-        k = rows["kiln"][name]
+        k = rows["kiln.jit"][name]
         cells = [f"{rows[p][name]:.3f}" for p in peers]
         frac = f"{floor_ms / k:.2f}" if floor_ms else "—"
         ratio = f"{k / rows['torch'][name]:.2f}" if "torch" in rows else "—"
@@ -145,7 +157,7 @@ def main(argv=None) -> int:
     ns = ap.parse_args(argv)
     s = SIZES["small" if ns.small else "full"]
     began = time.perf_counter()
-    rows = {"kiln": kiln_times(s, ns.repeat)}
+    rows = {"kiln": kiln_times(s, ns.repeat, False), "kiln.jit": kiln_times(s, ns.repeat, True)}
     try:
         import torch
         if torch.cuda.is_available():

@@ -62,3 +62,9 @@ def getitem(x: Tensor, index) -> Tensor:
         out = apply("slice", [x], {"starts": tuple(starts), "stops": tuple(stops),
                                    "steps": tuple(steps)})
     return reshape(out, tuple(out_shape))
+
+
+def setitem(x: Tensor, index, value) -> None:
+    """`x[index] = value`: a write into the view `x[index]` (basic indexing)."""
+    from .inplace import INPLACE
+    INPLACE["copy_"](getitem(x, index), value)

@@ -7,18 +7,13 @@ from kiln.ir.types import user_loc
 
 from . import functional as F
 from . import reductions as R
-from .indexing import getitem
+from .indexing import getitem, setitem
 from .inplace import INPLACE, detach_
 from .tensor import Tensor
 
 
 def _swap(f):
     return lambda a, b: f(b, a)
-
-
-def _setitem(x, index, value):
-    """`x[index] = value`: a write into the view `x[index]` (basic indexing)."""
-    INPLACE["copy_"](getitem(x, index), value)
 
 
 def _narrow(x, dim: int, start: int, length: int):
@@ -89,7 +84,7 @@ _OPERATORS = {
     "__matmul__": F.matmul, "__rmatmul__": _swap(F.matmul), "__neg__": F.neg,
     "__pos__": lambda x: x, "__abs__": F.abs,
     "__eq__": F.eq, "__ne__": F.ne, "__lt__": F.lt, "__le__": F.le, "__gt__": F.gt,
-    "__ge__": F.ge, "__getitem__": getitem, "__setitem__": _setitem,
+    "__ge__": F.ge, "__getitem__": getitem, "__setitem__": setitem,
 }
 
 _METHODS = {

@@ -571,6 +571,10 @@ _TABLE = {
     "scatter_add": _scatter_add,
 }
 
+# NOTE: the indexing ops' samples have a file of their own (tests/op_samples_indexing.py)
+from op_samples_indexing import TABLE as _INDEXING_TABLE  # noqa: E402
+
+_TABLE.update(_INDEXING_TABLE)
 SAMPLED_OPS: tuple[str, ...] = tuple(sorted(_TABLE))
 
 

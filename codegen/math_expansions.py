@@ -18,6 +18,10 @@ whole float range against NumPy float64 in tests/codegen/test_math_expansions.py
   erfc(x)*exp(x*x) on [1, 4] (|x| >= 4 rounds to +-1).
 - pow (f32): exp(y*log|x|) evaluated in f64 with the f64 expansions, plus C99's special cases.
 - f64 erf and pow are libm calls (correct first; no expansion here is accurate enough yet).
+- log1p: log(1 + x) plus the rounding error of 1 + x over 1 + x (Goldberg); expm1: exp's
+  reduction with 2**n * expm1(r) + (2**n - 1).
+- sin and cos are libm calls (a range reduction accurate for large arguments is not written
+  yet); float `//` and `%` call libm's fmod (exact), then apply Python's sign rules.
 """
 from __future__ import annotations
 
@@ -283,6 +287,123 @@ def _pow_ones(b, x, y, r):
     return b.select(b.bor(unit_inf, is_one), one, r)
 
 
+def log1p(b, x):
+    """log(1 + x) accurate near 0: log(u) for u = 1 + x, plus the rounding error of u divided
+    by u (Goldberg's correction); u == 1 gives x itself."""
+    d = x.dtype
+    one = b.const(1, d)
+    u = b.add(x, one)
+    corr = b.div(b.sub(x, b.sub(u, one)), u)
+    y = b.add(log(b, u), corr)
+    y = b.select(b.cmp("eq", u, one), x, y)
+    y = b.select(b.cmp("eq", x, b.const(-1, d)), b.const(-math.inf, d), y)
+    y = b.select(b.cmp("eq", x, b.const(math.inf, d)), x, y)
+    return b.select(b.isnan(x), x, y)
+
+
+# NOTE: expm1 below lo rounds to -1 and above hi equals exp(x) to the last bit; between them
+# 2**n stays a normal number with n <= 58.
+EXPM1_RANGE = {F32: (-20.0, 20.0), F64: (-40.0, 40.0)}
+# expm1(r) = r + r*r * Q(r) on |r| <= ln2/2: Taylor terms to r**8 (f32), r**16 (f64), the
+# remainder below 0.1 ulp as for exp.
+EXPM1_COEFFS = {F32: [1 / math.factorial(k) for k in range(2, 9)],
+                F64: [1 / math.factorial(k) for k in range(2, 17)]}
+
+
+def expm1(b, x):
+    """e**x - 1 accurate near 0: x = n*ln2 + r, expm1(x) = 2**n * expm1(r) + (2**n - 1)."""
+    d, lim = x.dtype, _LIMITS[x.dtype]
+    lo, hi = EXPM1_RANGE[d]
+    xc = _clamp_nan_low(b, x, lo, hi)
+    n = b.roundeven(b.mul(xc, b.const(LOG2E, d)))
+    minus_n = b.neg(n)
+    r = b.fma(minus_n, b.const(lim.ln2_hi, d), xc)
+    r = b.fma(minus_n, b.const(lim.ln2_lo, d), r)
+    p = b.fma(b.mul(r, r), horner(b, r, EXPM1_COEFFS[d]), r)
+    t = _pow2(b, b.float_to_int_unchecked(n, lim.int_dtype), d)
+    y = b.fma(t, p, b.sub(t, b.const(1, d)))
+    y = b.select(b.cmp("gt", x, b.const(hi, d)), exp(b, x), y)
+    return b.select(b.isnan(x), x, y)
+
+
+def _fmod_parts(b, x, y):
+    """fmod(x, y) and whether it has the wrong sign for Python's `%` (nonzero, sign != y's)."""
+    d = x.dtype
+    zero = b.const(0, d)
+    mod = b.fmod(x, y)
+    off_sign = b.band(b.cmp("ne", mod, zero),
+                      b.cmp("ne", b.cmp("lt", y, zero), b.cmp("lt", mod, zero)))
+    return mod, off_sign
+
+
+def libm_fmod_remainder(b, x, y):
+    """Python's `%` on floats (PyTorch's formula): fmod, moved by y when signs differ."""
+    mod, off_sign = _fmod_parts(b, x, y)
+    return b.select(off_sign, b.add(mod, y), mod)
+
+
+def libm_fmod_floor_divide(b, x, y):
+    """Python's `//` on floats (PyTorch's and NumPy's formula): (x - fmod) / y, stepped down
+    when fmod's sign is off, then rounded to the nearest integer; x / 0 is x / y."""
+    d = x.dtype
+    zero, one = b.const(0, d), b.const(1, d)
+    mod, off_sign = _fmod_parts(b, x, y)
+    div = b.div(b.sub(x, mod), y)
+    div = b.select(off_sign, b.sub(div, one), div)
+    floor = b.floor(div)
+    floor = b.select(b.cmp("gt", b.sub(div, floor), b.const(0.5, d)), b.add(floor, one),
+                     floor)
+    quotient = b.div(x, y)
+    out = b.select(b.cmp("ne", div, zero), floor, b.copysign(zero, quotient))
+    return b.select(b.cmp("eq", y, zero), quotient, out)
+
+
+def _int_divisor(b, y):
+    """y with 0 and -1 replaced by 1 (x86 traps on x / 0 and INT_MIN / -1), and the masks."""
+    d = y.dtype
+    is_zero = b.cmp("eq", y, b.const(0, d))
+    is_minus_one = b.cmp("eq", y, b.const(-1, d))
+    safe = b.select(b.bor(is_zero, is_minus_one), b.const(1, d), y)
+    return safe, is_zero, is_minus_one
+
+
+def int_floor_divide(b, x, y):
+    """Integer `//`: x // 0 is 0, x // -1 is -x (wrapping), like NumPy."""
+    safe, is_zero, is_minus_one = _int_divisor(b, y)
+    q = b.int_div("floordivsi", x, safe)
+    q = b.select(is_minus_one, b.neg(x), q)
+    return b.select(is_zero, b.const(0, x.dtype), q)
+
+
+def int_remainder(b, x, y):
+    """Integer `%` with the divisor's sign: x % 0 and x % -1 are 0, like NumPy."""
+    d = x.dtype
+    safe, is_zero, is_minus_one = _int_divisor(b, y)
+    zero = b.const(0, d)
+    r = b.int_div("remsi", x, safe)
+    off_sign = b.band(b.cmp("ne", r, zero),
+                      b.cmp("ne", b.cmp("lt", r, zero), b.cmp("lt", y, zero)))
+    r = b.select(off_sign, b.add(r, y), r)
+    return b.select(b.bor(is_zero, is_minus_one), zero, r)
+
+
+def int_pow(b, x, e):
+    """Integer x**e by squaring, unrolled over every exponent bit (wrapping like NumPy); a
+    negative e gives PyTorch's 1, +-1 or 0."""
+    d = x.dtype
+    zero, one = b.const(0, d), b.const(1, d)
+    result, base = one, x
+    for bit in range(8 * d.itemsize - 1):
+        mask = b.band(b.shr_signed(e, b.const(bit, d)), one)
+        result = b.select(b.cmp("ne", mask, zero), b.mul(result, base), result)
+        base = b.mul(base, base)
+    odd = b.cmp("ne", b.band(e, one), zero)
+    minus_one = b.const(-1, d)
+    unit = b.select(b.cmp("eq", x, minus_one), b.select(odd, minus_one, one), zero)
+    negative = b.select(b.cmp("eq", x, one), one, unit)
+    return b.select(b.cmp("lt", e, zero), negative, result)
+
+
 def _libm(op: str):
     def call(b, *xs):
         return b.libm(op, *xs)
@@ -298,6 +419,12 @@ EXPANSIONS = {
     "sigmoid": {F32: sigmoid, F64: sigmoid},
     "erf": {F32: erf_f32, F64: _libm("erf")},
     "pow": {F32: pow_f32, F64: _libm("powf")},
+    "sin": {F32: _libm("sin"), F64: _libm("sin")},
+    "cos": {F32: _libm("cos"), F64: _libm("cos")},
+    "log1p": {F32: log1p, F64: log1p},
+    "expm1": {F32: expm1, F64: expm1},
+    "floor_divide": {F32: libm_fmod_floor_divide, F64: libm_fmod_floor_divide},
+    "remainder": {F32: libm_fmod_remainder, F64: libm_fmod_remainder},
 }
 
 

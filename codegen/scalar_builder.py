@@ -213,9 +213,47 @@ class ScalarBuilder:
     def erf(self, x):
         return self._expand("erf", x)
 
+    def sin(self, x):
+        return self._expand("sin", x)
+
+    def cos(self, x):
+        return self._expand("cos", x)
+
+    def log1p(self, x):
+        return self._expand("log1p", x)
+
+    def expm1(self, x):
+        return self._expand("expm1", x)
+
     def pow(self, x, y):
-        self._same("pow", x, y)
+        d = self._same("pow", x, y)
+        if d.is_int:
+            from .math_expansions import int_pow
+            return int_pow(self, x, y)
         return self._expand("pow", x, y)
+
+    def floor(self, x):
+        self._need_float("floor", x)
+        return self._unary("floor", "math.floor", x)
+
+    def fmod(self, x, y):
+        """C's fmod (the remainder with x's sign, exact); a libm call on the CPU."""
+        self._need_float("fmod", x)
+        return self._binary("fmod", "arith.remf", None, x, y)
+
+    def floor_divide(self, x, y):
+        """Python's `//`; integer x // 0 is 0 (NumPy's answer, never a trap)."""
+        if x.dtype.is_float:
+            return self._expand("floor_divide", x, y)
+        from .math_expansions import int_floor_divide
+        return int_floor_divide(self, x, y)
+
+    def remainder(self, x, y):
+        """Python's `%` (the sign of y); integer x % 0 is 0."""
+        if x.dtype.is_float:
+            return self._expand("remainder", x, y)
+        from .math_expansions import int_remainder
+        return int_remainder(self, x, y)
 
     def libm(self, op: str, *xs):
         """`math.<op>`, lowered to a libm call: only where no expansion exists (f64 erf, pow)."""
@@ -245,7 +283,7 @@ class ScalarBuilder:
         return self.emit(f"arith.select {c.name}, {x.name}, {y.name} : {x.type}", d)
 
     def logical_not(self, x):
-        return self._bits("xori", x, self.const(True, DType.bool))
+        return self.bxor(x, self.const(True, DType.bool))
 
     # ---- integer bit operations (for expansions) --------------------------------------------
     def _bits(self, op: str, x, y):
@@ -260,6 +298,17 @@ class ScalarBuilder:
 
     def bor(self, x, y):
         return self._bits("ori", x, y)
+
+    def bxor(self, x, y):
+        return self._bits("xori", x, y)
+
+    def bnot(self, x):
+        """Bitwise not (logical not on bool): x xor all-ones."""
+        return self.bxor(x, self.const(True if x.dtype == DType.bool else -1, x.dtype))
+
+    def int_div(self, op: str, x, y):
+        """`arith.<op>` on integers (floordivsi, remsi): the caller keeps y off 0 and -1."""
+        return self._bits(op, x, y)
 
     def shl(self, x, y):
         return self._bits("shli", x, y)

@@ -2,19 +2,24 @@
 
 Kiln never pickles: unpickling a file can run any code its author chose. A file holds the
 tensors under flat names (nested keys joined with '.', e.g. `state.0.exp_avg`) and, in the
-safetensors metadata, a JSON description of the saved object, so `load` rebuilds the same
-nesting, key order and key types (optimizer state is keyed by ints), and the numbers, strings
-and tuples of e.g. an optimizer's param_groups. Each node of that description is a pair
-`[tag, payload]`:
+safetensors metadata under "kiln.nodes", a JSON description of the saved object, so `load`
+rebuilds the same nesting, key order and key types (optimizer state is keyed by ints), and the
+numbers, strings and tuples of e.g. an optimizer's param_groups. The description is a flat
+list of nodes, each child before its parent and the saved object last, so any depth of
+nesting is written and read without recursion. A node is `[tag, payload]`:
 
     ["T", "fc.weight"]          a tensor, by its name in the file
-    ["D", [[key, node], ...]]   a dict ("O": an OrderedDict); keys are str or int
-    ["L", [node, ...]]          a list ("U": a tuple)
+    ["D", [[key, i], ...]]      a dict whose values are nodes i ("O": an OrderedDict, which
+                                may carry a third item, its `_metadata`, as state_dict() has)
+    ["L", [i, ...]]             a list ("U": a tuple)
     ["V", 0.01]                 a JSON value: number, bool, string or null (NumPy numbers
                                 are stored as Python numbers)
 
-A safetensors file written by other tools (no Kiln description) loads as a flat dict of
-tensors, sorted by name.
+Files of Kiln 0.1 (a nested description under "kiln.structure") still load. A safetensors
+file written by other tools (no Kiln description) loads as a flat dict of tensors, sorted by
+name. Kiln holds bool, int32, int64, float32 and float64; other safetensors dtypes load
+widened, with every value kept exactly: F16 and BF16 as float32; I8, U8, I16 and U16 as
+int32; U32 as int64. Other dtypes (U64, F8_*, complex) raise SerializationError.
 """
 from __future__ import annotations
 
@@ -23,17 +28,17 @@ import json
 import os
 
 import numpy as np
-import safetensors
 import safetensors.numpy as st
 
 from kiln.frontend.creation import from_numpy
 from kiln.frontend.tensor import Tensor
-from kiln.ir import dtypes
 from kiln.ir.errors import KilnError, NotSupportedError
 
-STRUCTURE_KEY = "kiln.structure"
+NODES_KEY = "kiln.nodes"
+STRUCTURE_KEY = "kiln.structure"     # NOTE: Kiln 0.1's nested description, read only
 _SCALARS = (bool, int, float, str, type(None))
-_TAGS = {"T", "D", "O", "L", "U", "V"}
+_CONTAINER_TAGS = {"D", "O", "L", "U"}
+_TAGS = _CONTAINER_TAGS | {"T", "V"}
 
 
 class SerializationError(KilnError):
@@ -44,6 +49,19 @@ class SerializationError(KilnError):
 
 class SerializationFileNotFoundError(SerializationError, FileNotFoundError):
     """`kiln.load` of a path that does not exist (also a `FileNotFoundError`)."""
+
+
+class SerializationIsADirectoryError(SerializationError, IsADirectoryError):
+    """`kiln.load` or `kiln.save` of a path that is a directory (also an `IsADirectoryError`)."""
+
+
+class SerializationPermissionError(SerializationError, PermissionError):
+    """A path `kiln.load` may not read or `kiln.save` may not write (also a `PermissionError`)."""
+
+
+_OS_ERRORS = [(FileNotFoundError, SerializationFileNotFoundError),
+              (IsADirectoryError, SerializationIsADirectoryError),
+              (PermissionError, SerializationPermissionError)]
 
 
 def save(obj, f) -> None:
@@ -57,16 +75,18 @@ def save(obj, f) -> None:
     {'w': tensor([1., 1.]), 'epoch': 3}
     """
     tensors: dict[str, np.ndarray] = {}
-    structure = _encode(obj, "", tensors)
-    metadata = {"format": "kiln", STRUCTURE_KEY: json.dumps(structure)}
+    nodes = _encode(obj, tensors)
+    metadata = {"format": "kiln", NODES_KEY: json.dumps(nodes)}
+    data = st.save(tensors, metadata=metadata)
     if hasattr(f, "write"):
-        f.write(st.save(tensors, metadata=metadata))
+        f.write(data)
         return
+    name = os.fspath(f)
     try:
-        st.save_file(tensors, os.fspath(f), metadata=metadata)
+        with open(name, "wb") as fh:
+            fh.write(data)
     except OSError as e:
-        raise SerializationError(f"kiln.save: cannot write '{os.fspath(f)}': "
-                                 f"{e.strerror or e}") from None
+        raise _os_error(e, f"kiln.save: cannot write '{name}'") from None
 
 
 def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None):
@@ -74,37 +94,99 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     binary file object.
 
     `map_location` may be None, "cpu" or "cuda" (where the tensors go); `weights_only` is
-    accepted for PyTorch code and always holds: Kiln never unpickles.
+    accepted for PyTorch code and always holds: Kiln never unpickles. A bad file raises
+    SerializationError naming the file and what is wrong with it.
     """
     device = _check_map_location(map_location)
     if pickle_module is not None:
         raise NotSupportedError("kiln.load never unpickles, so pickle_module is not accepted")
     name, data = _read_bytes(f)
-    arrays, metadata = _parse(name, data)
-    text = metadata.get(STRUCTURE_KEY)
-    if text is None:
-        return _moved({key: _to_tensor(name, key, arrays[key]) for key in sorted(arrays)},
-                      device)
-    try:
-        return _moved(_decode(json.loads(text), arrays, name), device)
-    except (TypeError, ValueError) as e:
-        raise SerializationError(f"kiln.load: '{name}' has a malformed Kiln structure "
-                                 f"description in its metadata ({e})") from None
+    entries, metadata = _parse(name, data)
+    reader = _TensorReader(name, data, entries, device)
+    if NODES_KEY in metadata:
+        return _decode_nodes(_description(name, metadata[NODES_KEY]), reader)
+    if STRUCTURE_KEY in metadata:
+        return _decode_nested(name, _description(name, metadata[STRUCTURE_KEY]), reader)
+    return {key: reader.tensor(key) for key in sorted(entries)}
+
+
+def _os_error(error: OSError, message: str) -> SerializationError:
+    """A SerializationError that is also the OSError subclass PyTorch would raise."""
+    kind = next((ours for theirs, ours in _OS_ERRORS if isinstance(error, theirs)),
+                SerializationError)
+    return kind(f"{message}: {error.strerror or error}")
 
 
 # ---- save -----------------------------------------------------------------------------------
-def _encode(value, path: str, tensors: dict) -> list:
+class _Container:
+    """A dict, list or tuple being encoded: where it is (its path and its key in its parent),
+    the (key, child) pairs still to encode, and the (key, node index) pairs encoded."""
+
+    __slots__ = ("value", "path", "key", "pending", "done")
+
+    def __init__(self, value, path: str, key):
+        self.value, self.path, self.key = value, path, key
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        self.pending = iter(items)
+        self.done: list = []
+
+    def node(self) -> list:
+        value = self.value
+        if isinstance(value, dict):
+            node = ["O" if isinstance(value, collections.OrderedDict) else "D",
+                    [[key, index] for key, index in self.done]]
+            metadata = getattr(value, "_metadata", None)
+            if node[0] == "O" and metadata is not None:
+                node.append(_json_metadata(metadata, self.path))
+            return node
+        return ["U" if isinstance(value, tuple) else "L", [index for _, index in self.done]]
+
+
+def _encode(obj, tensors: dict) -> list:
+    """The flat node list describing `obj` (its root last); fills `tensors` by name.
+    NOTE: an explicit stack, not recursion, so nesting of any depth saves."""
+    if not _is_container(obj):
+        return [_encode_leaf(obj, "", tensors)]
+    nodes: list = []
+    stack = [_Container(obj, "", None)]
+    open_ids = {id(obj)}
+    while stack:
+        top = stack[-1]
+        item = next(top.pending, None)
+        if item is None:
+            stack.pop()
+            open_ids.discard(id(top.value))
+            nodes.append(top.node())
+            if stack:
+                stack[-1].done.append((top.key, len(nodes) - 1))
+            continue
+        key, child = item
+        if isinstance(top.value, dict):
+            _check_key(key, top.path)
+        path = _join(top.path, key)
+        if not _is_container(child):
+            nodes.append(_encode_leaf(child, path, tensors))
+            top.done.append((key, len(nodes) - 1))
+        elif id(child) in open_ids:
+            raise SerializationError(f"kiln.save: the object contains itself (at '{path}'); "
+                                     "Kiln cannot save a cycle")
+        else:
+            open_ids.add(id(child))
+            stack.append(_Container(child, path, key))
+    return nodes
+
+
+def _is_container(value) -> bool:
+    # NOTE: a namedtuple is not saved as a tuple: it would load back as a plain tuple
+    return isinstance(value, dict) or (isinstance(value, (list, tuple))
+                                       and not hasattr(value, "_fields"))
+
+
+def _encode_leaf(value, path: str, tensors: dict) -> list:
     if isinstance(value, Tensor):
         key = _unique_key(path or "tensor", tensors)
         tensors[key] = np.array(value.detach().cpu().numpy(), order="C")  # NOTE: keeps 0-d
         return ["T", key]
-    if isinstance(value, dict):
-        tag = "O" if isinstance(value, collections.OrderedDict) else "D"
-        return [tag, [[_check_key(k, path), _encode(v, _join(path, k), tensors)]
-                      for k, v in value.items()]]
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        tag = "U" if isinstance(value, tuple) else "L"
-        return [tag, [_encode(v, _join(path, i), tensors) for i, v in enumerate(value)]]
     if isinstance(value, _SCALARS):
         return ["V", value]
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
@@ -123,6 +205,15 @@ def _save_hint(value) -> str | None:
     return None
 
 
+def _json_metadata(metadata, path: str) -> dict:
+    """A state dict's `_metadata` ({module prefix: {"version": 1}}) as JSON."""
+    try:
+        return json.loads(json.dumps(metadata))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise SerializationError(f"kiln.save: the _metadata of the dict at "
+                                 f"'{path or '<root>'}' is not plain data ({e})") from None
+
+
 def _check_key(key, path: str):
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise SerializationError(f"kiln.save: dict keys must be str or int, got "
@@ -135,7 +226,7 @@ def _join(path: str, key) -> str:
 
 
 def _unique_key(key: str, tensors: dict) -> str:
-    # NOTE: {"a.b": t, "a": {"b": u}} flatten to the same name; the structure records the
+    # NOTE: {"a.b": t, "a": {"b": u}} flatten to the same name; the description records the
     # name each tensor really got, so a suffix keeps both.
     name, n = key, 1
     while name in tensors:
@@ -143,7 +234,7 @@ def _unique_key(key: str, tensors: dict) -> str:
     return name
 
 
-# ---- load -----------------------------------------------------------------------------------
+# ---- load: the file -------------------------------------------------------------------------
 def _check_map_location(map_location) -> str | None:
     """The device a load puts its tensors on (None: the CPU, where they are read)."""
     if map_location is None:
@@ -158,78 +249,242 @@ def _check_map_location(map_location) -> str | None:
     return None if where == "cpu" else where
 
 
-def _moved(value, device):
-    """`value` (tensors in dicts, lists and tuples) with every tensor on `device`."""
-    if device is None:
-        return value
-    if isinstance(value, Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return type(value)((k, _moved(v, device)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(_moved(v, device) for v in value)
-    return value
-
-
 def _read_bytes(f) -> tuple[str, bytes]:
     if hasattr(f, "read"):
-        return getattr(f, "name", "<file object>"), f.read()
+        name = str(getattr(f, "name", "<file object>"))
+        data = f.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SerializationError(f"kiln.load: '{name}' is open in text mode; open it with "
+                                     "open(path, 'rb')")
+        return name, bytes(data)
     name = os.fspath(f)
-    if not os.path.exists(name):
-        raise SerializationFileNotFoundError(f"kiln.load: no such file: '{name}'")
     try:
         with open(name, "rb") as fh:
             return name, fh.read()
+    except FileNotFoundError:
+        raise SerializationFileNotFoundError(f"kiln.load: no such file: '{name}'") from None
     except OSError as e:
-        raise SerializationError(f"kiln.load: cannot read '{name}': {e.strerror or e}") from None
+        raise _os_error(e, f"kiln.load: cannot read '{name}'") from None
 
 
 def _parse(name: str, data: bytes) -> tuple[dict, dict]:
-    """The file's arrays and metadata; a clear error when it is not a whole safetensors file."""
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+    """The file's tensor entries {key: (dtype, shape, begin, end)} (offsets into `data`) and
+    metadata; a clear error when it is not a whole safetensors file."""
+    # NOTE: a safetensors file is an 8-byte little-endian header length, then a JSON header
+    # that starts with '{'. The first byte alone says nothing (a header length of 0x280 starts
+    # with the pickle opcode 0x80), but no pickle or zip has '{' at byte 8: the check is exact.
+    if len(data) >= 9 and data[8:9] != b"{" and _is_pickle_or_zip(data):
         raise SerializationError(
             f"kiln.load: '{name}' looks like a PyTorch pickle/zip checkpoint, not a safetensors "
             "file; Kiln never unpickles files (unpickling can run arbitrary code)",
             hint="convert it once where PyTorch is trusted: safetensors.torch.save_file("
                  "torch.load(path), 'model.safetensors')")
+    header = _header(name, data)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _invalid(name, data, f"__metadata__ is a {type(metadata).__name__}, not an object")
+    body = 8 + int.from_bytes(data[:8], "little")
+    entries = {key: _entry(name, data, key, info, body) for key, info in header.items()}
+    return entries, metadata
+
+
+def _is_pickle_or_zip(data: bytes) -> bool:
+    is_pickle = data[0] == 0x80 and 2 <= data[1] <= 5    # NOTE: PROTO opcode, protocol 2-5
+    return is_pickle or data[:4] == b"PK\x03\x04"
+
+
+def _invalid(name: str, data: bytes, what: str) -> SerializationError:
+    return SerializationError(f"kiln.load: '{name}' is not a valid safetensors file "
+                              f"({len(data)} bytes; it may be truncated or corrupted): {what}")
+
+
+def _header(name: str, data: bytes) -> dict:
+    if len(data) < 8:
+        raise _invalid(name, data, "shorter than the 8-byte header length")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise _invalid(name, data, f"the header length says {size} bytes, but only "
+                                   f"{len(data) - 8} follow")
     try:
-        arrays = st.load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
-    except (safetensors.SafetensorError, ValueError) as e:
-        raise SerializationError(f"kiln.load: '{name}' is not a valid safetensors file "
-                                 f"({len(data)} bytes; it may be truncated or corrupted): "
-                                 f"{e}") from None
-    return arrays, header.get("__metadata__") or {}
+        header = json.loads(data[8:8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise _invalid(name, data, f"the header is not JSON ({type(e).__name__}: "
+                                   f"{str(e)[:200]})") from None
+    if not isinstance(header, dict):
+        raise _invalid(name, data, f"the header is a JSON {type(header).__name__}, not an "
+                                   "object")
+    return header
 
 
-def _to_tensor(name: str, key: str, array: np.ndarray) -> Tensor:
-    try:
-        dtypes.from_numpy(array.dtype)
-    except TypeError:
-        raise SerializationError(f"kiln.load: tensor '{key}' in '{name}' has dtype "
-                                 f"{array.dtype}, which Kiln does not have (bool, int32, "
-                                 "int64, float32, float64)") from None
-    return from_numpy(np.array(array, copy=True))
+def _entry(name: str, data: bytes, key: str, info, body: int) -> tuple:
+    """(dtype, shape, begin, end) of one tensor, its bytes `data[begin:end]`, all checked."""
+    where = f"tensor '{key}'"
+    if not (isinstance(info, dict) and {"dtype", "shape", "data_offsets"} <= set(info)):
+        raise _invalid(name, data, f"{where} is not an object with dtype, shape and "
+                                   "data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not (isinstance(shape, list) and all(_is_count(n) for n in shape)):
+        raise _invalid(name, data, f"{where} has shape {shape!r}, not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+            and offsets[0] <= offsets[1]):
+        raise _invalid(name, data, f"{where} has data_offsets {offsets!r}, not [begin, end]")
+    if dtype not in _READERS:
+        raise SerializationError(f"kiln.load: {where} in '{name}' has dtype {dtype!r}, which "
+                                 f"Kiln cannot load (it loads {', '.join(_READERS)})")
+    begin, end = body + offsets[0], body + offsets[1]
+    if end > len(data):
+        raise _invalid(name, data, f"{where} has data_offsets {offsets} past the end of the "
+                                   f"data ({len(data) - body} bytes)")
+    want = int(np.prod(shape, dtype=object)) * _READERS[dtype][0].itemsize
+    if end - begin != want:
+        raise _invalid(name, data, f"{where} of dtype {dtype} and shape {shape} needs {want} "
+                                   f"bytes, but its data_offsets {offsets} hold {end - begin}")
+    return dtype, tuple(shape), begin, end
 
 
-def _decode(node, arrays: dict, name: str):
-    if not (isinstance(node, list) and len(node) == 2 and node[0] in _TAGS):
-        raise SerializationError(f"kiln.load: '{name}' has a malformed Kiln structure "
-                                 f"description (unexpected node {str(node)[:80]})")
-    tag, payload = node
-    if tag == "T":
-        if payload not in arrays:
-            raise SerializationError(f"kiln.load: '{name}' describes a tensor '{payload}' that "
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:
+    # NOTE: a bfloat16 is the high half of the float32 with the same value
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+# NOTE: safetensors dtype -> (its little-endian bytes as NumPy reads them, the array Kiln holds)
+_READERS = {
+    "BOOL": (np.dtype("u1"), lambda raw: raw != 0),
+    "F64": (np.dtype("<f8"), lambda raw: raw.astype(np.float64)),
+    "F32": (np.dtype("<f4"), lambda raw: raw.astype(np.float32)),
+    "F16": (np.dtype("<f2"), lambda raw: raw.astype(np.float32)),
+    "BF16": (np.dtype("<u2"), _bfloat16_to_float32),
+    "I64": (np.dtype("<i8"), lambda raw: raw.astype(np.int64)),
+    "I32": (np.dtype("<i4"), lambda raw: raw.astype(np.int32)),
+    "U32": (np.dtype("<u4"), lambda raw: raw.astype(np.int64)),
+    "I16": (np.dtype("<i2"), lambda raw: raw.astype(np.int32)),
+    "U16": (np.dtype("<u2"), lambda raw: raw.astype(np.int32)),
+    "I8": (np.dtype("i1"), lambda raw: raw.astype(np.int32)),
+    "U8": (np.dtype("u1"), lambda raw: raw.astype(np.int32)),
+}
+
+
+class _TensorReader:
+    """Makes the file's tensors by name (each a fresh copy, on the load's device)."""
+
+    def __init__(self, name: str, data: bytes, entries: dict, device: str | None):
+        self.name, self.data, self.entries, self.device = name, data, entries, device
+
+    def tensor(self, key) -> Tensor:
+        if not isinstance(key, str) or key not in self.entries:
+            raise SerializationError(f"kiln.load: '{self.name}' describes a tensor {key!r} that "
                                      "the file does not hold")
-        return _to_tensor(name, payload, arrays[payload])
-    if tag in ("D", "O"):
-        items = [(key, _decode(child, arrays, name)) for key, child in payload]
-        return collections.OrderedDict(items) if tag == "O" else dict(items)
+        dtype, shape, begin, end = self.entries[key]
+        stored, convert = _READERS[dtype]
+        raw = np.frombuffer(self.data, dtype=stored, count=(end - begin) // stored.itemsize,
+                            offset=begin)
+        tensor = from_numpy(np.ascontiguousarray(convert(raw)).reshape(shape))
+        return tensor if self.device is None else tensor.to(self.device)
+
+
+# ---- load: the description ------------------------------------------------------------------
+def _description(name: str, text):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise _malformed(name, f"not JSON: {type(e).__name__}") from None
+
+
+def _malformed(name: str, what: str) -> SerializationError:
+    return SerializationError(f"kiln.load: '{name}' has a malformed Kiln structure "
+                              f"description in its metadata ({what})")
+
+
+def _decode_nodes(nodes, reader: _TensorReader):
+    """The saved object from the flat node list: each node made from nodes made before it."""
+    if not (isinstance(nodes, list) and nodes):
+        raise _malformed(reader.name, "not a non-empty list of nodes")
+    built: list = []
+    for node in nodes:
+        built.append(_build(node, built, reader))
+    return built[-1]
+
+
+def _build(node, built: list, reader: _TensorReader):
+    tag, payload, extra = _split_node(node, reader.name)
+    if tag == "T":
+        return reader.tensor(payload)
+    if tag == "V":
+        return _scalar(payload, reader.name)
     if tag in ("L", "U"):
-        items = [_decode(child, arrays, name) for child in payload]
+        items = [_child(index, built, reader.name) for index in _as_list(payload, reader.name)]
         return tuple(items) if tag == "U" else items
+    pairs = [_pair(item, reader.name) for item in _as_list(payload, reader.name)]
+    items = [(key, _child(index, built, reader.name)) for key, index in pairs]
+    if tag == "D":
+        return dict(items)
+    result = collections.OrderedDict(items)
+    if extra is not None:
+        result._metadata = collections.OrderedDict(extra)
+    return result
+
+
+def _split_node(node, name: str) -> tuple:
+    if not (isinstance(node, list) and len(node) in (2, 3) and node[0] in _TAGS
+            and (len(node) == 2 or (node[0] == "O" and isinstance(node[2], dict)))):
+        raise _malformed(name, f"unexpected node {str(node)[:80]}")
+    return node[0], node[1], node[2] if len(node) == 3 else None
+
+
+def _scalar(payload, name: str):
+    if not isinstance(payload, _SCALARS):
+        raise _malformed(name, f"a value node holds {str(payload)[:80]}, not a number, bool, "
+                               "string or null")
     return payload
+
+
+def _as_list(payload, name: str) -> list:
+    if not isinstance(payload, list):
+        raise _malformed(name, f"expected a list of children, got {str(payload)[:80]}")
+    return payload
+
+
+def _pair(item, name: str) -> tuple:
+    if not (isinstance(item, list) and len(item) == 2 and _is_key(item[0])):
+        raise _malformed(name, f"expected a [key, child] pair with a str or int key, got "
+                               f"{str(item)[:80]}")
+    return item[0], item[1]
+
+
+def _is_key(key) -> bool:
+    return isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool))
+
+
+def _child(index, built: list, name: str):
+    if not (_is_count(index) and index < len(built)):
+        raise _malformed(name, f"child {index!r} is not a node before its parent")
+    return built[index]
+
+
+def _decode_nested(name: str, node, reader: _TensorReader):
+    """Kiln 0.1's nested description (children inside their parents)."""
+    try:
+        return _decode_nested_node(node, reader)
+    except RecursionError:
+        raise _malformed(name, "nested too deeply to read") from None
+
+
+def _decode_nested_node(node, reader: _TensorReader):
+    tag, payload, _ = _split_node(node, reader.name)
+    if tag == "T":
+        return reader.tensor(payload)
+    if tag == "V":
+        return _scalar(payload, reader.name)
+    if tag in ("L", "U"):
+        items = [_decode_nested_node(child, reader) for child in _as_list(payload, reader.name)]
+        return tuple(items) if tag == "U" else items
+    pairs = [_pair(item, reader.name) for item in _as_list(payload, reader.name)]
+    items = [(key, _decode_nested_node(child, reader)) for key, child in pairs]
+    return collections.OrderedDict(items) if tag == "O" else dict(items)
 
 
 __all__ = ["SerializationError", "load", "save"]

@@ -5,8 +5,10 @@ The kernel's space is (*batch, m, n, k), reducing k. `a` is loaded as [*batch, m
 `b` as [*batch, 1, n, k] (each broadcast along the axis it lacks, by a zero stride), read in
 place whether the buffer holds the operand or its transpose (the call's `transpose` flags
 become strides); the result is stored once per (*batch, m, n). With the GPU's one thread per
-parallel point, each thread computes one element of the result: a plain GEMM, correct for
-every shape, far from a tuned one (no tiling in shared memory yet).
+parallel point, each thread computes one element of the result (a warp per element where
+both operands are read along k: render_warp.py); where b is read along n, the renderer
+gives each thread a column of rows instead (matmul_tiled.py). Correct for every shape, far
+from a tuned GEMM (no shared-memory tiles, no tensor cores).
 
     >>> from kiln.ir.schedule_text import parse_schedule
     >>> s = parse_schedule('''

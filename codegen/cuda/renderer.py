@@ -45,6 +45,7 @@ from ..cpu.render_warp import SHUFFLE_SUFFIX
 from ..cpu.renderer import symbol_name
 from ..mlir_pipeline import mlir_to_llvm_ir
 from .matmul import matmul_kernel
+from .matmul_tiled import is_generated_matmul, row_tile, tiled_matmul_mlir, tiled_points
 from .ptx import DEFAULT_ARCH, llvm_ir_to_ptx
 
 GPU_OPTIONS = RenderOptions(columns=False, scratch_bytes=0, vector_ldexp=False,
@@ -191,6 +192,9 @@ class CudaRenderer:
         return dataclasses.replace(hit, name=k.name, kernel=k, symbol=symbol, **named)
 
     def _compile(self, k: Kernel, symbol: str) -> CudaArtifact:
+        tm = row_tile(k) if is_generated_matmul(k) else 1
+        if tm > 1:
+            return self._compile_tiled_matmul(k, symbol, tm)
         lanes = WARP if warp_reduces(k, loop_nest(k)) else 1
         options = dataclasses.replace(GPU_OPTIONS, warp_lanes=lanes if lanes > 1 else 0)
         r = render_kernel(k, symbol, options)
@@ -203,6 +207,16 @@ class CudaRenderer:
         ptx = llvm_ir_to_ptx(llvm_ir, self.arch)
         return CudaArtifact(k.name, k, symbol, r.mlir, llvm_ir, ptx, r.nest, self.arch,
                             lanes=lanes)
+
+    def _compile_tiled_matmul(self, k: Kernel, symbol: str, tm: int) -> CudaArtifact:
+        """A matmul kernel as columns of `tm` results per thread (matmul_tiled.py); its
+        points are the tiles."""
+        mlir = tiled_matmul_mlir(k, symbol, tm)
+        kernel_ir = mlir_to_llvm_ir(mlir, what=f"kernel {k.name} (cuda, tiled)")
+        llvm_ir = kernel_ir + "\n" + grid_entry_ir(symbol, 3)
+        nest = LoopNest((Dim(tiled_points(k, tm), ()),), ())
+        return CudaArtifact(k.name, k, symbol, mlir, llvm_ir, llvm_ir_to_ptx(llvm_ir, self.arch),
+                            nest, self.arch)
 
     def lower_call(self, call):
         """A schedule's library call as a Launch of a generated kernel (the runtime asks

@@ -80,6 +80,15 @@ _unary("erf", _erf_ref,
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),
        lambda c, g: [P.where(P.gt(c.out, P.zeros_like(c.out)), g, P.zeros_like(g))],
        lambda b, x: b.max(x, b.const(0, b.dtype(x))), float_only=False)
+_unary("sin", np.sin, lambda c, g: [P.mul(g, P.cos(c.inputs[0]))], lambda b, x: b.sin(x))
+_unary("cos", np.cos, lambda c, g: [P.neg(P.mul(g, P.sin(c.inputs[0])))],
+       lambda b, x: b.cos(x))
+_unary("log1p", np.log1p,
+       lambda c, g: [P.div(g, P.add(c.inputs[0], P.full_like(c.inputs[0], 1.0)))],
+       lambda b, x: b.log1p(x))
+_unary("expm1", np.expm1,
+       lambda c, g: [P.mul(g, P.add(c.out, P.full_like(c.out, 1.0)))],
+       lambda b, x: b.expm1(x))
 _unary("abs", np.abs,
        lambda c, g: [P.mul(g, P.sub(_mask(g, P.gt(c.inputs[0], P.zeros_like(c.inputs[0]))),
                                     _mask(g, P.lt(c.inputs[0], P.zeros_like(c.inputs[0])))))],
@@ -157,7 +166,99 @@ def _pow_vjp(c, g):
     return [ga, gb]
 
 
-_binary("pow", np.power, _pow_vjp, lambda b, x, y: b.pow(x, y), float_only=True)
+def _int_pow(a, e):
+    """PyTorch's integer power: wraps on overflow like every integer op; a negative exponent
+    gives 1 for base 1, +-1 for base -1 and 0 otherwise (1 // a**|e| rounded toward zero)."""
+    with np.errstate(over="ignore"):
+        out = np.power(a, np.maximum(e, 0))
+    minus_one = np.where(e % 2 == 1, -1, 1).astype(a.dtype)
+    negative = np.where(a == 1, 1, np.where(a == -1, minus_one, 0)).astype(a.dtype)
+    return np.where(e < 0, negative, out).astype(a.dtype)
+
+
+def _pow_ref(a, e):
+    return np.power(a, e) if a.dtype.kind == "f" else _int_pow(a, e)
+
+
+_binary("pow", _pow_ref, _pow_vjp, lambda b, x, y: b.pow(x, y))
+
+
+# NOTE: PyTorch's floor division and remainder (Python's sign rules), from fmod so that the
+# quotient and remainder agree: a == b * floor_divide(a, b) + remainder(a, b) where exact.
+def _fmod_parts(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mod = np.fmod(a, b)
+    off_sign = (mod != 0) & ((b < 0) != (mod < 0))
+    return mod, off_sign
+
+
+def _floor_divide_float(a, b):
+    mod, off_sign = _fmod_parts(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        div = (a - mod) / b
+        div = np.where(off_sign, div - 1, div)
+        floor = np.floor(div)
+        floor = np.where(div - floor > 0.5, floor + 1, floor)
+        out = np.where(div != 0, floor, np.copysign(np.zeros_like(div), a / b))
+        return np.where(b == 0, a / b, out).astype(a.dtype)
+
+
+def _safe_divisor(b):
+    """Integer divisors with 0 and -1 replaced by 1: x86 traps on x // 0 and INT_MIN // -1,
+    and so NumPy's answers (0, and -x wrapping) are made by hand."""
+    return np.where((b == 0) | (b == -1), np.ones_like(b), b)
+
+
+def _floor_divide_ref(a, b):
+    if a.dtype.kind == "f":
+        return _floor_divide_float(a, b)
+    q = np.floor_divide(a, _safe_divisor(b))
+    with np.errstate(over="ignore"):
+        q = np.where(b == -1, np.negative(a), q)
+    return np.where(b == 0, np.zeros_like(a), q).astype(a.dtype)
+
+
+def _remainder_ref(a, b):
+    if a.dtype.kind == "f":
+        mod, off_sign = _fmod_parts(a, b)
+        return np.where(off_sign, mod + b, mod).astype(a.dtype)
+    r = np.remainder(a, _safe_divisor(b))
+    return np.where((b == 0) | (b == -1), np.zeros_like(a), r).astype(a.dtype)
+
+
+def _floor_divide_vjp(c, g):
+    # NOTE: a step function: zero almost everywhere, as PyTorch's floor_divide gradient
+    return [P.zeros_like(g), P.zeros_like(g)]
+
+
+def _remainder_vjp(c, g):
+    a, b = c.inputs
+    gb = P.neg(P.mul(g, P.floor_divide(a, b))) if c.needs[1] else None
+    return [g, gb]
+
+
+_binary("floor_divide", _floor_divide_ref, _floor_divide_vjp,
+        lambda b, x, y: b.floor_divide(x, y),
+        doc="Division rounded toward -inf (Python's `//`); x // 0 is 0 for integers (the "
+            "frontend raises first in eager mode, as PyTorch).")
+_binary("remainder", _remainder_ref, _remainder_vjp, lambda b, x, y: b.remainder(x, y),
+        doc="x - y * floor(x / y), with the sign of y (Python's `%`).")
+
+
+def _bitwise(name, arity, ref, scalar, doc):
+    def infer(types, attrs):
+        t = rules.same_types(name, types)
+        if t.dtype.is_float:
+            raise DTypeError(f"{name}: needs integer or bool operands, got {rules.fmt(types)}")
+        return [t]
+    register(OpDef(name, "elementwise", arity, {}, infer, lambda xs, a: ref(*xs),
+                   NOT_DIFFERENTIABLE, _no_attrs(scalar), doc))
+
+
+_bitwise("bitwise_and", 2, np.bitwise_and, lambda b, x, y: b.band(x, y), "x & y (and on bool).")
+_bitwise("bitwise_or", 2, np.bitwise_or, lambda b, x, y: b.bor(x, y), "x | y (or on bool).")
+_bitwise("bitwise_xor", 2, np.bitwise_xor, lambda b, x, y: b.bxor(x, y), "x ^ y (xor on bool).")
+_bitwise("bitwise_not", 1, np.invert, lambda b, x: b.bnot(x), "~x (not on bool).")
 
 
 def _minmax_vjp(pick):

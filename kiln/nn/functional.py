@@ -57,6 +57,60 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, C.silu(input), inplace)
 
 
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x for x > 0, alpha * (exp(x) - 1) otherwise.
+
+    >>> import kiln
+    >>> [round(v, 4) for v in elu(kiln.tensor([-1.0, 0.0, 2.0])).tolist()]
+    [-0.6321, 0.0, 2.0]
+    """
+    # NOTE: exp of min(x, 0): the branch where() drops must stay finite, or its zero
+    # cotangent times an infinite exp(x) would make the gradient NaN.
+    negative = _expm1(K.minimum(input, 0.0)) * alpha
+    return _maybe_inplace(input, K.where(K.gt(input, 0), input, negative), inplace)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (PyTorch's
+    rule, for stability).
+
+    >>> import kiln
+    >>> [round(v, 4) for v in softplus(kiln.tensor([-1.0, 0.0, 30.0])).tolist()]
+    [0.3133, 0.6931, 30.0]
+    """
+    scaled = input * beta
+    # NOTE: clamped at the threshold so the dropped branch never overflows (see elu)
+    soft = _log1p(K.exp(K.minimum(scaled, float(threshold)))) / beta
+    return K.where(K.gt(scaled, threshold), input, soft)
+
+
+def _expm1(x: Tensor) -> Tensor:
+    """exp(x) - 1 without the cancellation near 0: a Taylor series where |x| < 0.1.
+
+    NOTE: a composite until the registry has expm1; its error is below float64's precision
+    (10 terms: |x|**10 / 10! < 3e-17 relative at |x| = 0.1)."""
+    small = K.lt(K.abs(x), 0.1)
+    xs = K.where(small, x, 0.0)
+    series = 1.0
+    for k in range(10, 1, -1):
+        series = xs * (1.0 / k) * series + 1.0
+    return K.where(small, xs * series, K.exp(x) - 1.0)
+
+
+def _log1p(x: Tensor) -> Tensor:
+    """log(1 + x) without the cancellation near 0: 2 atanh(x / (2 + x)) as a series where
+    |x| < 0.1 (7 odd terms reach float64's precision).
+
+    NOTE: a composite until the registry has log1p."""
+    small = K.lt(K.abs(x), 0.1)
+    s = K.where(small, x, 0.0) / (K.where(small, x, 0.0) + 2.0)
+    s2 = s * s
+    series = 1.0 / 13.0
+    for k in range(11, 0, -2):
+        series = s2 * series + 1.0 / k
+    return K.where(small, s * series * 2.0, K.log(x + 1.0))
+
+
 def sigmoid(input: Tensor) -> Tensor:
     return K.sigmoid(input)
 
@@ -181,6 +235,39 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
     return C.layer_norm(input, normalized_shape, weight, bias, eps)
 
 
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize each group of num_groups channels (dim 1) per sample by its mean and biased
+    variance, then scale and shift per channel.
+
+    >>> import kiln
+    >>> y = group_norm(kiln.tensor([[1.0, 3.0, 5.0, 9.0]]), 2)
+    >>> [round(v, 4) for v in y.flatten().tolist()]
+    [-1.0, 1.0, -1.0, 1.0]
+    """
+    if input.ndim < 2 or input.shape[1] % num_groups:
+        raise ShapeError(f"group_norm: expected an input (N, C, ...) whose number of channels "
+                         f"is divisible by num_groups, but got input of shape "
+                         f"{list(input.shape)} and num_groups={num_groups}", loc=user_loc())
+    channels = input.shape[1]
+    _check_affine("group_norm", channels, weight=weight, bias=bias)
+    grouped = K.reshape(input, (input.shape[0], num_groups, -1))
+    centered = grouped - R.mean(grouped, -1, keepdim=True)
+    var = R.mean(centered * centered, -1, keepdim=True)
+    out = K.reshape(centered * K.rsqrt(var + eps), tuple(input.shape))
+    shape = (1, channels) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * K.reshape(weight, shape)
+    return out if bias is None else out + K.reshape(bias, shape)
+
+
+def _check_affine(op: str, channels: int, **params):
+    for name, t in params.items():
+        if t is not None and tuple(t.shape) != (channels,):
+            raise ShapeError(f"{op}: expected {name} of shape [{channels}] (one per "
+                             f"channel), got {list(t.shape)}", loc=user_loc())
+
+
 # ---- embedding, one_hot ----------------------------------------------------------------------
 def _padding_index(padding_idx, num: int):
     if padding_idx is None:
@@ -269,3 +356,115 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                                      reduce=None, reduction: str = "mean", pos_weight=None):
     return C.binary_cross_entropy_with_logits(
         input, target, weight, legacy_reduction(size_average, reduce, reduction), pos_weight)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction: str = "mean",
+           log_target: bool = False):
+    """KL(target || exp(input)) pointwise: target * (log(target) - input), 0 where
+    target is 0 (or exp(target) * (target - input) when log_target). "batchmean" divides
+    the sum by the batch size, the true KL divergence; "mean" divides by every element.
+
+    >>> import kiln
+    >>> logq = kiln.log(kiln.tensor([[0.5, 0.5]]))
+    >>> round(kl_div(logq, kiln.tensor([[1.0, 0.0]]), reduction="batchmean").item(), 4)
+    0.6931
+    """
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce, reduction)
+    elif reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and "
+                      "the support size.'batchmean' divides only by the batch size, and "
+                      "aligns with the KL div math definition.'mean' will be changed to "
+                      "behave the same as 'batchmean' in the next major release.",
+                      stacklevel=2)
+    if log_target:
+        pointwise = K.exp(target) * (target - input)
+    else:
+        # NOTE: xlogy(t, t): log of 1 where t is 0, so neither the value nor the gradient
+        # of the dropped branch is NaN.
+        positive = K.gt(target, 0)
+        pointwise = target * K.log(K.where(positive, target, 1.0)) - target * input
+    if reduction == "batchmean":
+        total = R.sum(pointwise)
+        return total / input.shape[0] if input.ndim else total
+    return C._reduce_loss(pointwise, reduction)
+
+
+def _broadcast_pair(op: str, input: Tensor, target: Tensor):
+    C._warn_size(input, target)
+    shape = K.broadcast_shapes(op, tuple(input.shape), tuple(target.shape))
+    return K.expand_to(input, shape), K.expand_to(target, shape)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean",
+                   beta: float = 1.0):
+    """0.5 * d**2 / beta where |d| < beta, |d| - 0.5 * beta elsewhere (d = input - target).
+
+    >>> import kiln
+    >>> smooth_l1_loss(kiln.tensor([0.5, 3.0]), kiln.zeros(2), reduction="none").tolist()
+    [0.125, 2.5]
+    """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if beta < 0:
+        raise ValueError("smooth_l1_loss does not support negative values for beta.")
+    if beta == 0:
+        return l1_loss(input, target, reduction=reduction)
+    input, target = _broadcast_pair("smooth_l1_loss", input, target)
+    d = K.abs(input - target)
+    pointwise = K.where(K.lt(d, beta), d * d * (0.5 / beta), d - 0.5 * beta)
+    return C._reduce_loss(pointwise, reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None):
+    """0.5 * d**2 where |d| < delta, delta * (|d| - 0.5 * delta) elsewhere; each element
+    times `weight` (input's shape) when given.
+
+    >>> import kiln
+    >>> huber_loss(kiln.tensor([0.5, 3.0]), kiln.zeros(2), reduction="none", delta=2.0).tolist()
+    [0.125, 4.0]
+    """
+    if delta <= 0:
+        raise ValueError(f"huber_loss does not support non-positive values for delta, got "
+                         f"{delta}")
+    if weight is not None and tuple(weight.shape) != tuple(input.shape):
+        raise ValueError("Weights and input must have the same size.")
+    input, target = _broadcast_pair("huber_loss", input, target)
+    d = K.abs(input - target)
+    pointwise = K.where(K.lt(d, delta), d * d * 0.5, (d - 0.5 * delta) * delta)
+    if weight is not None:
+        pointwise = pointwise * weight
+    return C._reduce_loss(pointwise, reduction)
+
+
+def _vector_norm(x: Tensor, dim: int) -> Tensor:
+    """The 2-norm along `dim` (kept), with PyTorch's zero gradient at the zero vector."""
+    squares = R.sum(x * x, dim, keepdim=True)
+    nonzero = K.gt(squares, 0)
+    return K.where(nonzero, K.sqrt(K.where(nonzero, squares, 1.0)), 0.0)
+
+
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """sum(x1 / max(|x1|, eps) * x2 / max(|x2|, eps)) along `dim`, after broadcasting.
+
+    As in PyTorch, the norms are clamped at eps without that clamp taking part in the
+    gradient.
+
+    >>> import kiln
+    >>> cosine_similarity(kiln.tensor([[1.0, 0.0]]), kiln.tensor([[1.0, 1.0]])).tolist()
+    [0.7071067690849304]
+    """
+    if not (isinstance(x1, Tensor) and isinstance(x2, Tensor)):
+        raise TypeError(f"cosine_similarity(): arguments x1 and x2 must be Tensors, got "
+                        f"{type(x1).__name__} and {type(x2).__name__}")
+    shape = K.broadcast_shapes("cosine_similarity", tuple(x1.shape), tuple(x2.shape))
+    dtype = dtypes.result_dtype([x1.dtype, x2.dtype])
+    dtype = dtype if dtype.is_float else dtypes.DEFAULT_FLOAT
+    x1 = K.expand_to(K.cast(x1, dtype), shape)
+    x2 = K.expand_to(K.cast(x2, dtype), shape)
+    dim = K.norm_dim(dim, len(shape), "cosine_similarity")
+    n1, n2 = _vector_norm(x1, dim), _vector_norm(x2, dim)
+    # NOTE: PyTorch clamps the norms in place under no_grad: the value is clamped, the
+    # gradient is the norm's own.
+    n1 = n1 + (K.maximum(n1, eps) - n1).detach()
+    n2 = n2 + (K.maximum(n2, eps) - n2).detach()
+    return R.sum((x1 / n1) * (x2 / n2), dim)

@@ -402,10 +402,40 @@ def test_gpu_mlir_of_a_matmul_matches_numpy(a_shape, b_shape, flags, dtype, rng)
     np.testing.assert_allclose(got, matmul_want(a, b, flags), rtol=1e-5, atol=1e-5)
 
 
+# NOTE: enough result columns that a thread takes a tile of rows (matmul_tiled.py): row
+# counts that are not a multiple of the tile, batches, a transposed a, integers
+TILED = [((64, 5), (5, 512), (False, False), "f32", 2),
+         ((3, 129, 7), (3, 7, 300), (False, False), "f64", 4),
+         ((5, 64), (5, 512), (True, False), "f32", 2),
+         ((17, 3), (3, 2048), (False, False), "i64", 2),
+         ((64, 100), (100, 2100), (False, False), "f32", 8)]
+
+
+@pytest.mark.parametrize("a_shape,b_shape,flags,dtype,tm", TILED)
+def test_gpu_mlir_of_a_tiled_matmul_matches_numpy(a_shape, b_shape, flags, dtype, tm, rng):
+    a, b = matmul_inputs(a_shape, b_shape, dtype, rng)
+    schedule = matmul_schedule(a_shape, b_shape, flags, dtype)
+    art = RENDERER.compile(RENDERER.lower_call(schedule.steps[0]).kernel)
+    assert f"%sums:{tm} = scf.for" in art.mlir
+    dev = GpuMlirOnCpu()
+    (got,) = build_executable(schedule, dev, RENDERER)([a, b])
+    np.testing.assert_allclose(got, matmul_want(a, b, flags), rtol=1e-5, atol=1e-5)
+
+
+@needs_ptxas
+def test_tiled_matmul_kernels_give_ptx_that_ptxas_accepts():
+    _assemble_matmuls([case[:4] for case in TILED])
+
+
 @needs_ptxas
 def test_matmul_kernels_give_ptx_that_ptxas_accepts():
+    _assemble_matmuls(MATMULS)
+
+
+def _assemble_matmuls(cases) -> None:
+    """ptxas on the kernels of `cases` as one module (each under its own name)."""
     arts = []
-    for i, case in enumerate(MATMULS):
+    for i, case in enumerate(cases):
         launch = RENDERER.lower_call(matmul_schedule(*case).steps[0])
         launch.kernel.name = f"mm{i}"
         arts.append(RENDERER.compile(launch.kernel))

@@ -30,7 +30,7 @@ from codegen_helpers import assert_matches, emit1, kernel_graph, one_op_case, t,
 from test_cuda_device import GRAPHS, SHAPES, _inputs
 from test_elementwise_ops import CASES, SHAPE, ULPS
 from test_reductions import TABLE, assert_reduction, reduce_graph, values
-from test_cuda_ptx import MATMULS, matmul_inputs, matmul_schedule, matmul_want
+from test_cuda_ptx import MATMULS, TILED, matmul_inputs, matmul_schedule, matmul_want
 from w1_bandwidth import measure, report
 
 pytestmark = [pytest.mark.gpu,
@@ -136,7 +136,10 @@ def test_executables_give_numpys_results(dev, rng, call_path, name):
     _assert_close(_gpu_run(graph, dev, xs), interpret(graph, xs), name)
 
 
-@pytest.mark.parametrize("case", MATMULS, ids=[str(i) for i in range(len(MATMULS))])
+_ALL_MATMULS = MATMULS + [case[:4] for case in TILED]
+
+
+@pytest.mark.parametrize("case", _ALL_MATMULS, ids=[str(i) for i in range(len(_ALL_MATMULS))])
 def test_matmul_runs_as_a_generated_kernel(dev, rng, case):
     a, b = matmul_inputs(case[0], case[1], case[3], rng)
     exe = build_executable(matmul_schedule(*case), dev, RENDERER)

@@ -26,9 +26,11 @@ def _shape_arg(size) -> tuple[int, ...]:
 def _finish(t: Tensor, requires_grad: bool, device=None) -> Tensor:
     """A factory's result: made on the CPU, moved to `device` (as a leaf), then marked."""
     if t._trace is not None:
-        # NOTE: inside a trace: where the value is in the user's program
-        t._trace.foreign.discard(t._data)
-        t._trace.place([t._data], "cpu" if device is None else _device(device).type)
+        # NOTE: made inside a trace: on its device, or the function runs eagerly
+        trace = t._trace
+        if trace.require_device("cpu" if device is None else _device(device).type,
+                                "a tensor made", scalar=t.ndim == 0):
+            trace.host.add(t._data)
     elif device is not None:
         t = t.to(device)
     if requires_grad:

@@ -80,7 +80,7 @@ class EntryGuards:
             if module_state(m) != state:
                 return ("module", m, "its plain attributes changed")
         for t, guard in self.fixed:
-            if _tensor_type(t) != guard:
+            if tensor_type(t) != guard:
                 return ("tensor", t, "shape, dtype, requires_grad or device changed")
         return self._bind(call)
 
@@ -88,7 +88,7 @@ class EntryGuards:
         """Re-read the captured tensors bound to paths; they become this call's inputs."""
         for i, paths, guard in self.bindings:
             t = _resolve(paths[0], call)
-            if not isinstance(t, Tensor) or t._trace is not None or _tensor_type(t) != guard:
+            if not isinstance(t, Tensor) or t._trace is not None or tensor_type(t) != guard:
                 return ("tensor", t, f"{_path_text(paths[0])}: now {_describe(t)}")
             if any(_resolve(p, call) is not t for p in paths[1:]):
                 return ("tensor", t, f"{_path_text(paths[0])} is no longer the same tensor "
@@ -119,9 +119,11 @@ class EntryGuards:
         return out
 
 
-def _tensor_type(t) -> tuple:
-    """As frontend/jit.py's _capture_guard: shape, dtype, requires_grad, storage type."""
-    return (t._data.shape, t._data.dtype, t._requires_grad, type(t._data))
+def tensor_type(t) -> tuple:
+    """A captured tensor's guard: shape, dtype, requires_grad, storage type (None for a CUDA
+    view's copy: never the traced tensor's)."""
+    return (t._data.shape, t._data.dtype, t._requires_grad,
+            type(t._data) if t._copy_of is None else None)
 
 
 def _describe(t) -> str:

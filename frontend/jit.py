@@ -23,11 +23,12 @@ import warnings
 import numpy as np
 
 from kiln.ir.errors import KilnError, NotSupportedError
+from kiln.ir.types import user_loc
 from kiln.passes.functionalize import output_view_roots
 from kiln.runtime.cuda.array import DeviceArray
 
 from . import autograd
-from .entry_guards import EntryGuards, GuardFailure, InputSources
+from .entry_guards import EntryGuards, GuardFailure, InputSources, tensor_type
 from .guards import (Shown, defaults_key, describe_reads, frozen_reads, function_reads,
                      set_origin, static_spec)
 from .creation import SEEDS
@@ -49,8 +50,10 @@ def _flatten(obj, leaves: list):
     if isinstance(obj, Tensor):
         leaves.append(obj)
         return ("T",)
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):
         return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
+    if isinstance(obj, (list, tuple)):     # NOTE: kiln.Size, a named tuple (x.max(dim))
+        return ("seq", type(obj), tuple(_flatten(o, leaves) for o in obj))
     if isinstance(obj, dict):
         return ("dict", tuple((k, _flatten(v, leaves)) for k, v in sorted(obj.items())))
     try:
@@ -75,14 +78,19 @@ def _build(s, it):
         return items if s[0] == "list" else tuple(items)
     if s[0] == "dict":
         return {k: _build(v, it) for k, v in s[1]}
+    if s[0] == "seq":
+        items = [_build(x, it) for x in s[2]]
+        return s[1](*items) if hasattr(s[1], "_fields") else s[1](items)
     return s[2]
 
 
 def _tensor_guard(t: Tensor):
     # NOTE: the NumPy dtype and shape directly: this runs for every argument of every call.
     # Strides too: the trace decided from them which reshapes view and which copy.
-    # The storage's type: a CUDA tensor's DeviceArray has NumPy's dtype, shape and strides.
-    return (t._data.dtype, t._data.shape, t._data.strides, t._requires_grad, type(t._data))
+    # The storage's type: a CUDA tensor's DeviceArray has NumPy's dtype, shape and strides;
+    # None for a CUDA view's copy (such a call runs eagerly, where its use is checked).
+    return (t._data.dtype, t._data.shape, t._data.strides, t._requires_grad,
+            type(t._data) if t._copy_of is None else None)
 
 
 _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, requires_grad)",
@@ -117,7 +125,6 @@ class _Compiled:
         self.backward = None        # a TapeBackward when outputs require grad
         self.effects = CallEffects(trace, executable)
         self.extra_guards = list(trace.__dict__.get("extra_guards", ()))
-        self.moved_outputs = getattr(trace, "moved_outputs", [])
         self._run = None            # the executable's call (its generated runner), once bound
 
     @property
@@ -163,8 +170,6 @@ class _Compiled:
         outs = self.effects.after(tensors, results)
         if self.backward is not None and autograd.is_grad_enabled():
             self.backward.record(tensors, outs, self.effects.saved(results, outs))
-        for k, where in self.moved_outputs:     # NOTE: differentiable, after the record
-            outs[k] = outs[k].to(where)
         return outs[0] if self.out_spec == _ONE_TENSOR else _unflatten(self.out_spec, outs)
 
     def _bind_run(self):
@@ -172,7 +177,7 @@ class _Compiled:
         arguments in order, nothing written, no backward, one new output (`_simple`)."""
         e = self.effects
         self._simple = (self.sources.plain and not e.written and self.backward is None
-                        and not self.moved_outputs and e.plain and e.contiguous and e.n_outputs == 1
+                        and e.plain and e.contiguous and e.n_outputs == 1
                         and self.out_spec == _ONE_TENSOR)
         self._run = getattr(self.executable, "runner", self.executable)
         return self._run
@@ -207,11 +212,6 @@ def _leaves_of(call) -> list:
     return leaves
 
 
-def _capture_guard(t: Tensor) -> tuple:
-    # NOTE: the storage's type too: a CUDA tensor's DeviceArray has NumPy's shape and dtype
-    return (t._data.shape, t._data.dtype, t._requires_grad, type(t._data))
-
-
 def _input_sources(trace: Trace) -> InputSources:
     """Where each graph input comes from at call time: ("arg", leaf index, None),
     ("capture", tensor as traced, guard), ("scalar", getter, NumPy dtype) or ("seed", None,
@@ -228,7 +228,7 @@ def _input_sources(trace: Trace) -> InputSources:
             out.append(("arg", arg_index[v], None))
         elif v in captured:
             t = captured[v]
-            out.append(("capture", t, _capture_guard(t)))
+            out.append(("capture", t, tensor_type(t)))
         elif v in scalars:
             out.append(("scalar",) + scalars[v])
         elif v in grads:
@@ -281,17 +281,16 @@ def finish_trace(trace: Trace, out_leaves: list) -> None:
     its backward graph reads (saved activations), if outputs still require grad."""
     values = [trace.value_of(t) for t in out_leaves]
     trace.n_outputs = len(values)
-    # NOTE: outputs on the other device than the graph's (`loss.cpu()` at the end of a CUDA
-    # step) are moved there after the call
-    trace.moved_outputs = [(k, trace.device_of(v)) for k, v in enumerate(values)
-                           if v in trace.foreign]
+    if any(v in trace.host for v in values):
+        raise GraphBreak("not supported yet: returning a CPU tensor computed inside a function "
+                         "compiled for cuda", loc=user_loc())
     trace.grad_effects = []
     for owner, g in trace.grads.results():
         trace.grad_effects.append((owner, None if g is None else len(values)))
         if g is not None:
-            if trace.value_of(g) in trace.foreign or owner in trace.foreign:
-                raise GraphBreak("not supported yet: assigning a `.grad` across devices "
-                                 "inside @kiln.jit")
+            if owner in trace.host or trace.value_of(g) in trace.host:
+                raise GraphBreak("not supported yet: the gradient of a CPU tensor computed "
+                                 "inside a function compiled for cuda", loc=user_loc())
             values.append(trace.value_of(g))
     trace.builder.graph.outputs = values[:trace.n_outputs]
     trace.view_roots = []
@@ -315,7 +314,8 @@ def _stand_in(trace: Trace, t: Tensor, name) -> Tensor:
     """The traced tensor for argument t: same type and strides (so a reshape views or copies
     exactly as it would eagerly, and a write into an expanded argument is refused)."""
     s = Tensor._wrap(trace.add_arg(t._type(), name), trace)
-    trace.place([s._data], t.device.type)
+    if trace.require_device(t.device.type, "an argument", scalar=t.ndim == 0):
+        trace.host.add(s._data)
     s._strides = t._elem_strides()
     s._requires_grad = t._requires_grad
     return s
@@ -494,12 +494,18 @@ class JitFunction:
         if self._last_key is not None:
             recompile_reasons(self).append(_describe_guard(self._last_key, key))
         self._last_key = key
+        device = "cuda" if any(type(t._data) is DeviceArray for t in leaves) else "cpu"
+        if any(t._copy_of is not None for t in leaves):
+            return self._eager(key, "not supported yet: an argument is a view of a CUDA "
+                               "tensor (a copy standing for the view)")
         effects = _call_side_effects(self.fn, args, kwargs)
         if effects:
             where = ", ".join(e.describe() for e in effects)
+            if device == "cuda":
+                return self._eager(key, f"Python side effects: {where}; replay mode is not "
+                                   "supported yet on CUDA")
             return self._replay(key, effects, f"Python side effects: {where}", leaves, grad_on,
                                 (args, kwargs))
-        device = "cuda" if any(type(t._data) is DeviceArray for t in leaves) else "cpu"
         try:
             try:
                 trace, out_spec = trace_function(self.fn, args, kwargs, device)

@@ -167,7 +167,10 @@ def _check_no_overlap(tensors: list, arrays: list, written: frozenset, xp=np) ->
 
 def _root(a):
     """The object owning a's memory (views made by as_strided sit on a small holder object,
-    which has a `base` too)."""
+    which has a `base` too; a device array's views share its allocation's lease)."""
+    lease = getattr(a, "_lease", None)
+    if lease is not None:
+        return lease
     while getattr(a, "base", None) is not None:
         a = a.base
     return a

@@ -24,6 +24,7 @@ import functools
 import keyword
 import types
 
+import numpy as np
 
 from . import autograd
 from .bytecode import MISSING, SCALAR_TYPES, cell_value, is_scalar, param_getters
@@ -131,7 +132,11 @@ def _tensor(w: _Writer, name: str, guard) -> None:
     # NOTE: the array's type too: a CUDA tensor's DeviceArray has NumPy's shape and strides
     w.fail_unless(f"type(d) is {w.const(kind)} and d.shape == {shape!r} and d.strides == "
                   f"{strides!r} and d.dtype == {w.const(dtype)} and {name}._requires_grad == "
-                  f"{requires_grad!r}")
+                  f"{requires_grad!r}" + _NOT_A_VIEW_COPY.format(name) * (kind is not np.ndarray))
+
+
+# NOTE: a CUDA view's copy (frontend/cuda_eager.py) runs eagerly, where its use is checked
+_NOT_A_VIEW_COPY = " and {}._copy_of is None"
 
 
 def _read(w: _Writer, read, call, frozen, roots: dict) -> None:
@@ -318,7 +323,8 @@ def _binding(w: _Writer, g, i: int, paths, guard) -> None:
     t = _path(w, paths[0])
     w.fail_unless(f"isinstance({t}, Tensor) and {t}._trace is None and type({t}._data) is "
                   f"{w.const(kind)} and {t}._data.shape == {shape!r} and {t}._data.dtype == "
-                  f"{w.const(dtype)} and {t}._requires_grad == {requires_grad!r}")
+                  f"{w.const(dtype)} and {t}._requires_grad == {requires_grad!r}"
+                  + _NOT_A_VIEW_COPY.format(t) * (kind is not np.ndarray))
     for path in paths[1:]:
         w.fail_unless(f"{_path(w, path)} is {t}")
     w.line(f"if {w.const(g.current)}.get({i}) is not {t}: {w.const(g.bind)}({i}, {t})")

@@ -131,8 +131,8 @@ class Tensor:
             values = [trace.value_of(t) for t in inputs]
             outs = trace.builder.emit(op, values, attrs, user_loc())
             results = [Tensor._wrap(v, trace) for v in outs]
-            if trace.foreign:
-                _place_traced(trace, op, inputs, values, outs, holder)
+            if trace.device == "cuda":
+                trace.follow_host(values, outs, holder)
             if opdef.view is not None:
                 views.link_traced(opdef, inputs[0], results[0], attrs)
         else:
@@ -173,14 +173,12 @@ class Tensor:
 
     @property
     def device(self) -> device:
-        if self._trace is not None:
-            return device("cuda", 0) if self.is_cuda else device("cpu")
-        return device("cuda", 0) if on_cuda(self) else device("cpu")
+        return device("cuda", 0) if self.is_cuda else device("cpu")
 
     @property
     def is_cuda(self) -> bool:
         if self._trace is not None:
-            return self._trace.device_of(self._data) == "cuda"
+            return _traced_device(self, self._trace) == "cuda"
         return on_cuda(self)
 
     @property
@@ -484,30 +482,31 @@ def _eager_cuda(opdef, inputs, a) -> list[Tensor]:
     return results
 
 
-def _place_traced(trace, op: str, inputs, values, outs, holder) -> None:
-    """Where a traced op's results are in the user's program (a trace that holds values of
-    both devices: frontend/trace.py)."""
-    if values:
-        trace.place(outs, trace.op_device(op, inputs, values))
-    elif isinstance(holder, Tensor) and holder._trace is trace:
-        trace.place(outs, trace.device_of(holder._data))
-
-
 def _to_device(t: Tensor, where: str) -> Tensor:
-    if t._trace is not None:
-        # NOTE: a copy in the graph, which runs on the trace's device; only the Value's
-        # place in the user's program changes
-        trace = t._trace
-        if trace.device_of(t._data) == where:
+    trace = t._trace or current_trace()
+    if trace is not None:
+        here = _traced_device(t, trace)
+        if here == where:
             return t
-        from . import functional as F
-        out = F.clone(t)
-        trace.foreign.discard(out._data)
-        trace.place([out._data], where)
-        return out
+        if here == "cpu" and where == trace.device and t.ndim == 0:
+            # NOTE: a CPU scalar moved onto the graph's device: a host value no more
+            from . import functional as F
+            out = F.clone(t)
+            trace.host.discard(out._data)
+            return out
+        # NOTE: a graph break: moving between devices mid-function runs eagerly
+        trace.require_device(here if here != trace.device else where,
+                             f"moving a tensor from {here} to {where}")
     if on_cuda(t):
         cuda_eager.check_fresh(t)
     return cuda_eager.to_device(t, where)
+
+
+def _traced_device(t: Tensor, trace) -> str:
+    """Where t is in the user's program, while `trace` is active (t traced or from outside)."""
+    if t._trace is None:
+        return "cuda" if on_cuda(t) else "cpu"
+    return "cpu" if t._data in trace.host else trace.device
 
 
 def _refuse_cuda_numpy(t: Tensor) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.dtypes import DType
-from kiln.ir.errors import KilnError, NotSupportedError
+from kiln.ir.errors import NotSupportedError
 from kiln.ir.types import TensorType, user_loc
 
 class _TraceState(threading.local):
@@ -48,14 +48,19 @@ class DeviceBreak(GraphBreak):
 class Trace:
     """A graph under construction plus the bookkeeping to call it later.
 
-    The graph is compiled for one device, `device` ("cpu" or "cuda"); `foreign` holds the
-    Values that are on the other one in the user's program (a CPU tensor made or captured
-    inside a function compiled for CUDA): ops check them as eager ops check devices."""
+    The graph is compiled for one device, `device` ("cpu" or "cuda"), and every tensor of the
+    traced function must be there: a tensor made, captured or moved to the other device is a
+    graph break (`require_device`), so a function mixing devices runs eagerly and gets
+    eager's results and errors. One exception, as in eager mode: CPU 0-d tensors (an
+    optimizer's step count, a scale) join a CUDA graph as inputs read at every call; `host`
+    holds them and the values computed from them alone (with constants, `neutral`), which
+    are CPU tensors in the user's program: returning one is a graph break."""
 
     device = "cpu"
 
     def __init__(self, name: str):
-        self.foreign: set = set()
+        self.host: set = set()
+        self.neutral: set = set()
         self.builder = GraphBuilder(name)
         self.arg_values: list = []          # graph inputs for the function's tensor args
         self.captured: dict = {}            # id(tensor) -> (tensor, Value)
@@ -80,13 +85,12 @@ class Trace:
         if t._trace is not None:
             raise NotSupportedError("not supported yet: a tensor from another @kiln.jit "
                                     "trace used inside this one")
-        if (type(t._data) is np.ndarray) != (self.device == "cpu"):
-            if self.device == "cpu":
-                raise DeviceBreak("a captured CUDA tensor in a function traced for the CPU",
-                                  loc=user_loc())
-            foreign = True
-        else:
-            foreign = False
+        host = self.require_device("cpu" if type(t._data) is np.ndarray else "cuda",
+                                   "a tensor read from outside the function",
+                                   scalar=t._data.ndim == 0)
+        if t._copy_of is not None:
+            raise GraphBreak("not supported yet: compiling a function that reads a view of a "
+                             "CUDA tensor (a copy standing for the view)", loc=user_loc())
         # NOTE: an alias over the same ndarray (one autograd saved, a detach()) is the same
         # storage: one graph input, so a write through either is seen by both
         storages = self.__dict__.setdefault("_storages", {})
@@ -97,32 +101,34 @@ class Trace:
         if key not in self.captured:
             v = self.builder.add_input(t._type(), hint=f"c{len(self.captured)}")
             self.captured[key] = (t, v)
-            if foreign:
-                self.foreign.add(v)
+            if host:
+                self.host.add(v)
         return self.captured[key][1]
 
-    def device_of(self, v) -> str:
-        """The device Value v is on in the user's program."""
-        if v in self.foreign:
-            return "cuda" if self.device == "cpu" else "cpu"
-        return self.device
+    def require_device(self, device: str, what: str, scalar: bool = False) -> bool:
+        """`what` is on `device` in the user's program: this trace's device (False), a CPU
+        0-d tensor (`scalar`) in a CUDA trace (True: a host value), or a graph break (the
+        function runs eagerly, where each op checks its operands' devices; a CPU trace
+        meeting CUDA is traced again for CUDA)."""
+        if device == self.device:
+            return False
+        if scalar and device == "cpu":
+            return True
+        cls = DeviceBreak if self.device == "cpu" else GraphBreak
+        raise cls(f"not supported yet: {what} on {device} in a function compiled for "
+                  f"{self.device} (a compiled graph runs on one device)", loc=user_loc())
 
-    def op_device(self, op: str, inputs: list, values: list) -> str | None:
-        """The device an op on these traced operands runs on (None: the trace's own), by
-        the eager rule: all on one device, or CPU 0-d tensors joining a CUDA op; else
-        PyTorch's error, naming both devices."""
-        devices = [self.device_of(v) for v in values]
-        if all(d == "cpu" for d in devices):
-            return "cpu"
-        if any(d == "cpu" and t.ndim > 0 for d, t in zip(devices, inputs)):
-            raise KilnError(f"{op}: Expected all tensors to be on the same device, but found "
-                            "at least two devices, cuda:0 and cpu!", loc=user_loc())
-        return "cuda"
-
-    def place(self, values, device: str) -> None:
-        """Values made on `device` in the user's program (foreign when not the trace's)."""
-        if device != self.device:
-            self.foreign.update(values)
+    def follow_host(self, values: list, outs, holder) -> None:
+        """Results of an op on host values and constants alone are host values too."""
+        if not values:
+            if getattr(holder, "_trace", None) is not self:
+                self.neutral.update(outs)
+            elif holder._data in self.host:
+                self.host.update(outs)
+            return
+        host, neutral = self.host, self.neutral
+        if any(v in host for v in values) and all(v in host or v in neutral for v in values):
+            host.update(outs)
 
     def add_guard(self, check, what: str) -> None:
         """`check()` must be true at a call for this trace's graph to be used (`what` names

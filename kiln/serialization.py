@@ -307,7 +307,9 @@ def _header(name: str, data: bytes) -> dict:
                                    f"{len(data) - 8} follow")
     try:
         header = json.loads(data[8:8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+    except RecursionError:
+        raise _invalid(name, data, "the header is JSON nested too deeply to read") from None
+    except (UnicodeDecodeError, ValueError) as e:
         raise _invalid(name, data, f"the header is not JSON ({type(e).__name__}: "
                                    f"{str(e)[:200]})") from None
     if not isinstance(header, dict):
@@ -390,8 +392,10 @@ class _TensorReader:
 def _description(name: str, text):
     try:
         return json.loads(text)
-    except (TypeError, ValueError, RecursionError) as e:
-        raise _malformed(name, f"not JSON: {type(e).__name__}") from None
+    except RecursionError:
+        raise _malformed(name, "nested too deeply to read") from None
+    except (TypeError, ValueError) as e:
+        raise _malformed(name, f"not JSON: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 def _malformed(name: str, what: str) -> SerializationError:

@@ -89,11 +89,26 @@ class Tensor:
                  "_copy_of", "__weakref__")
     __array_priority__ = 1000   # NOTE: make `ndarray * Tensor` call Tensor.__rmul__
 
-    def __init__(self, data=None):
-        arr = np.asarray([] if data is None else data)
-        if arr.dtype == np.float64 and not isinstance(data, np.ndarray):
-            arr = arr.astype(np.float32)
-        self._init(arr, None)
+    def __init__(self, *data):
+        """PyTorch's legacy constructor: `Tensor([1, 2])` is float32 whatever the data's
+        type, `Tensor(2, 3)` an uninitialized (here zeroed) float32 [2, 3], `Tensor()` empty;
+        prefer `kiln.tensor(data)`, which keeps the data's dtype."""
+        if len(data) == 1 and isinstance(data[0], Tensor):
+            other = data[0]
+            self._init(other._data, other._trace)   # NOTE: PyTorch's alias of the tensor
+            self._version = other._version
+            return
+        if data and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                        for d in data):
+            arr = np.zeros(tuple(int(d) for d in data), np.float32)
+        elif len(data) == 1 and isinstance(data[0], (list, tuple, np.ndarray)):
+            arr = np.asarray(data[0]).astype(np.float32)
+        elif not data:
+            arr = np.zeros((0,), np.float32)
+        else:
+            raise TypeError(f"new(): data must be a sequence (got "
+                            f"{', '.join(type(d).__name__ for d in data)})")
+        self._init(np.ascontiguousarray(arr), None)
 
     def _init(self, data, trace):
         self._data = data

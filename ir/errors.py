@@ -14,6 +14,13 @@ class KilnError(Exception):
         self.hint = hint
         super().__init__(self._render())
 
+    def at(self, loc) -> "KilnError":
+        """This error, naming `loc` (the user's line) when it names none yet."""
+        if self.loc is None and loc is not None:
+            self.loc = loc
+            self.args = (self._render(),)
+        return self
+
     def _render(self) -> str:
         text = self.message
         if self.loc is not None:
@@ -29,6 +36,12 @@ class KilnError(Exception):
 
 class ShapeError(KilnError, ValueError):
     category = "shape"
+
+
+class KilnIndexError(ShapeError, IndexError):
+    """An index out of range: an `IndexError`, as PyTorch's (and a ShapeError, as before)."""
+
+    category = "index"
 
 
 class DTypeError(KilnError, TypeError):

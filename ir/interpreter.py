@@ -59,8 +59,8 @@ def interpret(graph: Graph, inputs) -> list[np.ndarray]:
     for node in graph.nodes:
         try:
             outs = run_node(node, [env[v] for v in node.inputs])
-        except KilnError:
-            raise
+        except KilnError as e:
+            raise e.at(node.loc)
         except Exception as e:  # NOTE: reference failures name the node and the user's line
             raise KilnError(f"while interpreting {node.op}: {type(e).__name__}: {e}",
                             node=node, loc=node.loc) from e

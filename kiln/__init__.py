@@ -18,6 +18,9 @@ from kiln.frontend.functional import (abs, add, cast, cat, clamp, div, eq, erf, 
                                       neg, permute, pow, relu, reshape, rsqrt, sigmoid, sqrt,
                                       squeeze, stack, sub, tanh, transpose, unsqueeze, where)
 from kiln.frontend.explain import explain
+from kiln.frontend.indexing import (argwhere, gather, index_add, index_put, index_select,
+                                    masked_select, nonzero, scatter, scatter_add, take,
+                                    take_along_dim, unique)
 from kiln.frontend.jit import KilnJitWarning, compile_stages, jit
 from kiln.frontend.reductions import amax, amin, argmax, argmin, max, mean, min, sum
 from kiln.frontend.tensor import Size, Tensor, device

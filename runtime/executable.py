@@ -116,8 +116,8 @@ class _RunStep(_Step):
     def compute(self, arrays: list) -> list:
         try:
             return run_op(self.step.op, self.step.attrs, arrays, self.types, loc=self.step.loc)
-        except KilnError:
-            raise
+        except KilnError as e:
+            raise e.at(self.step.loc)   # NOTE: a reference's error, at the user's line
         except Exception as e:  # NOTE: same wording as the interpreter
             raise KilnError(f"while running {self.step.op}: {type(e).__name__}: {e}",
                             loc=self.step.loc) from e

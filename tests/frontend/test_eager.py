@@ -133,10 +133,10 @@ def test_indexing_matches_numpy(index):
 
 def test_indexing_errors():
     t = kiln.zeros(3, 4)
-    with pytest.raises(kiln.ShapeError, match="out of bounds"):
+    with pytest.raises(IndexError, match="out of bounds"):
         t[3]
-    with pytest.raises(kiln.NotSupportedError, match="not supported yet"):
-        t[kiln.tensor([0, 1])]
+    with pytest.raises(IndexError, match="out of bounds"):
+        t[kiln.tensor([5])]
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)),

@@ -47,9 +47,13 @@ def rng(request) -> np.random.Generator:
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """The simulated GPU (KILN_FAKE_CUDA=1): device memory in host memory, each kernel
-    compiled to PTX and computed by its NumPy reference; returns kiln.cuda."""
-    monkeypatch.setenv("KILN_FAKE_CUDA", "1")
+    compiled to PTX and computed by its NumPy reference; returns kiln.cuda. With
+    KILN_TEST_REAL_GPU=1 on a machine with a GPU (tests/gpu/device_check.sh), the real one."""
     import kiln
+    if os.environ.get("KILN_TEST_REAL_GPU") == "1" and kiln.cuda.driver_available():
+        monkeypatch.delenv("KILN_FAKE_CUDA", raising=False)
+        return kiln.cuda
+    monkeypatch.setenv("KILN_FAKE_CUDA", "1")
     assert kiln.cuda.is_available()
     return kiln.cuda
 

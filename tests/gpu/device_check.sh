@@ -9,14 +9,15 @@
 # - Kiln is installed editable without dependencies or an index; where pip refuses (no
 #   setuptools, an externally managed Python), a temporary `kiln` package of links to the
 #   source folders (pyproject's package-dir mapping) goes on PYTHONPATH instead.
-# - Then nvidia-smi, the gpu-marked tests of tests/gpu, the W1 bandwidth print and the W1-W5
-#   table (tests/gpu/bench_gpu.py).
-# Budget: at most about 7.5 minutes (tests 240 s, W1 60 s, the table 120 s). Exit status:
-# the tests'.
+# - Then nvidia-smi, the gpu-marked tests of tests/gpu, the simulated-GPU test suites run on
+#   the real GPU (KILN_TEST_REAL_GPU=1), the W1 bandwidth print and the W1-W5 table
+#   (tests/gpu/bench_gpu.py).
+# Budget: at most about 7.5 minutes (tests 180 s, suites 90 s, W1 45 s, the table 120 s).
+# Exit status: the tests'.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PY=${PYTHON:-python3}
-TEST_TIMEOUT=${TEST_TIMEOUT:-240}
+TEST_TIMEOUT=${TEST_TIMEOUT:-180}
 export PYTHONUNBUFFERED=1
 KILN_CACHE_DIR=$(mktemp -d)
 export KILN_CACHE_DIR
@@ -65,8 +66,12 @@ timeout "$TEST_TIMEOUT" "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 
 if [ "$rc" -eq 5 ]; then echo "error: pytest collected no gpu tests" >&2; fi
 if [ "$rc" -eq 124 ]; then echo "error: the gpu tests ran past ${TEST_TIMEOUT}s" >&2; fi
 
+echo "== the simulated-GPU suites (CUDA tensors, jit on CUDA, the digits example) on this GPU"
+KILN_TEST_REAL_GPU=1 timeout "${SUITES_TIMEOUT:-90}" "$PY" -m pytest -q -p no:cacheprovider \
+  tests/frontend/test_cuda_tensors.py tests/frontend/test_cuda_jit.py -rs || rc=$((rc ? rc : $?))
+
 echo "== W1 bandwidth"
-timeout 60 "$PY" tests/gpu/w1_bandwidth.py || echo "the bandwidth check failed (status $?)"
+timeout 45 "$PY" tests/gpu/w1_bandwidth.py || echo "the bandwidth check failed (status $?)"
 
 echo "== W1-W5 on the GPU: Kiln, PyTorch eager, torch.compile (CUDA events)"
 timeout "${BENCH_TIMEOUT:-120}" "$PY" tests/gpu/bench_gpu.py \

@@ -336,13 +336,13 @@ def _fmod_parts(b, x, y):
     return mod, off_sign
 
 
-def libm_fmod_remainder(b, x, y):
+def float_remainder(b, x, y):
     """Python's `%` on floats (PyTorch's formula): fmod, moved by y when signs differ."""
     mod, off_sign = _fmod_parts(b, x, y)
     return b.select(off_sign, b.add(mod, y), mod)
 
 
-def libm_fmod_floor_divide(b, x, y):
+def float_floor_divide(b, x, y):
     """Python's `//` on floats (PyTorch's and NumPy's formula): (x - fmod) / y, stepped down
     when fmod's sign is off, then rounded to the nearest integer; x / 0 is x / y."""
     d = x.dtype
@@ -423,8 +423,6 @@ EXPANSIONS = {
     "cos": {F32: _libm("cos"), F64: _libm("cos")},
     "log1p": {F32: log1p, F64: log1p},
     "expm1": {F32: expm1, F64: expm1},
-    "floor_divide": {F32: libm_fmod_floor_divide, F64: libm_fmod_floor_divide},
-    "remainder": {F32: libm_fmod_remainder, F64: libm_fmod_remainder},
 }
 
 

@@ -243,17 +243,15 @@ class ScalarBuilder:
 
     def floor_divide(self, x, y):
         """Python's `//`; integer x // 0 is 0 (NumPy's answer, never a trap)."""
-        if x.dtype.is_float:
-            return self._expand("floor_divide", x, y)
-        from .math_expansions import int_floor_divide
-        return int_floor_divide(self, x, y)
+        from .math_expansions import float_floor_divide, int_floor_divide
+        self._same("floor_divide", x, y)
+        return (float_floor_divide if x.dtype.is_float else int_floor_divide)(self, x, y)
 
     def remainder(self, x, y):
         """Python's `%` (the sign of y); integer x % 0 is 0."""
-        if x.dtype.is_float:
-            return self._expand("remainder", x, y)
-        from .math_expansions import int_remainder
-        return int_remainder(self, x, y)
+        from .math_expansions import float_remainder, int_remainder
+        self._same("remainder", x, y)
+        return (float_remainder if x.dtype.is_float else int_remainder)(self, x, y)
 
     def libm(self, op: str, *xs):
         """`math.<op>`, lowered to a libm call: only where no expansion exists (f64 erf, pow)."""

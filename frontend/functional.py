@@ -11,7 +11,7 @@ import numpy as np
 
 from kiln.ir import dtypes
 from kiln.ir.dtypes import DType
-from kiln.ir.errors import DTypeError, ShapeError
+from kiln.ir.errors import DTypeError, KilnError, ShapeError
 from kiln.ir.ops.rules import reshape_strides
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
@@ -23,11 +23,22 @@ def _is_scalar(x) -> bool:
     return isinstance(x, (numbers.Number, np.bool_, np.number))
 
 
-def as_tensor(x, dtype=None) -> Tensor:
-    if isinstance(x, Tensor):
-        return x if dtype is None or x.dtype == dtype else cast(x, dtype)
-    from .creation import tensor
-    return tensor(x, dtype=dtype)
+def as_tensor(x, dtype=None, device=None) -> Tensor:
+    """x as a tensor, without a copy when it already is one of `dtype` and `device`
+    (PyTorch's `as_tensor`).
+
+    >>> import kiln
+    >>> kiln.frontend.functional.as_tensor([1, 2], dtype=kiln.float64)
+    tensor([1., 2.], dtype=kiln.float64)
+    """
+    if not isinstance(x, Tensor):
+        from .creation import tensor
+        x = tensor(x, dtype=dtype)
+    elif dtype is not None and x.dtype != dtypes.as_dtype(dtype):
+        x = cast(x, dtype)
+    if device is not None and x.device != device:
+        x = x.to(device)
+    return x
 
 
 def full(shape, value, dtype: DType, like=None) -> Tensor:
@@ -140,11 +151,118 @@ def div(a, b):
     return binary("div", a, b, float_only=True)
 
 
+def _operand_dtype(operands) -> DType:
+    return dtypes.result_dtype([x.dtype for x in operands if isinstance(x, Tensor)],
+                               [x for x in operands if _is_scalar(x)])
+
+
 def pow(a, b):
-    if _is_scalar(b) and isinstance(a, Tensor) and not a.dtype.is_float:
-        raise DTypeError(f"pow: not supported yet for integer tensors ({a.dtype})",
-                         loc=user_loc())
-    return binary("pow", a, b, float_only=True)
+    """a ** b; integer operands give an integer power (`2 ** int_tensor` is int64), as in
+    PyTorch."""
+    if _operand_dtype([a, b]).is_float:
+        return binary("pow", a, b, float_only=True)
+    if _is_scalar(b) and b < 0:
+        raise KilnRuntimeError("Integers to negative integer powers are not allowed.",
+                               loc=user_loc())
+    x, y = _prepare("pow", [a, b], _integer_dtype([a, b]))
+    return apply("pow", [x, y])
+
+
+def _integer_dtype(operands) -> DType:
+    """bool operands of an arithmetic op compute in int64, as in PyTorch."""
+    d = _operand_dtype(operands)
+    return dtypes.int64 if d == dtypes.bool_ else d
+
+
+class KilnRuntimeError(KilnError, RuntimeError):
+    """PyTorch raises RuntimeError for these (integer division by zero, negative powers)."""
+
+
+def _check_int_divisor(op: str, b) -> None:
+    """PyTorch refuses integer division by zero (`RuntimeError: ZeroDivisionError`); an
+    eager check, since compiled code cannot raise (it gives 0 there, as NumPy)."""
+    if isinstance(b, Tensor) and (b._trace is not None or b.is_cuda):
+        return
+    values = np.asarray(b._data if isinstance(b, Tensor) else b)
+    if values.size and not values.all():
+        raise KilnRuntimeError(f"ZeroDivisionError: {op} of integers by zero",
+                               loc=user_loc())
+
+
+def _divide_like(op: str, a, b):
+    dtype = _operand_dtype([a, b])
+    if not dtype.is_float:
+        dtype = _integer_dtype([a, b])
+        _check_int_divisor(op, b)
+    x, y = _prepare(op, [a, b], dtype)
+    return apply(op, [x, y])
+
+
+def floor_divide(a, b):
+    """a // b rounded toward -inf, with Python's (and PyTorch's) rules for signs.
+
+    >>> import kiln
+    >>> kiln.tensor([7, -7]) // 2
+    tensor([ 3, -4])
+    """
+    return _divide_like("floor_divide", a, b)
+
+
+def remainder(a, b):
+    """a % b with the sign of b (Python's and PyTorch's `%`, not C's fmod).
+
+    >>> import kiln
+    >>> kiln.tensor([7, -7]) % 3
+    tensor([1, 2])
+    """
+    return _divide_like("remainder", a, b)
+
+
+def _bitwise(op: str):
+    def f(a, b):
+        d = _operand_dtype([a, b])
+        if d.is_float:
+            raise DTypeError(f"{op}: not implemented for floating-point operands ({d}); "
+                             "it needs integer or bool tensors", loc=user_loc())
+        x, y = _prepare(op, [a, b], d)
+        return apply(op, [x, y])
+    f.__name__ = op
+    f.__doc__ = f"`{op}` of integer or bool tensors (elementwise, broadcasting)."
+    return f
+
+
+bitwise_and, bitwise_or, bitwise_xor = (_bitwise(o) for o in
+                                        ("bitwise_and", "bitwise_or", "bitwise_xor"))
+
+
+def bitwise_not(x):
+    """~x: bitwise not of an integer tensor, logical not of a bool one."""
+    x = as_tensor(x)
+    if x.dtype.is_float:
+        raise DTypeError(f"bitwise_not: not implemented for floating-point tensors "
+                         f"({x.dtype})", loc=user_loc())
+    return apply("bitwise_not", [x])
+
+
+def _as_bool(x) -> Tensor:
+    x = as_tensor(x)
+    return x if x.dtype == dtypes.bool_ else ne(x, 0)
+
+
+def logical_and(a, b):
+    return bitwise_and(_as_bool(a), _as_bool(b))
+
+
+def logical_or(a, b):
+    return bitwise_or(_as_bool(a), _as_bool(b))
+
+
+def logical_xor(a, b):
+    return bitwise_xor(_as_bool(a), _as_bool(b))
+
+
+def logical_not(x):
+    return bitwise_not(_as_bool(x))
 
 
 def maximum(a, b):
@@ -181,12 +299,27 @@ def where(cond, a, b):
 
 
 def clamp(x, min=None, max=None):
-    """Limit x to [min, max] (either may be None)."""
+    """Limit x to [min, max]; either bound may be None, a number or a tensor (broadcast).
+
+    >>> import kiln
+    >>> kiln.tensor([-2.0, 0.5, 3.0]).clamp(min=kiln.tensor([0.0, 1.0, 0.0]), max=2.0)
+    tensor([0., 1., 2.])
+    """
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
     if min is not None:
         x = maximum(x, min)
     if max is not None:
         x = minimum(x, max)
     return x
+
+
+def clamp_min(x, min):
+    return clamp(x, min=min)
+
+
+def clamp_max(x, max):
+    return clamp(x, max=max)
 
 
 def neg(x):
@@ -227,6 +360,24 @@ def sigmoid(x):
 
 def erf(x):
     return unary("erf", x)
+
+
+def sin(x):
+    return unary("sin", x)
+
+
+def cos(x):
+    return unary("cos", x)
+
+
+def log1p(x):
+    """log(1 + x), accurate for small x."""
+    return unary("log1p", x)
+
+
+def expm1(x):
+    """exp(x) - 1, accurate for small x."""
+    return unary("expm1", x)
 
 
 def clone(x: Tensor) -> Tensor:
@@ -323,6 +474,13 @@ def expand(x: Tensor, *sizes) -> Tensor:
     shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     broadcast_shapes("expand", tuple(x.shape), shape)
     return apply("expand", [x], {"shape": shape})      # NOTE: a new view, as in PyTorch
+
+
+def _slice_dim(x: Tensor, dim: int, start: int, stop: int) -> Tensor:
+    """x[..., start:stop, ...] on axis `dim` (a view), for 0 <= start <= stop <= size."""
+    starts = tuple(start if i == dim else 0 for i in range(x.ndim))
+    stops = tuple(stop if i == dim else s for i, s in enumerate(x.shape))
+    return apply("slice", [x], {"starts": starts, "stops": stops, "steps": (1,) * x.ndim})
 
 
 def cat(tensors, dim: int = 0) -> Tensor:

@@ -159,7 +159,22 @@ INPLACE = {
     "sigmoid_": _inplace(F.sigmoid), "rsqrt_": _inplace(F.rsqrt), "erf_": _inplace(F.erf),
     "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
     "__itruediv__": _inplace(F.div), "__ipow__": _inplace(F.pow),
+    "floor_divide_": _inplace(F.floor_divide), "remainder_": _inplace(F.remainder),
+    "__ifloordiv__": _inplace(F.floor_divide), "__imod__": _inplace(F.remainder),
+    "bitwise_and_": _inplace(F.bitwise_and), "bitwise_or_": _inplace(F.bitwise_or),
+    "bitwise_xor_": _inplace(F.bitwise_xor), "bitwise_not_": _inplace(F.bitwise_not),
+    "__iand__": _inplace(F.bitwise_and), "__ior__": _inplace(F.bitwise_or),
+    "__ixor__": _inplace(F.bitwise_xor), "sin_": _inplace(F.sin), "cos_": _inplace(F.cos),
+    "log1p_": _inplace(F.log1p), "expm1_": _inplace(F.expm1),
+    "clamp_min_": _inplace(F.clamp_min), "clamp_max_": _inplace(F.clamp_max),
+    "tril_": _inplace(lambda x, diagonal=0: _composite().tril(x, diagonal)),
+    "triu_": _inplace(lambda x, diagonal=0: _composite().triu(x, diagonal)),
 }
+
+
+def _composite():
+    from . import composite
+    return composite
 
 
 def detach_(x: Tensor) -> Tensor:

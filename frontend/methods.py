@@ -5,6 +5,7 @@ from kiln.ir.errors import NotSupportedError, ShapeError
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
+from . import composite as C
 from . import functional as F
 from . import reductions as R
 from .indexing import getitem, setitem
@@ -77,6 +78,22 @@ def _select(x, dim: int, index: int):
     return getitem(x, (slice(None),) * d + (index,))
 
 
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "int32": "IntTensor",
+               "int64": "LongTensor", "bool": "BoolTensor"}
+
+
+def _type(x, dtype=None, non_blocking: bool = False):
+    """`x.type()`: the tensor type's name ('kiln.FloatTensor'); `x.type(dtype)`: x cast to
+    dtype (x itself when it has that dtype already), as in PyTorch."""
+    if dtype is None:
+        prefix = "kiln.cuda." if x.is_cuda else "kiln."
+        return prefix + _TYPE_NAMES[x.dtype.np.name]
+    if isinstance(dtype, str) and dtype.endswith("Tensor"):
+        names = {v: k for k, v in _TYPE_NAMES.items()}
+        dtype = names[dtype.rsplit(".", 1)[-1]]
+    return F.cast(x, dtype)
+
+
 _OPERATORS = {
     "__add__": F.add, "__radd__": _swap(F.add), "__sub__": F.sub, "__rsub__": _swap(F.sub),
     "__mul__": F.mul, "__rmul__": _swap(F.mul), "__truediv__": F.div,
@@ -85,6 +102,11 @@ _OPERATORS = {
     "__pos__": lambda x: x, "__abs__": F.abs,
     "__eq__": F.eq, "__ne__": F.ne, "__lt__": F.lt, "__le__": F.le, "__gt__": F.gt,
     "__ge__": F.ge, "__getitem__": getitem, "__setitem__": setitem,
+    "__floordiv__": F.floor_divide, "__rfloordiv__": _swap(F.floor_divide),
+    "__mod__": F.remainder, "__rmod__": _swap(F.remainder),
+    "__and__": F.bitwise_and, "__rand__": _swap(F.bitwise_and),
+    "__or__": F.bitwise_or, "__ror__": _swap(F.bitwise_or),
+    "__xor__": F.bitwise_xor, "__rxor__": _swap(F.bitwise_xor), "__invert__": F.bitwise_not,
 }
 
 _METHODS = {
@@ -103,6 +125,18 @@ _METHODS = {
     "view_as": lambda x, o: F.view(x, tuple(o.shape)),
     "reshape_as": lambda x, o: F.reshape(x, tuple(o.shape)),
     "clamp": F.clamp, "clip": F.clamp, "detach_": detach_,
+    "sin": F.sin, "cos": F.cos, "log1p": F.log1p, "expm1": F.expm1,
+    "floor_divide": F.floor_divide, "remainder": F.remainder,
+    "bitwise_and": F.bitwise_and, "bitwise_or": F.bitwise_or, "bitwise_xor": F.bitwise_xor,
+    "bitwise_not": F.bitwise_not, "logical_and": F.logical_and, "logical_or": F.logical_or,
+    "logical_xor": F.logical_xor, "logical_not": F.logical_not,
+    "clamp_min": F.clamp_min, "clamp_max": F.clamp_max, "type": _type,
+    "std": R.std, "var": R.var, "any": R.any, "all": R.all, "norm": R.norm,
+    "logsumexp": R.logsumexp, "cumsum": R.cumsum, "cumprod": R.cumprod, "sort": R.sort,
+    "argsort": R.argsort, "topk": R.topk,
+    "tril": C.tril, "triu": C.triu, "flip": C.flip, "roll": C.roll, "repeat": C.repeat,
+    "repeat_interleave": C.repeat_interleave, "chunk": C.chunk, "split": C.split,
+    "outer": C.outer, "bmm": C.bmm,
 }
 
 

@@ -1,10 +1,11 @@
 """Reductions with PyTorch's conventions (dim=None means all, int sums give int64)."""
 from __future__ import annotations
 
+import builtins
 import collections
 
 from kiln.ir import dtypes
-from kiln.ir.errors import DTypeError
+from kiln.ir.errors import DTypeError, NotSupportedError, ShapeError
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
@@ -91,3 +92,177 @@ def argmin(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     if x.dtype == dtypes.bool_:
         x = cast(x, dtypes.int64)
     return argmax(apply("neg", [x]), dim, keepdim)
+
+
+# ---- statistics, norms ----------------------------------------------------------------------
+def _count(x: Tensor, dim) -> int:
+    n = 1
+    for a in (_axes(x, dim) if x.ndim else ()):
+        n *= x.shape[a]
+    return n
+
+
+def _correction(op: str, unbiased, correction) -> float:
+    if unbiased is not None and correction is not None:
+        raise ValueError(f"{op}: pass either `unbiased` or `correction`, not both")
+    if correction is not None:
+        return float(correction)
+    return 1.0 if unbiased is None or unbiased else 0.0
+
+
+def var(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    """Variance over `dim` (all dims when None), sum((x - mean)**2) / (N - correction);
+    unbiased (correction=1) by default, as in PyTorch.
+
+    >>> import kiln
+    >>> kiln.tensor([1.0, 2.0, 3.0, 4.0]).var()
+    tensor(1.6667)
+    """
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim         # NOTE: PyTorch's var(x, unbiased) form
+    if not x.dtype.is_float:
+        raise DTypeError(f"var/std: needs a floating-point tensor, got {x.dtype}",
+                         loc=user_loc())
+    corr = _correction("var", unbiased, correction)
+    centered = x - mean(x, dim, keepdim=True)
+    total = sum(centered * centered, dim, keepdim=keepdim)
+    # NOTE: N - correction <= 0 divides by 0 (inf or nan), as in PyTorch
+    return total / builtins.max(_count(x, dim) - corr, 0.0)
+
+
+def std(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    """Standard deviation: sqrt of `var` with the same arguments."""
+    from .functional import sqrt
+    return sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def var_mean(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    return var(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
+
+
+def std_mean(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+    return std(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
+
+
+def any(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    """Whether any element (along `dim`) is nonzero; False for an empty tensor."""
+    from .functional import gt, ne
+    hits = sum(cast(ne(x, 0), dtypes.int64), dim, keepdim)
+    return gt(hits, 0)
+
+
+def all(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    """Whether every element (along `dim`) is nonzero; True for an empty tensor."""
+    from .functional import eq
+    misses = sum(cast(eq(x, 0), dtypes.int64), dim, keepdim)
+    return eq(misses, 0)
+
+
+def logsumexp(x: Tensor, dim, keepdim: bool = False) -> Tensor:
+    """log(sum(exp(x))) along `dim`, computed from x - max so it never overflows."""
+    from .functional import abs, eq, exp, log, where
+    if not x.dtype.is_float:
+        x = cast(x, dtypes.float32)
+    m = amax(x, dim, keepdim=True).detach()
+    # NOTE: an all -inf (or +inf) row would give inf - inf = nan: shift by 0 there instead
+    m = where(eq(abs(m), float("inf")), 0.0, m)
+    out = log(sum(exp(x - m), dim, keepdim=True)) + m
+    if keepdim or x.ndim == 0:
+        return out
+    return reshape(out, tuple(d for i, d in enumerate(x.shape) if i not in _axes(x, dim)))
+
+
+def norm(x: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    """The vector p-norm over `dim` (all elements when None): p = 2 or "fro" (the default),
+    1, any positive number, inf, -inf or 0 (the count of nonzeros).
+
+    >>> import kiln
+    >>> kiln.tensor([3.0, -4.0]).norm()
+    tensor(5.)
+    """
+    import math
+    from .functional import abs, eq, ne, pow, sqrt
+    if dtype is not None:
+        x = cast(x, dtype)
+    if not x.dtype.is_float:
+        raise DTypeError(f"norm(): input dtype should be floating point, got {x.dtype}",
+                         loc=user_loc())
+    if p == "fro" or p == 2 or p is None:
+        return sqrt(sum(x * x, dim, keepdim))
+    if p == "nuc" or isinstance(p, str):
+        raise NotSupportedError(f"not supported yet: norm with p={p!r}", loc=user_loc())
+    if p == math.inf:
+        return amax(abs(x), dim, keepdim)
+    if p == -math.inf:
+        return amin(abs(x), dim, keepdim)
+    if p == 0:
+        return sum(cast(ne(x, 0), x.dtype), dim, keepdim)
+    if p == 1:
+        return sum(abs(x), dim, keepdim)
+    return pow(sum(pow(abs(x), float(p)), dim, keepdim), 1.0 / float(p))
+
+
+# ---- scans, sorting -------------------------------------------------------------------------
+def _scan(op: str, x: Tensor, dim: int, dtype) -> Tensor:
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif not x.dtype.is_float:
+        x = cast(x, dtypes.int64)       # NOTE: PyTorch's integer scans accumulate in int64
+    return apply(op, [x], {"axis": norm_dim(dim, x.ndim, op)})
+
+
+def cumsum(x: Tensor, dim: int, dtype=None) -> Tensor:
+    """Running sum along `dim` (integers and bool accumulate in int64).
+
+    >>> import kiln
+    >>> kiln.tensor([1, 2, 3]).cumsum(0)
+    tensor([1, 3, 6])
+    """
+    return _scan("cumsum", x, dim, dtype)
+
+
+def cumprod(x: Tensor, dim: int, dtype=None) -> Tensor:
+    """Running product along `dim`; its gradient is exact where x has zeros."""
+    return _scan("cumprod", x, dim, dtype)
+
+
+def argsort(x: Tensor, dim: int = -1, descending: bool = False, stable: bool = False):
+    """Indices that sort x along `dim` (always a stable sort; NaN counts as largest)."""
+    if x.dtype == dtypes.bool_:
+        x = cast(x, dtypes.int64)
+    return apply("argsort", [x], {"axis": norm_dim(dim, x.ndim, "argsort"),
+                                  "descending": bool(descending)})
+
+
+SortResult = collections.namedtuple("SortResult", ["values", "indices"])
+
+
+def _gather(x: Tensor, indices: Tensor, dim: int) -> Tensor:
+    if x.ndim == 0:
+        return x * 1 if x.dtype != dtypes.bool_ else x
+    return apply("gather", [x, indices], {"axis": norm_dim(dim, x.ndim, "gather")})
+
+
+def sort(x: Tensor, dim: int = -1, descending: bool = False, stable: bool = False):
+    """(values, indices) of x sorted along `dim`; gradients reach x through the indices.
+
+    >>> import kiln
+    >>> kiln.tensor([3.0, 1.0, 2.0]).sort(descending=True).indices
+    tensor([0, 2, 1])
+    """
+    indices = argsort(x, dim, descending)
+    return SortResult(_gather(x, indices, dim), indices)
+
+
+def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
+    """The k largest (or smallest) values along `dim` and their indices, in sorted order."""
+    from .functional import _slice_dim
+    d = norm_dim(dim, x.ndim, "topk")
+    size = x.shape[d] if x.ndim else 1
+    if not 0 <= k <= size:
+        raise ShapeError(f"topk: k ({k}) is out of range for dimension {dim} of size {size}",
+                         loc=user_loc())
+    indices = argsort(x, d, descending=largest)
+    if x.ndim:
+        indices = _slice_dim(indices, d, 0, k)
+    return SortResult(_gather(x, indices, d), indices)

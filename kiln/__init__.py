@@ -8,21 +8,29 @@
 from kiln import cuda  # noqa: F401
 from kiln.frontend import methods as _methods  # noqa: F401  (binds Tensor operators)
 from kiln.frontend.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from kiln.frontend.composite import (cross_entropy, gelu, layer_norm, log_softmax, mse_loss,
-                                     one_hot, silu, softmax)
+from kiln.frontend.composite import (bmm, chunk, cross_entropy, einsum, flip, gelu,
+                                     layer_norm, linspace, log_softmax, meshgrid, mse_loss,
+                                     one_hot, outer, repeat_interleave, roll, silu, softmax,
+                                     split, tril, triu)
 from kiln.frontend.creation import (arange, from_numpy, full, full_like, manual_seed, ones,
                                     ones_like, rand, rand_like, randn, randn_like, tensor,
                                     zeros, zeros_like)
-from kiln.frontend.functional import (abs, add, cast, cat, clamp, div, eq, erf, exp, expand, flatten,
-                                      ge, gt, le, log, lt, matmul, maximum, minimum, mul, ne,
-                                      neg, permute, pow, relu, reshape, rsqrt, sigmoid, sqrt,
-                                      squeeze, stack, sub, tanh, transpose, unsqueeze, where)
+from kiln.frontend.functional import (abs, add, as_tensor, bitwise_and, bitwise_not,
+                                      bitwise_or, bitwise_xor, cast, cat, clamp, clamp_max,
+                                      clamp_min, cos, div, eq, erf, exp, expand, expm1, flatten,
+                                      floor_divide, ge, gt, le, log, log1p, logical_and,
+                                      logical_not, logical_or, logical_xor, lt, matmul, maximum,
+                                      minimum, mul, ne, neg, permute, pow, relu, remainder,
+                                      reshape, rsqrt, sigmoid, sin, sqrt, squeeze, stack, sub,
+                                      tanh, transpose, unsqueeze, where)
 from kiln.frontend.explain import explain
 from kiln.frontend.indexing import (argwhere, gather, index_add, index_put, index_select,
                                     masked_select, nonzero, scatter, scatter_add, take,
                                     take_along_dim, unique)
 from kiln.frontend.jit import KilnJitWarning, compile_stages, jit
-from kiln.frontend.reductions import amax, amin, argmax, argmin, max, mean, min, sum
+from kiln.frontend.reductions import (all, amax, amin, any, argmax, argmin, argsort, cumprod,
+                                      cumsum, logsumexp, max, mean, min, norm, sort, std,
+                                      std_mean, sum, topk, var, var_mean)
 from kiln.frontend.tensor import Size, Tensor, device
 from kiln.ir.dtypes import DType as dtype
 from kiln.ir.dtypes import bool_ as bool
@@ -39,6 +47,7 @@ double = float64
 long = int64
 int = int32
 concat = cat
+clip = clamp
 
 __version__ = "0.1.0"
 __all__ = [n for n in dir() if not n.startswith("_")]

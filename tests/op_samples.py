@@ -194,6 +194,73 @@ def _where(g: _Gen):
             g.case("bool-rank0", [g.bools(()), g.bools(()), g.bools(())])]
 
 
+def _int_pow(g: _Gen):
+    """pow's integer form: a negative exponent gives PyTorch's 1, +-1 or 0."""
+    base = np.array([2, -3, 1, -1, 0, 5, 7, -2], i64)
+    exponent = np.array([3, 2, -4, -3, 2, 0, -1, 5], i64)
+    return [*_binary("positive", "normal", ints=False)(g),
+            g.case("i64-negative-exponents", [base, exponent]),
+            g.case("i32", [g.ints(i32, (3, 2), -4, 5), g.ints(i32, (3, 2), 0, 6)])]
+
+
+def _divide_like(g: _Gen):
+    """floor_divide/remainder: both signs on both sides; integer divisors include 0 and -1
+    (compiled code gives NumPy's 0 there; the frontend raises first in eager mode)."""
+    def ints(dt, shape):
+        b = g.ints(dt, shape, -4, 5)
+        b.flat[:2] = (0, -1)
+        return [g.ints(dt, shape, -20, 21), b]
+    return [g.case("f64", [g.normal(f64, (3, 4), 3.0), g.nonzero(f64, (3, 4))]),
+            g.case("f32-rank3", [g.normal(f32, (2, 3, 2), 3.0), g.nonzero(f32, (2, 3, 2))]),
+            g.case("f64-rank0", [g.normal(f64, (), 3.0), g.nonzero(f64, ())]),
+            g.case("i64", ints(i64, (8,))),
+            g.case("i32-rank2", ints(i32, (3, 3)))]
+
+
+def _bitwise2(g: _Gen):
+    return [g.case("bool", [g.bools((3, 4)), g.bools((3, 4))]),
+            g.case("i64", [g.ints(i64, (5,), -50, 50), g.ints(i64, (5,), -50, 50)]),
+            g.case("i32-rank0", [g.ints(i32, ()), g.ints(i32, ())])]
+
+
+def _bitwise_not(g: _Gen):
+    return [g.case("bool", [g.bools((3, 4))]),
+            g.case("i64", [g.ints(i64, (5,), -50, 50)]),
+            g.case("i32-rank0", [g.ints(i32, ())])]
+
+
+# ---- scans, sorting ------------------------------------------------------------------------
+def _scan(g: _Gen):
+    with_zero = g.normal(f64, (2, 5))
+    with_zero[0, 2] = 0.0
+    with_zero[1, 1] = with_zero[1, 3] = 0.0
+    return [g.case("f64-axis1", [g.normal(f64, (3, 4))], {"axis": 1}),
+            g.case("f64-axis0-rank3", [g.normal(f64, (3, 2, 2))], {"axis": 0}),
+            g.case("f64-zeros", [with_zero], {"axis": 1}),
+            g.case("f32-axis2", [g.normal(f32, (2, 2, 3))], {"axis": 2}),
+            g.case("f64-rank0", [g.normal(f64, ())], {"axis": 0}),
+            g.case("i64", [g.ints(i64, (4, 3))], {"axis": 0})]
+
+
+def _argsort(g: _Gen):
+    ties = np.array([[3, 1, 3, 2, 1], [0, 0, 0, 0, 0]], i64)
+    nans = np.array([2.0, np.nan, -1.0, np.nan, 5.0], f32)
+    return [g.case("f64-axis1", [g.distinct(f64, (3, 4))], {"axis": 1, "descending": False}),
+            g.case("f64-axis0-descending", [g.distinct(f64, (4, 3))],
+                   {"axis": 0, "descending": True}),
+            g.case("i64-ties", [ties], {"axis": 1, "descending": False}),
+            g.case("i64-ties-descending", [ties], {"axis": 1, "descending": True}),
+            g.case("f32-nan-descending", [nans], {"axis": 0, "descending": True}),
+            g.case("f32-nan", [nans], {"axis": 0, "descending": False})]
+
+
+def _flip(g: _Gen):
+    return [g.case("f64-axis0", [g.normal(f64, (3, 4))], {"axes": (0,)}),
+            g.case("f32-axes02", [g.normal(f32, (2, 3, 4))], {"axes": (0, 2)}),
+            g.case("f64-none", [g.normal(f64, (2, 2))], {"axes": ()}),
+            g.case("i64", [g.ints(i64, (5,))], {"axes": (0,)})]
+
+
 # ---- matmul, movement ----------------------------------------------------------------------
 def _matmul(g: _Gen):
     return [g.case("f64-2d", [g.normal(f64, (3, 4)), g.normal(f64, (4, 5))]),
@@ -527,7 +594,21 @@ _TABLE = {
     "sub": _binary(),
     "mul": _binary(),
     "div": _binary("normal", "nonzero", ints=False),
-    "pow": _binary("positive", "normal", ints=False),
+    "pow": _int_pow,
+    "sin": _unary("normal"),
+    "cos": _unary("normal"),
+    "log1p": _unary("positive"),
+    "expm1": _unary("normal"),
+    "floor_divide": _divide_like,
+    "remainder": _divide_like,
+    "bitwise_and": _bitwise2,
+    "bitwise_or": _bitwise2,
+    "bitwise_xor": _bitwise2,
+    "bitwise_not": _bitwise_not,
+    "cumsum": _scan,
+    "cumprod": _scan,
+    "argsort": _argsort,
+    "flip": _flip,
     "maximum": _extreme2,
     "minimum": _extreme2,
     "eq": _compare,

@@ -258,3 +258,16 @@ def _concat_vjp(c, g):
 register(OpDef("concat", "movement", -1, {"axis": "int"}, _concat_infer,
                lambda xs, a: np.concatenate(xs, axis=a.axis), _concat_vjp,
                doc="Join tensors along `axis`."))
+
+
+def _flip_infer(types, attrs):
+    t = types[0]
+    rules.check_axes("flip", t, attrs.axes)
+    return [t]
+
+
+# NOTE: a copy, not a view (PyTorch's flip copies too: negative strides are not allowed).
+register(OpDef("flip", "movement", 1, {"axes": "ints"}, _flip_infer,
+               lambda xs, a: np.flip(xs[0], tuple(a.axes)).copy(),
+               lambda c, g: [P.flip(g, axes=c.attrs.axes)],
+               doc="Reverse the order of elements along `axes` (sorted, distinct)."))

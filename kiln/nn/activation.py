@@ -143,3 +143,47 @@ class LogSoftmax(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class ELU(Module):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise.
+
+    >>> import kiln
+    >>> ELU(alpha=0.5)
+    ELU(alpha=0.5)
+    >>> [round(v, 4) for v in ELU()(kiln.tensor([-1.0, 2.0])).tolist()]
+    [-0.6321, 2.0]
+    """
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha = alpha
+        self.inplace = inplace
+
+    def forward(self, input):
+        return F.elu(input, self.alpha, self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class Softplus(Module):
+    """log(1 + exp(beta * x)) / beta, linear where beta * x > threshold.
+
+    >>> import kiln
+    >>> Softplus(beta=2.0)
+    Softplus(beta=2.0, threshold=20.0)
+    >>> [round(v, 4) for v in Softplus()(kiln.tensor([0.0, 25.0])).tolist()]
+    [0.6931, 25.0]
+    """
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta = beta
+        self.threshold = threshold
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"

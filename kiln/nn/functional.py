@@ -64,10 +64,12 @@ def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     >>> [round(v, 4) for v in elu(kiln.tensor([-1.0, 0.0, 2.0])).tolist()]
     [-0.6321, 0.0, 2.0]
     """
-    # NOTE: exp of min(x, 0): the branch where() drops must stay finite, or its zero
-    # cotangent times an infinite exp(x) would make the gradient NaN.
-    negative = _expm1(K.minimum(input, 0.0)) * alpha
-    return _maybe_inplace(input, K.where(K.gt(input, 0), input, negative), inplace)
+    # NOTE: exp of x only where x <= 0: the branch where() drops must stay finite, or its
+    # zero cotangent times an infinite exp(x) would make the gradient NaN. A where, not a
+    # minimum, so x = 0 gets the whole gradient alpha as in PyTorch (minimum splits ties).
+    positive = K.gt(input, 0)
+    negative = K.expm1(K.where(positive, 0.0, input)) * alpha
+    return _maybe_inplace(input, K.where(positive, input, negative), inplace)
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -79,36 +81,10 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     [0.3133, 0.6931, 30.0]
     """
     scaled = input * beta
-    # NOTE: clamped at the threshold so the dropped branch never overflows (see elu)
-    soft = _log1p(K.exp(K.minimum(scaled, float(threshold)))) / beta
-    return K.where(K.gt(scaled, threshold), input, soft)
-
-
-def _expm1(x: Tensor) -> Tensor:
-    """exp(x) - 1 without the cancellation near 0: a Taylor series where |x| < 0.1.
-
-    NOTE: a composite until the registry has expm1; its error is below float64's precision
-    (10 terms: |x|**10 / 10! < 3e-17 relative at |x| = 0.1)."""
-    small = K.lt(K.abs(x), 0.1)
-    xs = K.where(small, x, 0.0)
-    series = 1.0
-    for k in range(10, 1, -1):
-        series = xs * (1.0 / k) * series + 1.0
-    return K.where(small, xs * series, K.exp(x) - 1.0)
-
-
-def _log1p(x: Tensor) -> Tensor:
-    """log(1 + x) without the cancellation near 0: 2 atanh(x / (2 + x)) as a series where
-    |x| < 0.1 (7 odd terms reach float64's precision).
-
-    NOTE: a composite until the registry has log1p."""
-    small = K.lt(K.abs(x), 0.1)
-    s = K.where(small, x, 0.0) / (K.where(small, x, 0.0) + 2.0)
-    s2 = s * s
-    series = 1.0 / 13.0
-    for k in range(11, 0, -2):
-        series = s2 * series + 1.0 / k
-    return K.where(small, s * series * 2.0, K.log(x + 1.0))
+    linear = K.gt(scaled, threshold)
+    # NOTE: clamped where linear so the dropped branch never overflows (see elu)
+    soft = K.log1p(K.exp(K.where(linear, float(threshold), scaled))) / beta
+    return K.where(linear, input, soft)
 
 
 def sigmoid(input: Tensor) -> Tensor:
@@ -406,7 +382,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction: str
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     if beta < 0:
-        raise ValueError("smooth_l1_loss does not support negative values for beta.")
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     if beta == 0:
         return l1_loss(input, target, reduction=reduction)
     input, target = _broadcast_pair("smooth_l1_loss", input, target)
@@ -424,8 +400,8 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weigh
     [0.125, 4.0]
     """
     if delta <= 0:
-        raise ValueError(f"huber_loss does not support non-positive values for delta, got "
-                         f"{delta}")
+        raise RuntimeError(f"huber_loss does not support non-positive values for delta, got "
+                           f"{delta}")
     if weight is not None and tuple(weight.shape) != tuple(input.shape):
         raise ValueError("Weights and input must have the same size.")
     input, target = _broadcast_pair("huber_loss", input, target)
@@ -468,3 +444,9 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     n1 = n1 + (K.maximum(n1, eps) - n1).detach()
     n2 = n2 + (K.maximum(n2, eps) - n2).detach()
     return R.sum((x1 / n1) * (x2 / n2), dim)
+
+
+# NOTE: imported last: attention and upsampling are written with the functions above
+from .attention import (multi_head_attention_forward,  # noqa: E402,F401
+                        scaled_dot_product_attention)
+from .upsampling import interpolate  # noqa: E402,F401

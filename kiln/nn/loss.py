@@ -126,3 +126,55 @@ class BCEWithLogitsLoss(_Loss):
         return F.binary_cross_entropy_with_logits(input, target, self.weight,
                                                   pos_weight=self.pos_weight,
                                                   reduction=self.reduction)
+
+
+class KLDivLoss(_Loss):
+    """Pointwise KL divergence of log-probabilities `input` from `target` (probabilities,
+    or log-probabilities with log_target=True); use reduction="batchmean" for the true KL.
+
+    >>> import kiln
+    >>> logq = kiln.log(kiln.tensor([[0.25, 0.75]]))
+    >>> round(KLDivLoss(reduction="batchmean")(logq, kiln.tensor([[0.5, 0.5]])).item(), 4)
+    0.1438
+    """
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean",
+                 log_target: bool = False):
+        super().__init__(size_average, reduce, reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class SmoothL1Loss(_Loss):
+    """Squared error below `beta` (halved, over beta), absolute error above it.
+
+    >>> import kiln
+    >>> SmoothL1Loss()(kiln.tensor([0.5, 3.0]), kiln.zeros(2)).item()
+    1.3125
+    """
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean",
+                 beta: float = 1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    """Halved squared error below `delta`, delta * (|d| - delta / 2) above it.
+
+    >>> import kiln
+    >>> HuberLoss(delta=2.0)(kiln.tensor([0.5, 3.0]), kiln.zeros(2)).item()
+    2.0625
+    """
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction=reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)

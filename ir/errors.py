@@ -34,7 +34,9 @@ class KilnError(Exception):
         return text
 
 
-class ShapeError(KilnError, ValueError):
+class ShapeError(KilnError, ValueError, RuntimeError):
+    """Shapes that do not fit: a RuntimeError, as PyTorch's (and a ValueError, as before)."""
+
     category = "shape"
 
 

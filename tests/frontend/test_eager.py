@@ -171,3 +171,16 @@ def test_value_conversions():
 def test_where_of_two_python_scalars_takes_pytorchs_dtype(a, b, dtype):
     got = kiln.where(kiln.tensor([True, False]), a, b)
     assert got.dtype == getattr(kiln, dtype) and got.tolist() == [a, b]
+
+
+def test_error_types_are_pytorchs():
+    """Shape mismatches are RuntimeErrors and bad indices IndexErrors, as in PyTorch (and
+    Kiln's own ShapeError, a ValueError, as before)."""
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        kiln.ones(2, 3) @ kiln.ones(2, 3)
+    with pytest.raises(RuntimeError, match="cannot be broadcast"):
+        kiln.ones(2) + kiln.ones(3)
+    with pytest.raises(ValueError):
+        kiln.ones(2) + kiln.ones(3)
+    with pytest.raises(IndexError):
+        kiln.ones(2)[2]

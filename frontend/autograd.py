@@ -12,6 +12,11 @@ import numpy as np
 
 from kiln.ir.errors import KilnError
 from kiln.ir.registry import VJPContext
+from kiln.ir.types import user_loc
+
+class AutogradError(KilnError, RuntimeError):
+    """A backward that cannot run as asked (PyTorch raises RuntimeError for these)."""
+
 
 class _GradState(threading.local):
     # NOTE: a class default, so a thread's first read finds it without a failed lookup
@@ -157,7 +162,7 @@ def require_fresh(t) -> None:
     if t._saved is not None:
         why = check_saved(t)
         if why is not None:
-            raise KilnError(why)
+            raise AutogradError(why)
 
 
 def cut_history(t) -> "TapeNode":
@@ -200,22 +205,90 @@ def _accumulate(store: dict, key, g):
     store[key] = g if key not in store else store[key] + g
 
 
-def backward(root, gradient, retain_graph: bool = False) -> None:
+def backward(root, gradient, retain_graph: bool | None = None,
+             create_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) * gradient into every leaf's `.grad`; without
-    `retain_graph`, free the saved values of every node the backward ran through."""
-    if root._saved is None and root._base is not None and root._view_version != \
-            root._version[0]:
-        from .views import refresh_grad_fn
-        refresh_grad_fn(root)
-    if root.grad_fn is None and not root.requires_grad:
-        raise KilnError("element 0 of tensors does not require grad and does not have a "
-                        "grad_fn")
-    run_backward([(root, gradient)], retain_graph, _accumulate_grad)
+    `retain_graph` (default: `create_graph`), free the saved values of every node the backward
+    ran through. With `create_graph` the gradients are themselves differentiable."""
+    backward_roots([(root, gradient)], retain_graph, create_graph)
 
 
-def run_backward(roots, retain_graph: bool, on_leaf) -> None:
+def tensor_backward(t, gradient=None, retain_graph: bool | None = None,
+                    create_graph: bool = False, inputs=None) -> None:
+    """`Tensor.backward(gradient, retain_graph, create_graph, inputs)`, as in PyTorch."""
+    roots = roots_with_cotangents([t], None if gradient is None else [gradient])
+    backward_roots(roots, retain_graph, create_graph, inputs)
+
+
+def backward_roots(roots, retain_graph: bool | None = None, create_graph: bool = False,
+                   inputs=None) -> None:
+    """Accumulate the gradients of `roots` = [(tensor, cotangent)] into `.grad`: of every
+    leaf, or only of `inputs` (leaves or not) when given."""
+    for i, (root, _) in enumerate(roots):
+        if root._saved is None and root._base is not None and root._view_version != \
+                root._version[0]:
+            from .views import refresh_grad_fn
+            refresh_grad_fn(root)
+        if root.grad_fn is None and not root.requires_grad:
+            raise AutogradError(f"element {i} of tensors does not require grad and does not "
+                                "have a grad_fn", loc=user_loc())
+    if retain_graph is None:
+        retain_graph = create_graph
+    accumulate = _accumulate_grad_with_graph if create_graph else _accumulate_grad
+    wanted = None
+    if inputs is not None:
+        wanted = Wanted(inputs, accumulate)
+        on_leaf = _only_leaves(wanted.leaves, accumulate)
+    else:
+        on_leaf = accumulate
+    run_backward(roots, retain_graph, on_leaf, create_graph, wanted)
+
+
+def _only_leaves(ids: set, on_leaf):
+    def call(leaf, g):
+        if id(leaf) in ids:
+            on_leaf(leaf, g)
+    return call
+
+
+def roots_with_cotangents(outputs, grad_outputs) -> list:
+    """[(output, cotangent)]: `grad_outputs[i]`, or ones for a one-element output (PyTorch's
+    implicit gradient); checks counts and shapes like PyTorch."""
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    if len(grad_outputs) != len(outputs):
+        raise AutogradError(f"got {len(grad_outputs)} gradients for {len(outputs)} outputs "
+                            "(one per output; None for a one-element output)", loc=user_loc())
+    return [(out, _cotangent(i, out, g)) for i, (out, g) in
+            enumerate(zip(outputs, grad_outputs))]
+
+
+def _cotangent(i: int, out, g):
+    if g is None:
+        if out.numel() != 1:
+            raise AutogradError(f"grad can be implicitly created only for scalar outputs; "
+                                f"output {i} has shape {list(out.shape)}", loc=user_loc())
+        from .functional import full
+        return full(tuple(out.shape), 1, out.dtype, like=out)
+    if not hasattr(g, "_kiln_apply"):
+        raise TypeError(f"gradient {i} must be a Tensor or None, got {type(g).__name__}")
+    if tuple(g.shape) != tuple(out.shape):
+        raise AutogradError(f"Mismatch in shape: grad_output[{i}] has a shape of "
+                            f"{list(g.shape)} and output[{i}] has a shape of "
+                            f"{list(out.shape)}", loc=user_loc())
+    # NOTE: an alias, so the cotangent is never the user's object (a gradient that needs
+    # its own history keeps it: create_graph differentiates through it too)
+    return g if g.requires_grad else g._alias()
+
+
+def run_backward(roots, retain_graph: bool, on_leaf, create_graph: bool = False,
+                 wanted: "Wanted | None" = None) -> None:
     """Walk the tape back from `roots` = [(tensor, cotangent)], calling `on_leaf(leaf, g)`
-    for each gradient that reaches a leaf (several calls per leaf are possible)."""
+    for each gradient that reaches a leaf (several calls per leaf are possible).
+
+    With `create_graph` the VJPs run with grad mode on over inputs and outputs that carry
+    their history (`_live_context`), so the gradients they compute are on the tape too.
+    With `wanted`, only the part of the tape that leads to its tensors runs."""
     cot: dict = {}
     nodes = []
     for t, g in roots:
@@ -224,11 +297,51 @@ def run_backward(roots, retain_graph: bool, on_leaf) -> None:
         else:
             _accumulate(cot, (id(t.grad_fn), t._out_index), g)
             nodes.append(t.grad_fn)
-    with no_grad():
-        for node in _topo_order_all(nodes):
-            got = _run_vjp(node, cot, on_leaf)
+    order = _topo_order_all(nodes)
+    if wanted is not None:
+        wanted.mark_needed(order)
+    with set_grad_mode(create_graph):
+        for node in order:
+            if wanted is not None and not wanted.visit(node, cot):
+                continue
+            got = _run_vjp(node, cot, on_leaf, create_graph, wanted)
             if not retain_graph and got:
                 node.free(got)
+
+
+class Wanted:
+    """The tensors a backward must reach (`kiln.autograd.grad`'s inputs, `backward(inputs=)`):
+    leaves, found by identity, and non-leaf tensors, found by (node, output index); the total
+    cotangent of a non-leaf one is handed to `on_capture(tensor, g)` when its node comes up
+    (every consumer has run by then). Nodes that lead to none of them do not run."""
+
+    def __init__(self, tensors, on_capture):
+        self.leaves = {id(t) for t in tensors if t.grad_fn is None}
+        self.outputs = {(id(t.grad_fn), t._out_index): t for t in tensors
+                        if t.grad_fn is not None}
+        self.on_capture = on_capture
+        self.needed: set = set()
+
+    def mark_needed(self, order: list) -> None:
+        """Which nodes have an edge into a wanted tensor or into a needed node."""
+        for node in reversed(order):        # NOTE: producers before their consumers
+            if any(self.edge_needed(e) for e in node.edges):
+                self.needed.add(id(node))
+
+    def edge_needed(self, edge) -> bool:
+        if edge is None:
+            return False
+        if edge[0] == "leaf":
+            return id(edge[1]) in self.leaves
+        return id(edge[1]) in self.needed or (id(edge[1]), edge[2]) in self.outputs
+
+    def visit(self, node: TapeNode, cot: dict) -> bool:
+        """Capture the cotangents of node's wanted outputs; whether its VJP must run."""
+        for i in range(len(node.outputs)):
+            key = (id(node), i)
+            if key in self.outputs and key in cot:
+                self.on_capture(self.outputs[key], cot[key])
+        return id(node) in self.needed
 
 
 def _topo_order_all(roots: list) -> list:
@@ -239,23 +352,30 @@ def _topo_order_all(roots: list) -> list:
     return _topo_order(hub)[1:]
 
 
-def _run_vjp(node: TapeNode, cot: dict, on_leaf) -> list:
+def _run_vjp(node: TapeNode, cot: dict, on_leaf, create_graph: bool = False,
+             wanted: Wanted | None = None) -> list:
     """Run one node's VJP; returns the indices of the outputs that had a cotangent."""
     gs = [cot.pop((id(node), i), None) for i in range(len(node.outputs))]
     got = [i for i, g in enumerate(gs) if g is not None]
     if not got:
         return got
     if node.consumed.intersection(got):
-        raise KilnError(check_saved_freed_message())
+        raise AutogradError(check_saved_freed_message())
     for i, ref in node.retained.items():
         t = ref()
         if t is not None and gs[i] is not None:
-            _accumulate_grad(t, gs[i])
-    needs = [e is not None for e in node.edges]
-    ctx = VJPContext(node.inputs, node.outputs, node.attrs, needs)
+            (_accumulate_grad_with_graph if create_graph else _accumulate_grad)(t, gs[i])
+    if wanted is None:
+        needs = [e is not None for e in node.edges]
+    else:
+        needs = [wanted.edge_needed(e) for e in node.edges]
+    if create_graph:
+        ctx = _live_context(node, needs)
+    else:
+        ctx = VJPContext(node.inputs, node.outputs, node.attrs, needs)
     grads = node.vjp(ctx, gs[0] if len(gs) == 1 else gs)
-    for e, gi in zip(node.edges, grads):
-        if gi is None or e is None:
+    for e, need, gi in zip(node.edges, needs, grads):
+        if gi is None or not need:
             continue
         require_fresh(gi)
         if e[0] == "node":
@@ -263,6 +383,51 @@ def _run_vjp(node: TapeNode, cot: dict, on_leaf) -> list:
         else:
             on_leaf(e[1], gi)
     return got
+
+
+def _live_context(node: TapeNode, needs: list) -> VJPContext:
+    """The VJP context of a backward that builds a graph: each saved input stands for the
+    tensor it saved (its producer's output, or the leaf itself) and each saved output for
+    this node's output, so what the VJP computes from them differentiates back through the
+    forward graph, as PyTorch's double backward does."""
+    if node.op.startswith("function_"):
+        from kiln.ir.errors import NotSupportedError
+        raise NotSupportedError(f"not supported yet: create_graph=True through the custom "
+                                f"kiln.autograd.Function {node.op[len('function_'):]} (its "
+                                "backward reads saved tensors without their history)")
+    if node.op.startswith("jit_"):
+        from kiln.ir.errors import NotSupportedError
+        raise NotSupportedError("not supported yet: create_graph=True through the backward "
+                                "of a @kiln.jit function (its compiled backward is not "
+                                "differentiable); call the function without @kiln.jit, or "
+                                "take the gradient inside it")
+    inputs = [_live(saved, edge) for saved, edge in zip(node.inputs, node.edges)]
+    outputs = [_live(saved, ("node", node, i) if saved.dtype.is_float else None)
+               for i, saved in enumerate(node.outputs)]
+    return VJPContext(inputs, outputs, node.attrs, needs)
+
+
+def _live(saved, edge):
+    """A saved value reconnected to its history `edge`. A leaf is used itself when its
+    storage is unchanged; a value written since it was saved keeps its saved marker, so
+    anything computed from it is stale (see `check_saved`) and carries no history."""
+    if edge is None or check_saved(saved) is not None:
+        return saved
+    if edge[0] == "leaf":
+        return edge[1]
+    live = saved._alias()
+    live._saved = saved._saved
+    live._requires_grad = True
+    live.grad_fn = edge[1]
+    live._out_index = edge[2]
+    return live
+
+
+def _accumulate_grad_with_graph(t, g) -> None:
+    """AccumulateGrad under `create_graph`: `.grad` keeps its history (a copy: a cotangent
+    may alias another gradient) and later gradients are added out of place (an in-place add
+    would rewrite a value on the tape), as PyTorch's AccumulateGrad does with grad mode on."""
+    t.grad = g.clone() if t.grad is None else t.grad + g
 
 
 def _accumulate_grad(t, g) -> None:

@@ -399,19 +399,12 @@ class Tensor:
         return self.to(dtypes.bool_)
 
     # ---- autograd ---------------------------------------------------------------------------
-    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool = False) -> None:
-        """Accumulate gradients of this tensor into the leaves' `.grad`; the graph's saved
-        values are freed unless `retain_graph=True` (a second backward then raises)."""
-        if gradient is None:
-            if self.numel() != 1:
-                raise KilnError(f"grad can be implicitly created only for scalar outputs; "
-                                f"this tensor has shape {list(self.shape)}", loc=user_loc())
-            from .functional import full
-            gradient = full(tuple(self.shape), 1, self.dtype, like=self)
-        elif tuple(gradient.shape) != tuple(self.shape):
-            raise KilnError(f"backward: gradient shape {list(gradient.shape)} does not match "
-                            f"tensor shape {list(self.shape)}", loc=user_loc())
-        autograd.backward(self, gradient._alias(), retain_graph)
+    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs=None) -> None:
+        """Accumulate gradients of this tensor into the leaves' `.grad` (or only `inputs`');
+        the graph's saved values are freed unless `retain_graph=True` (a second backward
+        then raises); `create_graph=True` makes the gradients differentiable."""
+        autograd.tensor_backward(self, gradient, retain_graph, create_graph, inputs)
 
     def __repr__(self) -> str:
         from .format import format_tensor

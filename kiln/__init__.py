@@ -27,6 +27,7 @@ from kiln.frontend.explain import explain
 from kiln.frontend.indexing import (argwhere, gather, index_add, index_put, index_select,
                                     masked_select, nonzero, scatter, scatter_add, take,
                                     take_along_dim, unique)
+from kiln.frontend.compile_api import compile
 from kiln.frontend.jit import KilnJitWarning, compile_stages, jit
 from kiln.frontend.reductions import (all, amax, amin, any, argmax, argmin, argsort, cumprod,
                                       cumsum, logsumexp, max, mean, min, norm, sort, std,
@@ -37,7 +38,7 @@ from kiln.ir.dtypes import bool_ as bool
 from kiln.ir.dtypes import float32, float64, int32, int64
 from kiln.ir.errors import KilnError, NotSupportedError, ShapeError
 from kiln.runtime.allocator import empty_cache, memory_stats
-from kiln import nn, optim  # noqa: E402,F401
+from kiln import autograd, nn, optim  # noqa: E402,F401
 import kiln.utils.data  # noqa: E402,F401  (kiln.utils.data as an attribute, like torch)
 from kiln.serialization import SerializationError, load, save  # noqa: E402
 from kiln.utils.data.generator import Generator  # noqa: E402

@@ -17,11 +17,13 @@ import math
 import numbers
 import warnings
 
+import numpy as np
+
 from kiln.frontend.autograd import no_grad
 from kiln.frontend.tensor import Tensor
 
-__all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "ones_", "zeros_",
-           "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"]
+__all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
+           "zeros_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"]
 
 _LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                 "conv_transpose2d", "conv_transpose3d", "sigmoid")
@@ -91,6 +93,68 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None)
     _no_generator(generator)
     with no_grad():
         return tensor.normal_(mean, std)
+
+
+def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
+                  b: float = 2.0, generator=None) -> Tensor:
+    """Fill with numbers drawn from N(mean, std**2) truncated to [a, b], by PyTorch's method:
+    uniform numbers between the normal CDF's values at a and b, through the inverse CDF.
+
+    >>> import kiln
+    >>> from kiln.nn import init
+    >>> w = init.trunc_normal_(kiln.zeros(1000), std=0.02, a=-0.04, b=0.04)
+    >>> bool(w.abs().max() <= 0.04), 0.01 < float(w.std()) < 0.02
+    (True, True)
+    """
+    _no_generator(generator)
+    if mean < a - 2 * std or mean > b + 2 * std:
+        warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. The "
+                      "distribution of values may be incorrect.", stacklevel=2)
+    low, high = _norm_cdf((a - mean) / std), _norm_cdf((b - mean) / std)
+    with no_grad():
+        tensor.uniform_(2 * low - 1, 2 * high - 1)
+        tensor.copy_(_erfinv(tensor))
+        tensor.mul_(std * math.sqrt(2.0))
+        tensor.add_(mean)
+        return tensor.clamp_(min=a, max=b)
+
+
+def _norm_cdf(x: float) -> float:
+    return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+
+# NOTE: Giles (2010), "Approximating the erfinv function": a polynomial in w = -log(1 - y^2)
+# (central, w < 5) or in sqrt(w) (tails), highest power first
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
+                   0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
+_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844,
+                0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
+
+
+def _erfinv(y: Tensor) -> Tensor:
+    """The inverse error function of y in [-1, 1], in y's dtype: Giles' approximation, then
+    two Newton steps on erf in float64 (to the last bit of float32; Kiln has no erfinv op)."""
+    from kiln.frontend import functional as F
+    from kiln.ir import dtypes
+    y64 = F.cast(y, dtypes.float64)
+    # NOTE: at y = +-1 the branches compute log(0), inf - inf and 0 * inf on the way to the
+    # +-inf the last `where` picks: NumPy's warnings about them say nothing to the user
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = -F.log((1.0 - y64) * (1.0 + y64))
+        central = _horner(w - 2.5, _ERFINV_CENTRAL)
+        tail = _horner(F.sqrt(w) - 3.0, _ERFINV_TAIL)
+        x = F.where(w < 5.0, central, tail) * y64
+        for _ in range(2):
+            x = x - (F.erf(x) - y64) / (F.exp(-(x * x)) * (2.0 / math.sqrt(math.pi)))
+        x = F.where(y64.abs() >= 1.0, y64 * math.inf, x)     # NOTE: erfinv(+-1) = +-inf
+    return F.cast(x, y.dtype)
+
+
+def _horner(w: Tensor, coefficients: tuple) -> Tensor:
+    p = w * 0.0 + coefficients[0]
+    for c in coefficients[1:]:
+        p = p * w + c
+    return p
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:

@@ -8,13 +8,14 @@ import collections
 import collections.abc
 from collections import OrderedDict
 
-from kiln.frontend.trace import current_trace
+from kiln.frontend.trace import GraphBreak, current_trace
 from kiln.frontend.autograd import no_grad
 from kiln.frontend.tensor import Tensor
 from kiln.ir import dtypes
 from kiln.ir.errors import KilnError, NotSupportedError
 
 from .parameter import Parameter
+from .utils import hooks
 
 
 class StateDictError(KilnError, RuntimeError):
@@ -97,9 +98,68 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         trace = current_trace()
+        hooked = self.__dict__.get("_has_hooks") and hooks.has_hooks(self)
         if trace is not None:
+            if hooked:
+                # NOTE: hooks run Python (and backward hooks run during the backward) that a
+                # compiled graph would not run again: such a function runs eagerly
+                raise GraphBreak(f"not supported yet: hooks of module {self._get_name()} "
+                                 "inside @kiln.jit (the function runs eagerly)")
             trace.note_module(self)     # NOTE: its train/eval flag becomes a jit guard
+        if hooked:
+            return hooks.call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> hooks.RemovableHandle:
+        """Call `hook(module, args)` before each forward; a non-None result replaces `args`
+        (a non-tuple is wrapped in one). With `with_kwargs`, `hook(module, args, kwargs)`
+        returns None or `(args, kwargs)`."""
+        table = hooks.hook_table(self, "_forward_pre_hooks")
+        handle = hooks.add_hook(table, hook, prepend)
+        if with_kwargs:
+            hooks.hook_table(self, "_forward_pre_hooks_with_kwargs")[handle.id] = True
+        return handle
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False) -> hooks.RemovableHandle:
+        """Call `hook(module, args, output)` after each forward (`hook(module, args, kwargs,
+        output)` with `with_kwargs`); a non-None result replaces the output. With
+        `always_call` the hook also runs when forward raises (with output None).
+
+        >>> import kiln
+        >>> relu = kiln.nn.ReLU()
+        >>> h = relu.register_forward_hook(lambda m, args, out: out * 2)
+        >>> relu(kiln.tensor([-1.0, 3.0])).tolist()
+        [0.0, 6.0]
+        """
+        table = hooks.hook_table(self, "_forward_hooks")
+        kw = hooks.hook_table(self, "_forward_hooks_with_kwargs")
+        always = hooks.hook_table(self, "_forward_hooks_always_called")
+        handle = hooks.add_hook(table, hook, prepend, extra_dict=[kw, always])
+        if with_kwargs:
+            kw[handle.id] = True
+        if always_call:
+            always[handle.id] = True
+        return handle
+
+    def register_full_backward_hook(self, hook, prepend: bool = False) -> hooks.RemovableHandle:
+        """Call `hook(module, grad_input, grad_output)` when the gradients of the module's
+        positional inputs are computed; a non-None result (one entry per input) replaces
+        `grad_input`. Entries for arguments that are not tensors or need no gradient are
+        None, as in PyTorch."""
+        return hooks.add_hook(hooks.hook_table(self, "_backward_hooks"), hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook,
+                                        prepend: bool = False) -> hooks.RemovableHandle:
+        """Call `hook(module, grad_output)` when the gradients of the module's outputs are
+        computed, before the inputs'; a non-None result replaces `grad_output`."""
+        return hooks.add_hook(hooks.hook_table(self, "_backward_pre_hooks"), hook, prepend)
+
+    def register_backward_hook(self, hook):
+        raise NotSupportedError("not supported yet: the deprecated register_backward_hook; "
+                                "use register_full_backward_hook (PyTorch's recommendation)")
 
     # ---- registration ----------------------------------------------------------------------
     def _require_init(self, what: str):

@@ -112,7 +112,6 @@ def test_batch_size_none_yields_single_converted_samples():
     ({"batch_size": None, "drop_last": True}, ValueError, "drop_last"),
     ({"batch_size": 0}, ValueError, "positive integer"),
     ({"num_workers": -1}, ValueError, "non-negative"),
-    ({"num_workers": 2}, kiln.NotSupportedError, "num_workers=2"),
 ])
 def test_invalid_loader_options_are_rejected_clearly(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import kiln
-from kiln.optim import SGD, Adam
 from kiln.optim import lr_scheduler as ks
 
 torch = pytest.importorskip("torch")

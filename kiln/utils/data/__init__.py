@@ -8,11 +8,14 @@
     [2, 2] [0, 1]
     [2, 2] [0, 1]
 """
-from kiln.utils.data.dataloader import DataLoader, default_collate, default_convert
+from kiln.utils.data.dataloader import (DataLoader, WorkerInfo, default_collate,
+                                       default_convert, get_worker_info)
 from kiln.utils.data.dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from kiln.utils.data.generator import Generator
-from kiln.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from kiln.utils.data.sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler,
+                                    WeightedRandomSampler)
 
 __all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "Generator",
            "RandomSampler", "Sampler", "SequentialSampler", "Subset", "TensorDataset",
-           "default_collate", "default_convert", "random_split"]
+           "WeightedRandomSampler", "WorkerInfo", "default_collate", "default_convert",
+           "get_worker_info", "random_split"]

@@ -1,6 +1,8 @@
 """Samplers: which dataset indices a `DataLoader` reads, in which order and batches."""
 from __future__ import annotations
 
+import numpy as np
+
 from .generator import Generator, numpy_rng
 
 
@@ -64,6 +66,66 @@ class RandomSampler(Sampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class WeightedRandomSampler(Sampler):
+    """`num_samples` indices drawn from 0..len(weights)-1 with probability proportional to
+    `weights` (they need not sum to one), with replacement by default, as PyTorch's
+    (the draws are not PyTorch's own random numbers, but they follow the same distribution).
+
+    >>> from kiln.utils.data import Generator
+    >>> s = WeightedRandomSampler([0.0, 1.0, 3.0], 1000, generator=Generator().manual_seed(0))
+    >>> draws = list(s)
+    >>> len(draws), draws.count(0), 0.7 < draws.count(2) / 1000 < 0.8
+    (1000, 0, True)
+    """
+
+    def __init__(self, weights, num_samples: int, replacement: bool = True,
+                 generator: Generator | None = None):
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
+            raise ValueError(f"num_samples should be a positive integer value, but got "
+                             f"num_samples={num_samples!r}")
+        if not isinstance(replacement, bool):
+            raise ValueError(f"replacement should be a boolean value, but got "
+                             f"replacement={replacement!r}")
+        self.weights = _weights_array(weights)
+        self.num_samples = num_samples
+        self.replacement = replacement
+        self.generator = generator
+
+    def __iter__(self):
+        p = self._probabilities()
+        rng = numpy_rng(self.generator)
+        return iter(rng.choice(len(p), size=self.num_samples, replace=self.replacement,
+                               p=p).tolist())
+
+    def _probabilities(self) -> np.ndarray:
+        w = self.weights
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise RuntimeError("invalid multinomial distribution (encountering probability "
+                               "entry < 0, inf or nan)")
+        if w.sum() <= 0:
+            raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+        if not self.replacement and np.count_nonzero(w) < self.num_samples:
+            raise RuntimeError(f"invalid multinomial distribution (with replacement=False, "
+                               f"not enough non-negative category to sample): "
+                               f"{np.count_nonzero(w)} nonzero weights for num_samples="
+                               f"{self.num_samples}")
+        return w / w.sum()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def _weights_array(weights) -> np.ndarray:
+    """The weights as float64 NumPy (from a tensor, an array or a sequence), checked 1-D."""
+    if hasattr(weights, "_kiln_apply"):
+        weights = weights.detach().cpu().numpy()
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1:
+        raise ValueError(f"weights should be a 1d sequence but given weights have shape "
+                         f"{tuple(w.shape)}")
+    return w
 
 
 class BatchSampler(Sampler):

@@ -11,7 +11,7 @@ import numpy as np
 
 from kiln.ir import dtypes
 from kiln.ir.dtypes import DType
-from kiln.ir.errors import DTypeError, KilnError, ShapeError
+from kiln.ir.errors import DTypeError, KilnError, ShapeError, expect_tensor
 from kiln.ir.ops.rules import reshape_strides
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
@@ -122,7 +122,7 @@ def binary(op: str, a, b, float_only: bool = False) -> Tensor:
 
 
 def unary(op: str, x: Tensor, float_only: bool = True) -> Tensor:
-    x = as_tensor(x)
+    expect_tensor(op, x, Tensor)
     if float_only and not x.dtype.is_float:
         x = cast(x, dtypes.DEFAULT_FLOAT)
     return apply(op, [x])

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import builtins
 import collections
+import functools
 
 from kiln.ir import dtypes
-from kiln.ir.errors import DTypeError, NotSupportedError, ShapeError
+from kiln.ir.errors import DTypeError, NotSupportedError, ShapeError, expect_tensor
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
@@ -266,3 +267,19 @@ def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     if x.ndim:
         indices = _slice_dim(indices, d, 0, k)
     return SortResult(_gather(x, indices, d), indices)
+
+
+def _checks_its_input(fn):
+    """fn, raising PyTorch's TypeError when its first argument is not a tensor."""
+    @functools.wraps(fn)
+    def checked(x, *args, **kwargs):
+        expect_tensor(fn.__name__, x, Tensor)
+        return fn(x, *args, **kwargs)
+    return checked
+
+
+# NOTE: the public reductions (kiln.sum(ndarray) would fail deep inside otherwise)
+for _name in ("sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
+              "var_mean", "std_mean", "any", "all", "logsumexp", "norm", "cumsum", "cumprod",
+              "argsort", "sort", "topk"):
+    globals()[_name] = _checks_its_input(globals()[_name])

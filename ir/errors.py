@@ -62,3 +62,16 @@ class NotSupportedError(KilnError, NotImplementedError):
     """A feature Kiln does not have yet; the message starts with 'not supported yet'."""
 
     category = "unsupported"
+
+
+def type_name(v) -> str:
+    """`float`, `numpy.ndarray`: a value's type as PyTorch's argument errors name it."""
+    t = type(v)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
+
+
+def expect_tensor(op: str, x, tensor_type) -> None:
+    """PyTorch's TypeError for a non-tensor where a function takes a tensor."""
+    if not isinstance(x, tensor_type):
+        raise TypeError(f"{op}(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type_name(x)}")

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Callable
 
 from .attrs import Attrs
-from .errors import KilnError
+from .errors import KilnError, type_name
 
 NOT_DIFFERENTIABLE = "not differentiable"
 
@@ -115,8 +115,15 @@ def apply(op: str, inputs, attrs: dict | None = None, like=None):
             holder = v
             break
     if holder is None:
+        if inputs:
+            raise TypeError(f"{op}: expected Tensor inputs, got "
+                            f"{', '.join(type_name(v) for v in inputs)}")
         raise KilnError(f"apply('{op}') needs an input or `like=` value to dispatch on")
+    for v in inputs:
+        if not hasattr(v, "_kiln_apply"):
+            raise TypeError(f"{op}: expected Tensor inputs, got {type_name(v)} among them")
     return type(holder)._kiln_apply(op, list(inputs), attrs or {}, holder)
+
 
 
 class _Prims:

@@ -20,7 +20,7 @@ UNARY = {
 }
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / (kiln.abs(b) + 1.0), "max": kiln.maximum, "min": kiln.minimum,
+    "div": lambda a, b: a / (abs(b) + 1.0), "max": kiln.maximum, "min": kiln.minimum,
     "where": lambda a, b: kiln.where(a > b, a, b * 0.5),
 }
 

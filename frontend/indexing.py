@@ -83,6 +83,10 @@ def _item(i, x: Tensor):
     if isinstance(i, Tensor):
         if i.dtype == dtypes.bool_:
             return _Mask(i)
+        if i.dtype.is_int and i.ndim == 0:
+            # NOTE: PyTorch's select, a view (x[t][0] = 5 writes x): the index's value is
+            # read, which under @kiln.jit is a graph break (replay reads it per call)
+            return operator.index(i)
         if i.dtype.is_int:
             return _on_device_of(x, i)
         raise KilnIndexError("tensors used as indices must be long, int, byte or bool tensors",
@@ -91,8 +95,8 @@ def _item(i, x: Tensor):
         return _Mask(np.asarray(bool(i)))
     if isinstance(i, (list, tuple, np.ndarray)):
         arr = np.asarray(i)
-        if arr.dtype == np.bool_:
-            return _Mask(arr)
+        if arr.dtype == np.bool_ or arr.dtype == np.uint8 and isinstance(i, np.ndarray):
+            return _Mask(arr.astype(np.bool_))     # NOTE: uint8 arrays are masks in PyTorch
         if arr.dtype.kind in "iu" or arr.size == 0:
             return _long_tensor(arr, x)
         raise KilnIndexError(_BAD_INDEX.format(arr.dtype), loc=user_loc())
@@ -436,6 +440,8 @@ def scatter(input: Tensor, dim: int, index, src=None, value=None, *, reduce=None
     d = F.norm_dim(dim, input.ndim, "scatter")
     src = _scatter_source(input, index, src, "scatter")
     _check_in_range(index, input.shape[d] if input.ndim else 1, d)
+    if index._trace is not None:
+        index = _refusing_negatives(index, input.shape[d] if input.ndim else 1, input)
     if input.ndim == 0:
         flat = scatter(F.reshape(input, (1,)), 0, F.reshape(index, (1,)), F.reshape(src, (1,)))
         return F.reshape(flat, ())
@@ -446,6 +452,16 @@ def scatter(input: Tensor, dim: int, index, src=None, value=None, *, reduce=None
                              loc=user_loc())
     return _apply("index_put", [input, src] + _coordinates(index, d),
                   {"axis": 0, "accumulate": False})
+
+
+def _refusing_negatives(index: Tensor, size: int, like: Tensor) -> Tensor:
+    """index itself, read through gather from arange(size): in compiled code that raises
+    PyTorch's IndexError for an index outside [0, size), where index_put would wrap
+    negatives (`_check_in_range` does it eagerly)."""
+    from .creation import arange
+    positions = arange(size, device=like.device)
+    flat = gather(positions, 0, F.reshape(index, (-1,)))
+    return F.reshape(F.cast(flat, index.dtype), tuple(index.shape))
 
 
 def scatter_add(input: Tensor, dim: int, index, src) -> Tensor:
@@ -511,9 +527,14 @@ def take_along_dim(input: Tensor, indices, dim=None) -> Tensor:
         return gather(F.reshape(input, (-1,)), 0, F.reshape(indices, (-1,)))
     _same_rank("take_along_dim", input, indices)
     d = F.norm_dim(dim, input.ndim, "take_along_dim")
-    shape = F.broadcast_shapes("take_along_dim", tuple(input.shape), tuple(indices.shape))
+    # NOTE: broadcast off `dim` only; along it, indices may be any length and count from the
+    # end when negative
+    off = [tuple(1 if a == d else n for a, n in enumerate(t.shape)) for t in (input, indices)]
+    shape = F.broadcast_shapes("take_along_dim", *off)
     x_shape = tuple(input.shape[a] if a == d else n for a, n in enumerate(shape))
     i_shape = tuple(indices.shape[a] if a == d else n for a, n in enumerate(shape))
+    size = input.shape[d]
+    indices = F.where(F.lt(indices, 0), indices + size, indices)
     return gather(F.expand_to(input, x_shape), d, F.expand_to(indices, i_shape))
 
 
@@ -559,12 +580,12 @@ def unique(input: Tensor, sorted: bool = True, return_inverse: bool = False,
     from .creation import tensor
     arr = input._array("unique()")
     if dim is None:
-        values, inverse, counts = np.unique(arr.reshape(-1), return_inverse=True,
+        values, inverse, counts = np.unique(arr.reshape(-1), return_inverse=True, equal_nan=False,
                                             return_counts=True)
         inverse = inverse.reshape(arr.shape)
     else:
         d = F.norm_dim(dim, input.ndim, "unique")
-        values, inverse, counts = np.unique(arr, axis=d, return_inverse=True,
+        values, inverse, counts = np.unique(arr, axis=d, return_inverse=True, equal_nan=False,
                                             return_counts=True)
         inverse = inverse.reshape(-1)
     out = [tensor(values, dtype=input.dtype, device=input.device)]

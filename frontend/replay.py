@@ -31,7 +31,7 @@ from kiln.ir.types import user_loc
 from . import autograd
 from .jit import KilnJitWarning, _Eager, _flatten, _leaf_names, _unflatten, compile_trace
 from .tensor import Tensor
-from .trace import GraphBreak, Trace, tracing
+from .trace import GraphBreak, Trace, tracing, untraced
 
 
 class _FallBack(KilnError):
@@ -179,7 +179,11 @@ class Session:
         writes = any(n.op == "copy_" for n in segment.builder.graph.nodes)
         compiled = self._compiled(segment, outs) if outs or writes else None
         if compiled is not None:
-            arrays.update(zip(outs, (r._data for r in compiled(self.leaves))))
+            # NOTE: untraced: an output that is a view of an input is rebuilt by view ops on
+            # the caller's tensor, which must run eagerly, not into the trace being recorded
+            with untraced():
+                results = compiled(self.leaves)
+            arrays.update(zip(outs, (r._data for r in results)))
         if self.record is not None:
             self.record.append({"read": self.last_read, "segment": segment,
                                 "compiled": compiled, "ends_at": loc})

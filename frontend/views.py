@@ -89,8 +89,11 @@ def _link(x, view, op: str, attrs) -> None:
 
 
 def has_internal_overlap(x) -> bool:
-    """Several elements of x share one memory location (an expanded tensor)."""
-    return any(s == 0 and d > 1 for s, d in zip(x._elem_strides(), x.shape))
+    """Several elements of x share one memory location (an expanded tensor; an empty tensor
+    has no elements to share one)."""
+    shape = x.shape
+    return all(d for d in shape) and any(s == 0 and d > 1
+                                         for s, d in zip(x._elem_strides(), shape))
 
 
 def check_writable(x) -> None:

@@ -40,7 +40,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p: Tensor, grad: Tensor, group: dict, state: dict) -> None:
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = (self._hyper(group, "betas", dtypes.float64, i) for i in (0, 1))
         if group["maximize"]:
             grad = grad.neg()
         state["step"].add_(1)
@@ -49,8 +49,9 @@ class Adam(Optimizer):
             p.mul_(F.cast(1 - lr * wd, p.dtype) if isinstance(lr, Tensor) else 1 - lr * wd)
         elif wd != 0:
             grad = grad.add(p, alpha=wd)
-        lerp_(state["exp_avg"], grad, 1 - beta1)
-        addcmul_(state["exp_avg_sq"].mul_(beta2), grad, grad, 1 - beta2)
+        # NOTE: as PyTorch's Python floats, rounded once to the parameter's dtype
+        lerp_(state["exp_avg"], grad, _as(1 - beta1, p))
+        addcmul_(state["exp_avg_sq"].mul_(_as(beta2, p)), grad, grad, _as(1 - beta2, p))
         step_size, bias_correction2_sqrt = _bias_corrections(state["step"], beta1, beta2, lr)
         second = state["exp_avg_sq"]
         if group["amsgrad"]:
@@ -79,6 +80,11 @@ class AdamW(Adam):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+
+
+def _as(value, p: Tensor):
+    """A Python float as is; a traced float64 option cast to p's dtype."""
+    return F.cast(value, p.dtype) if isinstance(value, Tensor) else value
 
 
 def _init_state(p: Tensor, state: dict, amsgrad: bool) -> None:

@@ -126,16 +126,18 @@ class Optimizer:
     def _init_state(self, p: Tensor, group: dict, state: dict) -> None:
         """Create a parameter's state before its first update (subclasses that keep any)."""
 
-    def _hyper(self, group: dict, name: str, dtype):
-        """`group[name]`; inside @kiln.jit a 0-d graph input of `dtype` read at every call, so
-        a scheduler's new learning rate is used without recompiling."""
+    def _hyper(self, group: dict, name: str, dtype, index: int | None = None):
+        """`group[name]` (its item `index`: `betas[0]`); inside @kiln.jit a 0-d graph input of
+        `dtype` read at every call, so a scheduler's new learning rate, momentum or betas
+        (OneCycleLR cycles them) are used without recompiling."""
         trace = current_trace()
         if trace is None:
-            return group[name]
+            return group[name] if index is None else group[name][index]
         cache = trace.__dict__.setdefault("_optimizer_inputs", {})
-        key = (id(group), name, dtype)
+        key = (id(group), name, index, dtype)
         if key not in cache:
-            v = trace.scalar_input(lambda: group[name], dtype, f"{name}{len(cache)}")
+            get = (lambda: group[name]) if index is None else (lambda: group[name][index])
+            v = trace.scalar_input(get, dtype, f"{name}{len(cache)}")
             cache[key] = Tensor._wrap(v, trace)
         return cache[key]
 
@@ -201,9 +203,16 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
+# NOTE: options that are graph inputs (`_hyper`): their values are not guarded, only whether
+# momentum is zero (the update's branch)
+_INPUT_OPTIONS = {"lr": lambda v: None, "betas": lambda v: None,
+                  "momentum": lambda v: v != 0}
+
+
 def _structure(opt: Optimizer) -> tuple:
     groups = tuple((id(g), tuple(id(p) for p in g["params"]),
-                    tuple((k, v) for k, v in sorted(g.items()) if k not in ("params", "lr")))
+                    tuple((k, _INPUT_OPTIONS[k](v) if k in _INPUT_OPTIONS else v)
+                          for k, v in sorted(g.items()) if k != "params"))
                    for g in opt.param_groups)
     state = tuple((id(p), tuple((k, id(v)) for k, v in s.items())) for p, s in opt.state.items())
     return groups, state
@@ -249,8 +258,13 @@ def addcdiv_(x: Tensor, t1: Tensor, t2: Tensor, value=1.0) -> Tensor:
     return x.add_(t1.mul(value).div(t2))
 
 
-def lerp_(x: Tensor, end: Tensor, weight: float) -> Tensor:
-    """`x += weight * (end - x)`; for weights >= 0.5 PyTorch computes it from `end`'s side."""
+def lerp_(x: Tensor, end: Tensor, weight) -> Tensor:
+    """`x += weight * (end - x)`; for weights >= 0.5 PyTorch computes it from `end`'s side
+    (a traced weight, a graph input, picks its side per call with `where`)."""
+    if isinstance(weight, Tensor):
+        diff = end.sub(x)
+        near = F.lt(F.abs(weight), 0.5)
+        return x.copy_(F.where(near, x.add(diff.mul(weight)), end.sub(diff.mul(1.0 - weight))))
     if abs(weight) < 0.5:
         return x.add_(end.sub(x).mul(weight))
     return x.copy_(end.sub(end.sub(x).mul(1.0 - weight)))

@@ -49,8 +49,10 @@ class SGD(Optimizer):
             elif state.pop("first_step", False):
                 buf.copy_(grad)
             else:
-                buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-            grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+                buf.mul_(self._hyper(group, "momentum", p.dtype)).add_(
+                    grad, alpha=1 - group["dampening"])
+            grad = grad.add(buf, alpha=self._hyper(group, "momentum", p.dtype)) \
+                if group["nesterov"] else buf
         p.add_(grad, alpha=-self._hyper(group, "lr", p.dtype))
 
     def _init_state(self, p: Tensor, group: dict, state: dict) -> None:

@@ -416,8 +416,11 @@ def linspace(start, end, steps: int, dtype=None, device=None, requires_grad: boo
                          loc=user_loc())
     dtype = dtypes.as_dtype(dtype) if dtype is not None else dtypes.DEFAULT_FLOAT
     rounded = dtype.np.type if dtype.is_float else np.float64
-    # NOTE: PyTorch rounds the ends and the step to the output dtype, then evaluates
-    # start + step * i (or end - step * (steps - 1 - i)) exactly enough: in float64 here
+    # NOTE: PyTorch rounds the ends and the step to the output dtype (an integer dtype
+    # truncates the ends first), then evaluates start + step * i (or end - step *
+    # (steps - 1 - i)) exactly enough: in float64 here
+    if not dtype.is_float:
+        start, end = _integer_end(start, dtype), _integer_end(end, dtype)
     lo, hi = rounded(start), rounded(end)
     step = float((hi - lo) / rounded(steps - 1)) if steps > 1 else 0.0
     start, end = float(lo), float(hi)
@@ -430,6 +433,16 @@ def linspace(start, end, steps: int, dtype=None, device=None, requires_grad: boo
     if device is not None:
         out = out.to(device)
     return out.requires_grad_() if requires_grad else out
+
+
+def _integer_end(value, dtype) -> int:
+    """An end of an integer linspace, truncated toward zero as PyTorch's cast does; one that
+    does not fit the dtype raises instead of wrapping."""
+    info = np.iinfo(dtype.np)
+    if not np.isfinite(value) or not info.min <= int(value) <= info.max:
+        raise RuntimeError(f"linspace: value cannot be converted to type {dtype.name} "
+                           "without overflow")
+    return int(value)
 
 
 # ---- einsum: diagonals, sums, then one matmul per pair of operands --------------------------

@@ -94,7 +94,7 @@ def _prepare(op: str, operands, dtype=None):
                and not _is_scalar(x)]
         raise TypeError(f"{op}: unsupported operand type(s) {bad}")
     if dtype is None:
-        dtype = dtypes.result_dtype([t.dtype for t in tensors], scalars)
+        dtype = _operand_dtype(operands)
     shape = broadcast_shapes(op, *[tuple(t.shape) for t in tensors])
     # NOTE: a Python scalar is made where the tensors are (a CUDA tensor's device)
     like = next((t for t in tensors if t.is_cuda), None)
@@ -110,8 +110,7 @@ def _prepare(op: str, operands, dtype=None):
 
 
 def _float_dtype(op: str, operands) -> DType:
-    d = dtypes.result_dtype([x.dtype for x in operands if isinstance(x, Tensor)],
-                            [x for x in operands if _is_scalar(x)])
+    d = _operand_dtype(operands)
     return d if d.is_float else dtypes.DEFAULT_FLOAT
 
 
@@ -152,8 +151,12 @@ def div(a, b):
 
 
 def _operand_dtype(operands) -> DType:
-    return dtypes.result_dtype([x.dtype for x in operands if isinstance(x, Tensor)],
-                               [x for x in operands if _is_scalar(x)])
+    """PyTorch's result type: 0-d tensors and Python scalars count only where they raise
+    the category (a float32 tensor times a float64 0-d tensor is float32)."""
+    tensors = [x for x in operands if isinstance(x, Tensor)]
+    return dtypes.result_dtype([t.dtype for t in tensors if t.ndim],
+                               [x for x in operands if _is_scalar(x)],
+                               [t.dtype for t in tensors if not t.ndim])
 
 
 def pow(a, b):
@@ -307,10 +310,12 @@ def clamp(x, min=None, max=None):
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    # NOTE: where, not maximum/minimum: at a bound x keeps the whole gradient (maximum
+    # splits ties) and a bound gets it only where it wins, as PyTorch's clamp
     if min is not None:
-        x = maximum(x, min)
+        x = where(lt(x, min), min, x)
     if max is not None:
-        x = minimum(x, max)
+        x = where(gt(x, max), max, x)
     return x
 
 

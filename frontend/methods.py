@@ -133,6 +133,7 @@ _METHODS = {
     "clamp_min": F.clamp_min, "clamp_max": F.clamp_max, "type": _type,
     "std": R.std, "var": R.var, "any": R.any, "all": R.all, "norm": R.norm,
     "logsumexp": R.logsumexp, "cumsum": R.cumsum, "cumprod": R.cumprod, "sort": R.sort,
+    "prod": R.prod,
     "argsort": R.argsort, "topk": R.topk,
     "tril": C.tril, "triu": C.triu, "flip": C.flip, "roll": C.roll, "repeat": C.repeat,
     "repeat_interleave": C.repeat_interleave, "chunk": C.chunk, "split": C.split,

@@ -10,15 +10,16 @@ from kiln.ir.errors import DTypeError, NotSupportedError, ShapeError, expect_ten
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
-from .functional import cast, maximum, minimum, norm_dim, reshape
+from . import autograd
+from .functional import cast, maximum, minimum, norm_dim, reshape, squeeze
 from .tensor import Tensor
 
 ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
 
 
 def _axes(x: Tensor, dim) -> tuple[int, ...]:
-    if dim is None:
-        return tuple(range(x.ndim))
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+        return tuple(range(x.ndim))     # NOTE: dim=() reduces everything, as in PyTorch
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     return tuple(sorted({norm_dim(d, x.ndim, "reduce") for d in dims}))
 
@@ -52,15 +53,23 @@ def _extreme(op: str, pairwise, x: Tensor, dim=None, keepdim: bool = False):
         return pairwise(x, dim)
     if dim is None:
         return _reduce(op, x, None, False)
-    values = _reduce(op, x, dim, keepdim)
     indices = _arg(op, x, dim, keepdim)
+    if x._requires_grad and autograd.is_grad_enabled():
+        # NOTE: read at the returned index, so the gradient goes there (PyTorch's), not
+        # split among ties as the reduction's would be
+        d = norm_dim(dim, x.ndim, op) if x.ndim else 0
+        at = indices if keepdim or not x.ndim else apply("reshape", [indices], {
+            "shape": tuple(1 if a == d else n for a, n in enumerate(x.shape))})
+        values = apply("gather", [x, at], {"axis": d}) if x.ndim else x
+        if not keepdim and x.ndim:
+            values = reshape(values, tuple(indices.shape))
+    else:
+        values = _reduce(op, x, dim, keepdim)
     return ValuesIndices(values, indices)
 
 
 def _arg(op: str, x: Tensor, dim, keepdim: bool) -> Tensor:
-    src = x if op == "max" else apply("neg", [cast(x, dtypes.int64) if x.dtype == dtypes.bool_
-                                              else x])
-    return argmax(src, dim, keepdim)
+    return (argmax if op == "max" else argmin)(x, dim, keepdim)
 
 
 def max(x: Tensor, dim=None, keepdim: bool = False):
@@ -92,7 +101,10 @@ def argmax(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 def argmin(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     if x.dtype == dtypes.bool_:
         x = cast(x, dtypes.int64)
-    return argmax(apply("neg", [x]), dim, keepdim)
+    # NOTE: ~x = -x - 1 reverses the order of integers without overflowing at the minimum
+    # (-x wraps there); floats negate
+    flipped = apply("bitwise_not", [x]) if not x.dtype.is_float else apply("neg", [x])
+    return argmax(flipped, dim, keepdim)
 
 
 # ---- statistics, norms ----------------------------------------------------------------------
@@ -132,9 +144,18 @@ def var(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
 
 
 def std(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
-    """Standard deviation: sqrt of `var` with the same arguments."""
+    """Standard deviation: sqrt of `var` with the same arguments (gradient 0 where it is 0,
+    as PyTorch's)."""
     from .functional import sqrt
-    return sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+    return _root_at_zero(var(x, dim, unbiased, keepdim, correction=correction), sqrt)
+
+
+def _root_at_zero(s: Tensor, root) -> Tensor:
+    """root(s), with value and gradient 0 where s == 0 (where root's derivative is
+    infinite: PyTorch masks those positions in norm's and std's backward)."""
+    from .functional import eq, where
+    at_zero = eq(s, 0)
+    return where(at_zero, 0.0, root(where(at_zero, 1.0, s)))
 
 
 def var_mean(x: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
@@ -189,7 +210,7 @@ def norm(x: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Ten
         raise DTypeError(f"norm(): input dtype should be floating point, got {x.dtype}",
                          loc=user_loc())
     if p == "fro" or p == 2 or p is None:
-        return sqrt(sum(x * x, dim, keepdim))
+        return _root_at_zero(sum(x * x, dim, keepdim), sqrt)
     if p == "nuc" or isinstance(p, str):
         raise NotSupportedError(f"not supported yet: norm with p={p!r}", loc=user_loc())
     if p == math.inf:
@@ -200,7 +221,9 @@ def norm(x: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Ten
         return sum(cast(ne(x, 0), x.dtype), dim, keepdim)
     if p == 1:
         return sum(abs(x), dim, keepdim)
-    return pow(sum(pow(abs(x), float(p)), dim, keepdim), 1.0 / float(p))
+    # NOTE: zeros give gradient 0 (their |x|**(p-1) and the root's are infinite for small p)
+    powered = _root_at_zero(abs(x), lambda a: pow(a, float(p)))
+    return _root_at_zero(sum(powered, dim, keepdim), lambda s: pow(s, 1.0 / float(p)))
 
 
 # ---- scans, sorting -------------------------------------------------------------------------
@@ -225,6 +248,31 @@ def cumsum(x: Tensor, dim: int, dtype=None) -> Tensor:
 def cumprod(x: Tensor, dim: int, dtype=None) -> Tensor:
     """Running product along `dim`; its gradient is exact where x has zeros."""
     return _scan("cumprod", x, dim, dtype)
+
+
+def prod(x: Tensor, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    """Product of the elements along `dim` (all of them when None); integers and bool multiply
+    in int64, an empty product is 1.
+
+    >>> import kiln
+    >>> kiln.tensor([[1.0, 2.0], [3.0, 4.0]]).prod(dim=1)
+    tensor([ 2., 12.])
+    >>> kiln.tensor([2, 3, 4]).prod()
+    tensor(24)
+    """
+    from .functional import _slice_dim
+    if dim is None:
+        return prod(reshape(x, (-1,)), 0, False, dtype)
+    if x.ndim == 0:
+        return _scan("cumprod", reshape(x, (1,)), 0, dtype)[0]
+    d = norm_dim(dim, x.ndim, "prod")
+    if x.shape[d] == 0:
+        from .creation import ones
+        shape = tuple(1 if i == d else s for i, s in enumerate(x.shape) if keepdim or i != d)
+        return ones(shape, dtype=_scan("cumprod", x, d, dtype).dtype)
+    # NOTE: the last running product, so the gradient is cumprod's, exact where x has zeros.
+    last = _slice_dim(_scan("cumprod", x, d, dtype), d, x.shape[d] - 1, x.shape[d])
+    return last if keepdim else squeeze(last, d)
 
 
 def argsort(x: Tensor, dim: int = -1, descending: bool = False, stable: bool = False):
@@ -281,5 +329,5 @@ def _checks_its_input(fn):
 # NOTE: the public reductions (kiln.sum(ndarray) would fail deep inside otherwise)
 for _name in ("sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std",
               "var_mean", "std_mean", "any", "all", "logsumexp", "norm", "cumsum", "cumprod",
-              "argsort", "sort", "topk"):
+              "argsort", "sort", "topk", "prod"):
     globals()[_name] = _checks_its_input(globals()[_name])

@@ -110,13 +110,37 @@ def scalar_category(x) -> int:
     return 2
 
 
-def result_dtype(tensor_dtypes: list[DType], scalars: list = ()) -> DType:
-    """PyTorch's rule: Python scalars only raise the category, never the width."""
-    out = tensor_dtypes[0]
-    for d in tensor_dtypes[1:]:
-        out = promote(out, d)
-    for s in scalars:
-        cat = scalar_category(s)
-        if cat > _CATEGORY[out]:
-            out = DEFAULT_FLOAT if cat == 2 else DEFAULT_INT
+def result_dtype(tensor_dtypes: list[DType], scalars: list = (),
+                 zero_dim: list[DType] = ()) -> DType:
+    """PyTorch's rule (torch.result_type): tensors with dimensions decide; 0-d tensors
+    (`zero_dim`) and then Python scalars only count where they raise the category (bool <
+    int < float), 0-d tensors with their own width, scalars as the default int or float.
+
+    >>> result_dtype([DType.float32], zero_dim=[DType.float64]).name
+    'float32'
+    >>> result_dtype([DType.int32], [2.5]).name, result_dtype([DType.int64], zero_dim=[DType.float64]).name
+    ('float32', 'float64')
+    """
+    wrapped = _promote_all([DType.bool if scalar_category(s) == 0 else
+                            DEFAULT_INT if scalar_category(s) == 1 else DEFAULT_FLOAT
+                            for s in scalars])
+    return _combine(_promote_all(tensor_dtypes), _combine(_promote_all(zero_dim), wrapped))
+
+
+def _promote_all(ds) -> DType | None:
+    out = None
+    for d in ds:
+        out = d if out is None else promote(out, d)
     return out
+
+
+def _combine(higher: DType | None, lower: DType | None) -> DType | None:
+    """c10's combine_categories: the higher-priority group's dtype unless the lower one is of
+    a higher category (then the two promote)."""
+    if higher is None:
+        return lower
+    if lower is None or higher.is_float:
+        return higher
+    if higher == DType.bool or lower.is_float:
+        return promote(higher, lower)
+    return higher

@@ -156,13 +156,18 @@ _binary("div", np.divide,
 
 
 def _pow_vjp(c, g):
+    # NOTE: PyTorch's masks: x**0 has gradient 0 in x (not 0 * 0**-1 = nan), and 0**e with
+    # e >= 0 has gradient 0 in e (not 0 * log 0)
     a, e = c.inputs
     ga = gb = None
+    zero = P.zeros_like(g)
     if c.needs[0]:
         em1 = P.sub(e, P.full_like(e, 1.0))
-        ga = P.mul(g, P.mul(e, P.pow(a, em1)))
+        ga = P.where(P.eq(e, P.zeros_like(e)), zero, P.mul(g, P.mul(e, P.pow(a, em1))))
     if c.needs[1]:
         gb = P.mul(g, P.mul(c.out, P.log(a)))
+        at_zero = P.eq(a, P.zeros_like(a))
+        gb = P.where(at_zero, P.where(P.ge(e, P.zeros_like(e)), zero, gb), gb)
     return [ga, gb]
 
 

@@ -112,9 +112,10 @@ def _check_class_targets(op: str, input: Tensor, target: Tensor, weight):
     if tuple(target.shape) != want:
         raise ShapeError(f"{op}: expected target of shape {list(want)} for input of shape "
                          f"{list(input.shape)}, got {list(target.shape)}", loc=user_loc())
-    if not target.dtype.is_int:
-        raise DTypeError(f"{op}: expected integer class indices (kiln.int64) as target, got "
-                         f"{target.dtype}", loc=user_loc())
+    if target.dtype != dtypes.int64:
+        # NOTE: PyTorch takes int64 class indices only (not int32)
+        raise DTypeError(f"{op}: expected target dtype to be Long (kiln.int64) class "
+                         f"indices, but got {target.dtype}", loc=user_loc())
     classes = input.shape[_class_axis(input)]
     if weight is not None and tuple(weight.shape) != (classes,):
         raise ShapeError(f"{op}: weight tensor should be defined either for all {classes} "

@@ -488,6 +488,12 @@ def _slice_dim(x: Tensor, dim: int, start: int, stop: int) -> Tensor:
     return apply("slice", [x], {"starts": starts, "stops": stops, "steps": (1,) * x.ndim})
 
 
+def _c_name(d) -> str:
+    """PyTorch's C name of a dtype in its error messages: float, double, long, int, bool."""
+    return {"float32": "float", "float64": "double", "int64": "long", "int32": "int"}.get(
+        d.name, d.name)
+
+
 def cat(tensors, dim: int = 0) -> Tensor:
     tensors = list(tensors)
     dtype = dtypes.result_dtype([t.dtype for t in tensors])
@@ -506,8 +512,10 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes "
                          f"{list(a.shape)} and {list(b.shape)}", loc=user_loc())
-    dtype = dtypes.result_dtype([a.dtype, b.dtype])
-    a, b = cast(a, dtype), cast(b, dtype)
+    if a.dtype != b.dtype:
+        # NOTE: PyTorch does not promote in matmul (a float64 batch into a float32 Linear)
+        raise DTypeError(f"expected m1 and m2 to have the same dtype, but got: "
+                         f"{_c_name(a.dtype)} != {_c_name(b.dtype)}", loc=user_loc())
     x = unsqueeze(a, 0) if a.ndim == 1 else a
     y = unsqueeze(b, -1) if b.ndim == 1 else b
     if x.shape[-1] != y.shape[-2]:

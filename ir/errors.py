@@ -46,7 +46,10 @@ class KilnIndexError(ShapeError, IndexError):
     category = "index"
 
 
-class DTypeError(KilnError, TypeError):
+class DTypeError(KilnError, TypeError, RuntimeError):
+    """Wrong dtypes: a RuntimeError, as PyTorch's dtype mismatches (and a TypeError, as
+    before)."""
+
     category = "dtype"
 
 

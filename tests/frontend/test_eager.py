@@ -184,3 +184,14 @@ def test_error_types_are_pytorchs():
         kiln.ones(2) + kiln.ones(3)
     with pytest.raises(IndexError):
         kiln.ones(2)[2]
+
+
+def test_dtype_mismatches_raise_like_pytorch():
+    """matmul does not promote (a float64 batch into a float32 Linear raises), and class
+    targets must be int64, as in PyTorch."""
+    with pytest.raises(RuntimeError, match="same dtype, but got: float != double"):
+        kiln.ones(2, 3) @ kiln.ones(3, 2, dtype=kiln.float64)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        kiln.nn.Linear(3, 4)(kiln.ones(2, 3, dtype=kiln.float64))
+    with pytest.raises(RuntimeError, match="Long"):
+        kiln.nn.functional.cross_entropy(kiln.ones(2, 3), kiln.tensor([0, 1], dtype=kiln.int32))

@@ -3,7 +3,7 @@
 It traces and compiles like the first call of a jitted function and reports the graph (or the
 graphs around each graph break, with the break's source line and the value read), the kernels
 fusion made, what still runs through NumPy references, every guard, the tensors captured from
-outside (parameters, globals) and where they are first used, random seeds, the Python side
+outside (parameters, globals) and where they are first used, random inputs, the Python side
 effects found in the bytecode (with their source lines), why a jitted function recompiled, and
 a compile failure with its source line.
 """
@@ -65,7 +65,7 @@ _SECTIONS = (
      "side_effects"),
     ("guards (a change retraces)", "guards"),
     ("captured tensors (graph inputs, read at every call)", "captured"),
-    ("random seeds (fresh per call)", "seeds"),
+    ("random inputs (drawn per call)", "seeds"),
     ("kernels", "kernels"),
     ("ops run by their NumPy reference", "reference_ops"),
     ("recompile reasons (this jitted function's earlier calls)", "recompiles"),

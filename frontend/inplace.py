@@ -136,25 +136,12 @@ def zero_(x: Tensor) -> Tensor:
     return fill_(x, 0)
 
 
-def _random_(op):
-    def fill(x: Tensor, a=0.0, b=1.0) -> Tensor:
-        from .creation import rand_like, randn_like
-        if op == "normal":
-            r = randn_like(x) * b + a
-        else:
-            r = rand_like(x) * (b - a) + a
-        return rebind(x, r)
-    fill.__name__ = op + "_"
-    return fill
-
-
 INPLACE = {
     "add_": _inplace(F.add), "sub_": _inplace(F.sub), "mul_": _inplace(F.mul),
     "div_": _inplace(F.div), "pow_": _inplace(F.pow), "clamp_": _inplace(F.clamp),
     "neg_": _inplace(F.neg), "exp_": _inplace(F.exp), "sqrt_": _inplace(F.sqrt),
     "relu_": _inplace(F.relu), "copy_": copy_, "fill_": fill_, "zero_": zero_,
     "masked_fill_": masked_fill_,
-    "normal_": _random_("normal"), "uniform_": _random_("uniform"),
     "abs_": _inplace(F.abs), "log_": _inplace(F.log), "tanh_": _inplace(F.tanh),
     "sigmoid_": _inplace(F.sigmoid), "rsqrt_": _inplace(F.rsqrt), "erf_": _inplace(F.erf),
     "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),

@@ -31,7 +31,7 @@ from . import autograd
 from .entry_guards import EntryGuards, GuardFailure, InputSources, tensor_type
 from .guards import (Shown, defaults_key, describe_reads, frozen_reads, function_reads,
                      set_origin, static_spec)
-from .creation import SEEDS
+from .torch_rng import default_generator
 from .jit_effects import CallEffects
 from .jit_fast import fast_check
 from .jit_grad import TapeBackward
@@ -190,8 +190,11 @@ class _Compiled:
                 arrays.append(t._data)
             elif kind == "scalar":
                 arrays.append(np.asarray(ref(), dtype=extra))
+            elif kind == "random":
+                arrays.append(ref())        # NOTE: drawn now, in the program's order
             else:
-                arrays.append(np.array(SEEDS.next(), dtype=np.int64))
+                arrays.append(np.array(default_generator.impl.random64(1)[0] >> np.uint64(1),
+                                       dtype=np.int64))
         return tensors, arrays
 
 
@@ -214,11 +217,13 @@ def _leaves_of(call) -> list:
 
 def _input_sources(trace: Trace) -> InputSources:
     """Where each graph input comes from at call time: ("arg", leaf index, None),
-    ("capture", tensor as traced, guard), ("scalar", getter, NumPy dtype) or ("seed", None,
-    None); `.guards` holds the entry's guards and re-reads captured tensors at their path."""
+    ("capture", tensor as traced, guard), ("scalar", getter, NumPy dtype), ("random", draw,
+    None) or ("seed", None, None); `.guards` holds the entry's guards and re-reads captured
+    tensors at their path."""
     arg_index = {v: i for i, v in enumerate(trace.arg_values)}
     captured = {v: t for t, v in trace.captured.values()}
     scalars = {v: (get, dt.np) for v, get, dt in getattr(trace, "scalar_inputs", ())}
+    randoms = dict(getattr(trace, "random_inputs", ()))
     # NOTE: a `.grad` input: the owner's input position (the owner is always an earlier input)
     grads = trace.__dict__["_grads"].inputs if "_grads" in trace.__dict__ else {}
     position = {v: i for i, v in enumerate(trace.input_order())}
@@ -231,6 +236,8 @@ def _input_sources(trace: Trace) -> InputSources:
             out.append(("capture", t, tensor_type(t)))
         elif v in scalars:
             out.append(("scalar",) + scalars[v])
+        elif v in randoms:
+            out.append(("random", randoms[v], None))
         elif v in grads:
             out.append(("grad", position[grads[v]], None))
         else:

@@ -68,6 +68,7 @@ class Trace:
         self.modules: dict = {}             # id -> (nn.Module called, its plain attributes)
         self.replay = None                  # a replay session that materializes value reads
         self.scalar_inputs: list = []       # (Value, getter, DType): 0-d inputs read per call
+        self.random_inputs: list = []       # (Value, draw): random numbers drawn per call
         self._start_guards(sys._getframe(1))
 
     def add_arg(self, type: TensorType, hint: str):
@@ -174,6 +175,15 @@ class Trace:
         dt = dtypes.as_dtype(dtype)
         v = self.builder.add_input(TensorType(dt, ()), hint=hint)
         self.scalar_inputs.append((v, getter, dt))
+        return v
+
+    def random_input(self, draw, type: TensorType, hint: str):
+        """A graph input holding random numbers that `draw()` makes at every call, in the
+        order of the graph's inputs (the program's order): jitted code then draws exactly
+        what eager code draws (frontend/creation.py). Returns its Value."""
+        v = self.builder.add_input(type, hint=f"{hint}{len(self.random_inputs)}")
+        self.random_inputs.append((v, draw))
+        self.seed_inputs.append(v)          # NOTE: `kiln.explain` lists them with the seeds
         return v
 
     def read_value(self, t, why: str):

@@ -12,9 +12,12 @@ from kiln.frontend.composite import (bmm, chunk, cross_entropy, einsum, flip, ge
                                      layer_norm, linspace, log_softmax, meshgrid, mse_loss,
                                      one_hot, outer, repeat_interleave, roll, silu, softmax,
                                      split, tril, triu)
-from kiln.frontend.creation import (arange, from_numpy, full, full_like, manual_seed, ones,
-                                    ones_like, rand, rand_like, randn, randn_like, tensor,
-                                    zeros, zeros_like)
+from kiln.frontend.creation import (arange, bernoulli, from_numpy, full, full_like,
+                                    get_rng_state, initial_seed, manual_seed, multinomial,
+                                    normal, ones, ones_like, rand, rand_like, randint,
+                                    randint_like, randn, randn_like, randperm, seed,
+                                    set_rng_state, tensor, zeros, zeros_like)
+from kiln.frontend.torch_rng import default_generator
 from kiln.frontend.functional import (abs, add, as_tensor, bitwise_and, bitwise_not,
                                       bitwise_or, bitwise_xor, cast, cat, clamp, clamp_max,
                                       clamp_min, cos, div, eq, erf, exp, expand, expm1, flatten,
@@ -30,7 +33,7 @@ from kiln.frontend.indexing import (argwhere, gather, index_add, index_put, inde
 from kiln.frontend.compile_api import compile
 from kiln.frontend.jit import KilnJitWarning, compile_stages, jit
 from kiln.frontend.reductions import (all, amax, amin, any, argmax, argmin, argsort, cumprod,
-                                      cumsum, logsumexp, max, mean, min, norm, sort, std,
+                                      cumsum, logsumexp, max, mean, min, norm, prod, sort, std,
                                       std_mean, sum, topk, var, var_mean)
 from kiln.frontend.tensor import Size, Tensor, device
 from kiln.ir.dtypes import DType as dtype

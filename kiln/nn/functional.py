@@ -124,9 +124,13 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True,
         return input
     if p == 1.0:
         return _maybe_inplace(input, input * 0.0, inplace)
-    # NOTE: PyTorch's order: noise = bernoulli(1 - p) / (1 - p), then input * noise.
-    keep = K.lt(rand_like(input), 1.0 - p)
-    noise = K.cast(keep, input.dtype) / (1.0 - p)
+    # NOTE: PyTorch's CPU dropout: noise = empty_like(input).bernoulli_(1 - p), which keeps
+    # an element where a float64 uniform is < 1 - p (the same draws, so the same mask for
+    # the same seed, eager or jitted); then noise / (1 - p), then input * noise.
+    from kiln.frontend.creation import rand
+    from kiln.ir import dtypes
+    u = rand(tuple(input.shape), dtype=dtypes.float64, device=input.device)
+    noise = K.cast(K.lt(u, 1.0 - p), input.dtype) / (1.0 - p)
     return _maybe_inplace(input, input * noise, inplace)
 
 

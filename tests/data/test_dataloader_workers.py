@@ -245,3 +245,19 @@ def test_weighted_sampler_in_a_loader_balances_classes():
     seen = np.concatenate([b.numpy() for (b,) in DataLoader(ds, batch_size=100,
                                                             sampler=sampler)])
     assert abs(seen.mean() - 0.5) < 0.04       # NOTE: 3.5 standard deviations
+
+
+def test_persistent_workers_draw_their_base_seed_once_like_pytorch():
+    """Shuffled epochs with persistent workers, then the next random number: PyTorch's."""
+    torch = pytest.importorskip("torch")
+    import torch.utils.data as tdata
+
+    import kiln.utils.data as kdata
+
+    def run(lib, data):
+        lib.manual_seed(0)
+        loader = data.DataLoader(data.TensorDataset(lib.arange(12)), batch_size=4,
+                                 shuffle=True, num_workers=2, persistent_workers=True)
+        epochs = [[b[0].tolist() for b in loader] for _ in range(3)]
+        return epochs, lib.rand(1).item()
+    assert run(kiln, kdata) == run(torch, tdata)

@@ -73,7 +73,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("model_name, mode", [("mlp", "train"), ("cnn", "eval"),
                                               ("cnn", "train-bn")])
 def test_training_matches_pytorch(model_name, mode, opt_name):
-    kiln.manual_seed(0)
+    # NOTE: seed 1: with PyTorch's initial weights for seed 0 (Kiln's too, now) this small CNN
+    # does not lower its loss within 20 steps, which the last check asks
+    kiln.manual_seed(1)
     builder = mlp if model_name == "mlp" else cnn
     k_model, t_model = builder(kiln), builder(torch)
     _copy_weights(k_model, t_model)

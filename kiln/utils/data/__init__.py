@@ -13,9 +13,10 @@ from kiln.utils.data.dataloader import (DataLoader, WorkerInfo, default_collate,
 from kiln.utils.data.dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from kiln.utils.data.generator import Generator
 from kiln.utils.data.sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler,
-                                    WeightedRandomSampler)
+                                    SubsetRandomSampler, WeightedRandomSampler)
 
 __all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "Generator",
-           "RandomSampler", "Sampler", "SequentialSampler", "Subset", "TensorDataset",
+           "RandomSampler", "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler",
+           "TensorDataset",
            "WeightedRandomSampler", "WorkerInfo", "default_collate", "default_convert",
            "get_worker_info", "random_split"]

@@ -173,14 +173,16 @@ class DataLoader:
                                          else default_convert)
 
     def __iter__(self):
-        # NOTE: like PyTorch, every epoch first draws the workers' base seed (also without
-        # workers), so the shuffle order does not depend on num_workers
-        base_seed = next_seed(self.generator)
+        # NOTE: like PyTorch, an epoch first draws the workers' base seed (also without
+        # workers), so the shuffle order does not depend on num_workers; persistent workers
+        # keep theirs (PyTorch draws it when it makes the iterator, once)
+        pool = self._pool
+        reuse = self.num_workers > 0 and pool is not None and pool.alive()
+        base_seed = None if reuse else next_seed(self.generator)
         tasks = iter(self.sampler if self.batch_sampler is None else self.batch_sampler)
         if self.num_workers == 0:
             return self._single_process(tasks)
-        pool = self._pool
-        if pool is None or not pool.alive():
+        if not reuse:
             pool = _WorkerPool(self, base_seed)
             if self.persistent_workers:
                 self._pool = pool

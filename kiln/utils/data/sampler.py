@@ -1,9 +1,12 @@
-"""Samplers: which dataset indices a `DataLoader` reads, in which order and batches."""
+"""Samplers: which dataset indices a `DataLoader` reads, in which order and batches.
+
+The random samplers draw as PyTorch's do (`randperm`, `randint` by 32, `multinomial`), so
+with the same seed they give PyTorch's indices."""
 from __future__ import annotations
 
 import numpy as np
 
-from .generator import Generator, numpy_rng
+from .generator import Generator, impl_of, next_seed, randint, randperm
 
 
 class Sampler:
@@ -28,15 +31,14 @@ class SequentialSampler(Sampler):
 
 class RandomSampler(Sampler):
     """Random indices, drawn afresh each epoch: a permutation (repeated and cut to
-    `num_samples` if that is given), or `num_samples` draws with replacement.
+    `num_samples` if that is given), or `num_samples` draws with replacement, PyTorch's.
 
-    Without `generator`, each epoch's draw comes from Kiln's global seed state, so
-    `kiln.manual_seed(s)` makes the order reproducible.
+    Without `generator`, each epoch seeds a fresh Generator from the default one (PyTorch's
+    way), so `kiln.manual_seed(s)` gives `torch.manual_seed(s)`'s order.
 
     >>> from kiln.utils.data import Generator
-    >>> order = list(RandomSampler(range(5), generator=Generator().manual_seed(3)))
-    >>> sorted(order)
-    [0, 1, 2, 3, 4]
+    >>> list(RandomSampler(range(5), generator=Generator().manual_seed(3)))
+    [1, 0, 3, 4, 2]
     >>> len(RandomSampler(range(5), replacement=True, num_samples=8))
     8
     """
@@ -57,12 +59,18 @@ class RandomSampler(Sampler):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
-        n, rng = len(self.data_source), numpy_rng(self.generator)
+        n = len(self.data_source)
+        generator = self.generator
+        if generator is None:
+            generator = Generator().manual_seed(next_seed(None))
         if self.replacement:
-            return iter(rng.integers(0, n, size=self.num_samples).tolist())
-        rounds = -(-self.num_samples // n) if n else 0
-        order = [i for _ in range(rounds) for i in rng.permutation(n).tolist()]
-        return iter(order[:self.num_samples])
+            for _ in range(self.num_samples // 32):
+                yield from randint(n, 32, generator)
+            yield from randint(n, self.num_samples % 32, generator)
+        elif n:
+            for _ in range(self.num_samples // n):
+                yield from randperm(n, generator)
+            yield from randperm(n, generator)[:self.num_samples % n]
 
     def __len__(self) -> int:
         return self.num_samples
@@ -70,8 +78,8 @@ class RandomSampler(Sampler):
 
 class WeightedRandomSampler(Sampler):
     """`num_samples` indices drawn from 0..len(weights)-1 with probability proportional to
-    `weights` (they need not sum to one), with replacement by default, as PyTorch's
-    (the draws are not PyTorch's own random numbers, but they follow the same distribution).
+    `weights` (they need not sum to one), with replacement by default: PyTorch's
+    `multinomial` on the weights as float64, so the same seed gives PyTorch's indices.
 
     >>> from kiln.utils.data import Generator
     >>> s = WeightedRandomSampler([0.0, 1.0, 3.0], 1000, generator=Generator().manual_seed(0))
@@ -94,12 +102,12 @@ class WeightedRandomSampler(Sampler):
         self.generator = generator
 
     def __iter__(self):
-        p = self._probabilities()
-        rng = numpy_rng(self.generator)
-        return iter(rng.choice(len(p), size=self.num_samples, replace=self.replacement,
-                               p=p).tolist())
+        w = self._checked_weights()
+        draws = impl_of(self.generator).multinomial(w[None, :], self.num_samples,
+                                                    self.replacement)
+        return iter(draws[0].tolist())
 
-    def _probabilities(self) -> np.ndarray:
+    def _checked_weights(self) -> np.ndarray:
         w = self.weights
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise RuntimeError("invalid multinomial distribution (encountering probability "
@@ -111,7 +119,7 @@ class WeightedRandomSampler(Sampler):
                                f"not enough non-negative category to sample): "
                                f"{np.count_nonzero(w)} nonzero weights for num_samples="
                                f"{self.num_samples}")
-        return w / w.sum()
+        return w
 
     def __len__(self) -> int:
         return self.num_samples
@@ -126,6 +134,26 @@ def _weights_array(weights) -> np.ndarray:
         raise ValueError(f"weights should be a 1d sequence but given weights have shape "
                          f"{tuple(w.shape)}")
     return w
+
+
+class SubsetRandomSampler(Sampler):
+    """The given indices in a random order (PyTorch's `randperm` over them).
+
+    >>> from kiln.utils.data import Generator
+    >>> list(SubsetRandomSampler([10, 20, 30], generator=Generator().manual_seed(0)))
+    [30, 10, 20]
+    """
+
+    def __init__(self, indices, generator: Generator | None = None):
+        self.indices = indices
+        self.generator = generator
+
+    def __iter__(self):
+        for i in randperm(len(self.indices), self.generator):
+            yield self.indices[i]
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class BatchSampler(Sampler):

@@ -35,9 +35,9 @@ class Net(nn.Module):
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = Net().to(device)
 criterion = nn.CrossEntropyLoss()
-optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
-for epoch in range(20):
+for epoch in range(8):
     model.train()
     running = 0.0
     for inputs, targets in train_loader:

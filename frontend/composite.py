@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from kiln.ir import dtypes
-from kiln.ir.errors import DTypeError, NotSupportedError, ShapeError
+from kiln.ir.errors import DTypeError, KilnIndexError, NotSupportedError, ShapeError
 from kiln.ir.registry import apply
 from kiln.ir.types import user_loc
 
@@ -140,6 +140,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -10
     of the targets that count."""
     _check_class_targets("nll_loss", input, target, weight)
     axis = _class_axis(input)
+    _check_targets_in_range(target, input.shape[axis], ignore_index)
     keep = F.ne(target, ignore_index)
     index = F.unsqueeze(F.where(keep, target, 0), axis)
     picked = F.squeeze(apply("gather", [input, index], {"axis": axis}), axis)
@@ -148,6 +149,17 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -10
     if reduction == "mean":
         return R.sum(loss) / R.sum(w)
     return _reduce_loss(loss, reduction)
+
+
+def _check_targets_in_range(target: Tensor, classes: int, ignore_index: int) -> None:
+    """Eagerly, PyTorch's IndexError for a class index outside [0, classes) (compiled code
+    gets the indexing op's error, at the user's line)."""
+    if target._trace is not None or target.is_cuda or target.numel() == 0:
+        return
+    t = target._data
+    bad = t[(t != ignore_index) & ((t < 0) | (t >= classes))]
+    if bad.size:
+        raise KilnIndexError(f"Target {int(bad[0])} is out of bounds.", loc=user_loc())
 
 
 def _class_view(weight: Tensor, input: Tensor) -> Tensor:

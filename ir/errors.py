@@ -73,8 +73,16 @@ def type_name(v) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
 
 
+class ArgumentTypeError(KilnError, TypeError):
+    """A value of the wrong type where a function takes a tensor: PyTorch's TypeError."""
+
+    category = "type"
+
+
 def expect_tensor(op: str, x, tensor_type) -> None:
-    """PyTorch's TypeError for a non-tensor where a function takes a tensor."""
+    """PyTorch's TypeError for a non-tensor where a function takes a tensor, at the user's
+    line."""
     if not isinstance(x, tensor_type):
-        raise TypeError(f"{op}(): argument 'input' (position 1) must be Tensor, not "
-                        f"{type_name(x)}")
+        from .types import user_loc
+        raise ArgumentTypeError(f"{op}(): argument 'input' (position 1) must be Tensor, not "
+                                f"{type_name(x)}", loc=user_loc())

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Callable
 
 from .attrs import Attrs
-from .errors import KilnError, type_name
+from .errors import ArgumentTypeError, KilnError, type_name
 
 NOT_DIFFERENTIABLE = "not differentiable"
 
@@ -116,12 +116,14 @@ def apply(op: str, inputs, attrs: dict | None = None, like=None):
             break
     if holder is None:
         if inputs:
-            raise TypeError(f"{op}: expected Tensor inputs, got "
-                            f"{', '.join(type_name(v) for v in inputs)}")
+            raise ArgumentTypeError(f"{op}: expected Tensor inputs, got "
+                                    f"{', '.join(type_name(v) for v in inputs)}",
+                                    loc=_user_loc())
         raise KilnError(f"apply('{op}') needs an input or `like=` value to dispatch on")
     for v in inputs:
         if not hasattr(v, "_kiln_apply"):
-            raise TypeError(f"{op}: expected Tensor inputs, got {type_name(v)} among them")
+            raise ArgumentTypeError(f"{op}: expected Tensor inputs, got {type_name(v)} among "
+                                    "them", loc=_user_loc())
     return type(holder)._kiln_apply(op, list(inputs), attrs or {}, holder)
 
 
@@ -184,3 +186,8 @@ class _Prims:
 
 
 P = _Prims()
+
+
+def _user_loc():
+    from .types import user_loc
+    return user_loc()

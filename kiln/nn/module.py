@@ -477,7 +477,7 @@ class Module:
             else:
                 pairs.append((target, value))
         for key in state_dict:
-            if key.startswith(prefix):
+            if isinstance(key, str) and key.startswith(prefix):
                 head = key[len(prefix):].split(".", 1)
                 known = self._modules if len(head) > 1 else local
                 if head[0] not in known:
@@ -496,6 +496,8 @@ class Module:
         for prefix, module in self.named_modules(remove_duplicate=False):
             module._check_state(state_dict, prefix + "." if prefix else "", pairs, missing,
                                 unexpected, errors)
+        # NOTE: keys that are not strings name no parameter (PyTorch fails on them inside)
+        unexpected.extend(k for k in state_dict if not isinstance(k, str))
         if strict:
             if unexpected:
                 errors.insert(0, "Unexpected key(s) in state_dict: "

@@ -195,3 +195,17 @@ def test_dtype_mismatches_raise_like_pytorch():
         kiln.nn.Linear(3, 4)(kiln.ones(2, 3, dtype=kiln.float64))
     with pytest.raises(RuntimeError, match="Long"):
         kiln.nn.functional.cross_entropy(kiln.ones(2, 3), kiln.tensor([0, 1], dtype=kiln.int32))
+
+
+def test_wrong_arguments_name_the_users_line():
+    """A NumPy array where a tensor is expected, an out-of-range class index and a
+    non-string state dict key: PyTorch's exception types, with the user's line."""
+    import kiln.nn.functional as F
+    with pytest.raises(TypeError, match="must be Tensor, not numpy.ndarray") as e:
+        kiln.relu(np.ones(2))
+    assert "test_eager.py" in str(e.value)
+    with pytest.raises(IndexError, match="Target 5 is out of bounds") as e:
+        F.cross_entropy(kiln.ones(2, 3), kiln.tensor([0, 5]))
+    assert "test_eager.py" in str(e.value)
+    with pytest.raises(RuntimeError, match='Unexpected key.*"0"'):
+        kiln.nn.Linear(2, 2).load_state_dict({0: kiln.ones(2)})

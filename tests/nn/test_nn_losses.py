@@ -175,7 +175,7 @@ def test_bce_with_logits_is_stable_and_exact_at_zero():
 def test_loss_errors_are_clear():
     with pytest.raises(kiln.ShapeError, match=r"expected target of shape \[3\].*\[3, 5\].*\[4\]"):
         F.cross_entropy(kiln.zeros(3, 5), kiln.tensor([0, 1, 2, 3]))
-    with pytest.raises(IndexError, match="index 7 is out of bounds for dimension 1 with size 5"):
+    with pytest.raises(IndexError, match="Target 7 is out of bounds"):
         F.cross_entropy(kiln.zeros(2, 5), kiln.tensor([1, 7]))
     with pytest.raises(kiln.ShapeError, match="all 5 classes or no classes.*\\[3\\]"):
         F.cross_entropy(kiln.zeros(2, 5), kiln.tensor([1, 2]), weight=kiln.ones(3))

@@ -26,6 +26,8 @@ from kiln.frontend.functional import (abs, add, as_tensor, bitwise_and, bitwise_
                                       minimum, mul, ne, neg, permute, pow, relu, remainder,
                                       reshape, rsqrt, sigmoid, sin, sqrt, squeeze, stack, sub,
                                       tanh, transpose, unsqueeze, where)
+from kiln.frontend.common_ops import (allclose, diag, dot, equal, eye, isclose, isfinite, isinf,
+                                     isnan, mm, sign, square, unbind)
 from kiln.frontend.explain import explain
 from kiln.frontend.indexing import (argwhere, gather, index_add, index_put, index_select,
                                     masked_select, nonzero, scatter, scatter_add, take,

@@ -29,6 +29,7 @@ from kiln.frontend.functional import (abs, add, as_tensor, bitwise_and, bitwise_
 from kiln.frontend.common_ops import (allclose, diag, dot, equal, eye, isclose, isfinite, isinf,
                                      isnan, mm, sign, square, unbind)
 from kiln.frontend.explain import explain
+from kiln.frontend.methods import _masked_fill as masked_fill
 from kiln.frontend.indexing import (argwhere, gather, index_add, index_put, index_select,
                                     masked_select, nonzero, scatter, scatter_add, take,
                                     take_along_dim, unique)

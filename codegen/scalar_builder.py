@@ -236,6 +236,14 @@ class ScalarBuilder:
         self._need_float("floor", x)
         return self._unary("floor", "math.floor", x)
 
+    def ceil(self, x):
+        self._need_float("ceil", x)
+        return self._unary("ceil", "math.ceil", x)
+
+    def trunc(self, x):
+        self._need_float("trunc", x)
+        return self._unary("trunc", "math.trunc", x)
+
     def fmod(self, x, y):
         """C's fmod (the remainder with x's sign, exact); a libm call on the CPU."""
         self._need_float("fmod", x)

@@ -327,6 +327,33 @@ def clamp_max(x, max):
     return clamp(x, max=max)
 
 
+def _rounding(op: str):
+    def rounded(x):
+        expect_tensor(op, x, Tensor)
+        # NOTE: integers are already whole: a copy, in their dtype (as PyTorch's)
+        return apply(op, [x]) if x.dtype.is_float else clone(x)
+    rounded.__name__ = op
+    return rounded
+
+
+floor, ceil, trunc = _rounding("floor"), _rounding("ceil"), _rounding("trunc")
+_round_half_even = _rounding("round")
+
+
+def round(x, decimals: int = 0):
+    """To the nearest integer, halves to even (or to `decimals` places: x * 10**d rounded,
+    divided back, as PyTorch)."""
+    if not decimals:
+        return _round_half_even(x)
+    scale = 10.0 ** decimals
+    return div(_round_half_even(mul(x, scale)), scale)
+
+
+def frac(x):
+    """x - trunc(x) (floats)."""
+    return sub(x, trunc(x))
+
+
 def neg(x):
     return unary("neg", x, float_only=False)
 

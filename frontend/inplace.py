@@ -143,6 +143,8 @@ INPLACE = {
     "relu_": _inplace(F.relu), "copy_": copy_, "fill_": fill_, "zero_": zero_,
     "masked_fill_": masked_fill_,
     "abs_": _inplace(F.abs), "log_": _inplace(F.log), "tanh_": _inplace(F.tanh),
+    "floor_": _inplace(F.floor), "ceil_": _inplace(F.ceil), "trunc_": _inplace(F.trunc),
+    "round_": _inplace(F.round), "frac_": _inplace(F.frac),
     "sigmoid_": _inplace(F.sigmoid), "rsqrt_": _inplace(F.rsqrt), "erf_": _inplace(F.erf),
     "__iadd__": _inplace(F.add), "__isub__": _inplace(F.sub), "__imul__": _inplace(F.mul),
     "__itruediv__": _inplace(F.div), "__ipow__": _inplace(F.pow),

@@ -112,7 +112,8 @@ _OPERATORS = {
 _METHODS = {
     "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div, "pow": F.pow, "neg": F.neg,
     "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "rsqrt": F.rsqrt, "tanh": F.tanh,
-    "sigmoid": F.sigmoid, "relu": F.relu, "abs": F.abs, "erf": F.erf,
+    "sigmoid": F.sigmoid, "relu": F.relu, "abs": F.abs, "erf": F.erf, "floor": F.floor,
+    "ceil": F.ceil, "trunc": F.trunc, "round": F.round, "frac": F.frac,
     "maximum": F.maximum, "minimum": F.minimum, "matmul": F.matmul,
     "eq": F.eq, "ne": F.ne, "lt": F.lt, "le": F.le, "gt": F.gt, "ge": F.ge,
     "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax,

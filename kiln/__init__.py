@@ -23,6 +23,7 @@ from kiln.frontend.functional import (abs, add, as_tensor, bitwise_and, bitwise_
                                       clamp_min, cos, div, eq, erf, exp, expand, expm1, flatten,
                                       floor_divide, ge, gt, le, log, log1p, logical_and,
                                       logical_not, logical_or, logical_xor, lt, matmul, maximum,
+                                      floor, ceil, trunc, round, frac,
                                       minimum, mul, ne, neg, permute, pow, relu, remainder,
                                       reshape, rsqrt, sigmoid, sin, sqrt, squeeze, stack, sub,
                                       tanh, transpose, unsqueeze, where)

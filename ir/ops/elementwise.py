@@ -80,6 +80,14 @@ _unary("erf", _erf_ref,
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),
        lambda c, g: [P.where(P.gt(c.out, P.zeros_like(c.out)), g, P.zeros_like(g))],
        lambda b, x: b.max(x, b.const(0, b.dtype(x))), float_only=False)
+# NOTE: rounding: piecewise constant, so zero gradient (PyTorch's); round is half-to-even
+for _name, _ref, _body in (("floor", np.floor, lambda b, x: b.floor(x)),
+                           ("ceil", np.ceil, lambda b, x: b.ceil(x)),
+                           ("trunc", np.trunc, lambda b, x: b.trunc(x)),
+                           ("round", np.round, lambda b, x: b.roundeven(x))):
+    _unary(_name, _ref, lambda c, g: [P.zeros_like(g)], _body,
+           doc=f"{_name} of each element (floats; zero gradient).")
+
 _unary("sin", np.sin, lambda c, g: [P.mul(g, P.cos(c.inputs[0]))], lambda b, x: b.sin(x))
 _unary("cos", np.cos, lambda c, g: [P.neg(P.mul(g, P.sin(c.inputs[0])))],
        lambda b, x: b.cos(x))

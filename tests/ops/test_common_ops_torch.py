@@ -71,3 +71,25 @@ def test_predicates_and_errors():
         kiln.mm(kiln.ones(3), kiln.ones(3, 1))
     with pytest.raises(RuntimeError, match="same dtype"):
         kiln.dot(kiln.ones(2), kiln.ones(2, dtype=kiln.float64))
+
+
+@pytest.mark.parametrize("fn", ["floor", "ceil", "trunc", "round", "frac"])
+def test_rounding_matches_pytorch_with_zero_gradients(fn):
+    values = [-2.5, -1.5, -0.5, -0.2, 0.0, 0.5, 1.5, 2.5, 2.567, 1e10 + 0.5]
+    for dtype in ("float32", "float64"):
+        got = getattr(kiln, fn)(kiln.tensor(values, dtype=getattr(kiln, dtype)))
+        want = getattr(torch, fn)(torch.tensor(values, dtype=getattr(torch, dtype)))
+        np.testing.assert_array_equal(np.asarray(got.tolist()), want.numpy())
+        jitted = kiln.jit(getattr(kiln, fn))(kiln.tensor(values, dtype=getattr(kiln, dtype)))
+        np.testing.assert_array_equal(np.asarray(jitted.tolist()), want.numpy())
+    x = kiln.tensor(values, requires_grad=True)
+    getattr(kiln, fn)(x).sum().backward()
+    assert x.grad.tolist() == ([1.0] * len(values) if fn == "frac" else [0.0] * len(values))
+    assert getattr(kiln, fn)(kiln.tensor([3, -2])).tolist() == [0, 0] if fn == "frac" else \
+        getattr(kiln, fn)(kiln.tensor([3, -2])).tolist() == [3, -2]
+
+
+def test_round_to_decimals_matches_pytorch():
+    x = [1.2345, -2.5678, 0.125]
+    np.testing.assert_array_equal(np.asarray(kiln.round(kiln.tensor(x), decimals=2).tolist()),
+                                  torch.round(torch.tensor(x), decimals=2).numpy())

@@ -168,10 +168,8 @@ def _executable_inputs(entry, args) -> list:
             arrays.append(t._data)
         elif kind == "scalar":          # NOTE: a learning rate read at every call
             arrays.append(np.asarray(ref(), dtype=extra))
-        elif kind == "random":          # NOTE: random numbers drawn per call
+        else:                           # NOTE: random numbers drawn per call
             arrays.append(ref())
-        else:
-            arrays.append(np.array(0, dtype=np.int64))      # a random seed
     return arrays
 
 

@@ -31,7 +31,6 @@ from . import autograd
 from .entry_guards import EntryGuards, GuardFailure, InputSources, tensor_type
 from .guards import (Shown, defaults_key, describe_reads, frozen_reads, function_reads,
                      set_origin, static_spec)
-from .torch_rng import default_generator
 from .jit_effects import CallEffects
 from .jit_fast import fast_check
 from .jit_grad import TapeBackward
@@ -150,7 +149,7 @@ class _Compiled:
 
     def input_tensors(self, leaves) -> list:
         """Per graph input, the Tensor bound to it for this call: the argument leaf or the
-        captured tensor re-read at its path; None for seeds and scalar inputs."""
+        captured tensor re-read at its path; None for random and scalar inputs."""
         return self.sources.guards.tensors(leaves)
 
     def __call__(self, leaves):
@@ -190,11 +189,10 @@ class _Compiled:
                 arrays.append(t._data)
             elif kind == "scalar":
                 arrays.append(np.asarray(ref(), dtype=extra))
-            elif kind == "random":
-                arrays.append(ref())        # NOTE: drawn now, in the program's order
-            else:
-                arrays.append(np.array(default_generator.impl.random64(1)[0] >> np.uint64(1),
-                                       dtype=np.int64))
+            elif kind == "random":          # NOTE: drawn now, in the program's order
+                arrays.append(ref())
+            else:   # NOTE: a "grad" input exists only where its guard saw a .grad
+                raise KilnError(f"internal error: no value for graph input {kind!r}")
         return tensors, arrays
 
 
@@ -218,8 +216,8 @@ def _leaves_of(call) -> list:
 def _input_sources(trace: Trace) -> InputSources:
     """Where each graph input comes from at call time: ("arg", leaf index, None),
     ("capture", tensor as traced, guard), ("scalar", getter, NumPy dtype), ("random", draw,
-    None) or ("seed", None, None); `.guards` holds the entry's guards and re-reads captured
-    tensors at their path."""
+    None) or ("grad", owner's input position, None); `.guards` holds the entry's guards and
+    re-reads captured tensors at their path."""
     arg_index = {v: i for i, v in enumerate(trace.arg_values)}
     captured = {v: t for t, v in trace.captured.values()}
     scalars = {v: (get, dt.np) for v, get, dt in getattr(trace, "scalar_inputs", ())}
@@ -238,10 +236,8 @@ def _input_sources(trace: Trace) -> InputSources:
             out.append(("scalar",) + scalars[v])
         elif v in randoms:
             out.append(("random", randoms[v], None))
-        elif v in grads:
-            out.append(("grad", position[grads[v]], None))
         else:
-            out.append(("seed", None, None))
+            out.append(("grad", position[grads[v]], None))
     out.guards = EntryGuards(trace, out)
     # NOTE: graph inputs are the arguments' tensors in order: no binding work per call
     out.plain = [s[:2] for s in out] == [("arg", i) for i in range(len(trace.arg_values))]
@@ -265,7 +261,8 @@ class _Eager:
 # ---- tracing and compiling ------------------------------------------------------------------
 def trace_function(fn, args, kwargs, device: str = "cpu") -> tuple[Trace, object]:
     """Run `fn` on traced stand-ins for its tensor arguments; returns (trace, output spec).
-    The graph is for `device`; arguments on the other device are its foreign values."""
+    The graph is for `device`; an argument on the other device is a graph break (but CPU 0-d
+    tensors join a CUDA graph: frontend/trace.py)."""
     leaves: list = []
     spec = _flatten((args, kwargs), leaves)
     trace = Trace(getattr(fn, "__name__", "f"))

@@ -12,7 +12,6 @@ import threading
 import numpy as np
 
 from kiln.ir.builder import GraphBuilder
-from kiln.ir.dtypes import DType
 from kiln.ir.errors import NotSupportedError
 from kiln.ir.types import TensorType, user_loc
 
@@ -205,11 +204,6 @@ class Trace:
         self.__init__(self.builder.graph.name)
         self.replay = replay
         return segment
-
-    def new_seed(self):
-        v = self.builder.add_input(TensorType(DType.int64, ()), hint=f"seed{len(self.seed_inputs)}")
-        self.seed_inputs.append(v)
-        return v
 
     def input_order(self) -> list:
         """Graph inputs in order: args, then captured tensors and seeds as they appeared."""

@@ -203,16 +203,15 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-# NOTE: options that are graph inputs (`_hyper`): their values are not guarded, only whether
-# momentum is zero (the update's branch)
-_INPUT_OPTIONS = {"lr": lambda v: None, "betas": lambda v: None,
-                  "momentum": lambda v: v != 0}
+# NOTE: options that are graph inputs (`_hyper`) are not guarded by value; of momentum only
+# whether it is zero (the update's branch)
+_INPUT_OPTIONS = ("lr", "betas", "momentum")
 
 
 def _structure(opt: Optimizer) -> tuple:
     groups = tuple((id(g), tuple(id(p) for p in g["params"]),
-                    tuple((k, _INPUT_OPTIONS[k](v) if k in _INPUT_OPTIONS else v)
-                          for k, v in sorted(g.items()) if k != "params"))
+                    tuple((k, v) for k, v in sorted(g.items()) if k not in _INPUT_OPTIONS),
+                    g.get("momentum", 0) != 0)
                    for g in opt.param_groups)
     state = tuple((id(p), tuple((k, id(v)) for k, v in s.items())) for p, s in opt.state.items())
     return groups, state

@@ -5,11 +5,13 @@ graphs around each graph break, with the break's source line and the value read)
 fusion made, what still runs through NumPy references, every guard, the tensors captured from
 outside (parameters, globals) and where they are first used, random inputs, the Python side
 effects found in the bytecode (with their source lines), why a jitted function recompiled, and
-a compile failure with its source line.
+a compile failure with its source line. `str()` is the report in words, `.to_json()` the same
+as JSON (`kiln explain --json`).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from kiln.ir.errors import KilnError
 
@@ -36,6 +38,8 @@ class Explanation:
     side_effects: list[str] = dataclasses.field(default_factory=list)
     recompiles: list[str] = dataclasses.field(default_factory=list)
     compiled_graphs: int = 0
+    per_graph: list[dict] = dataclasses.field(default_factory=list)
+    break_details: list[dict] = dataclasses.field(default_factory=list)   # one per `breaks`
 
     @property
     def graphs(self) -> int:
@@ -44,6 +48,10 @@ class Explanation:
     def __str__(self) -> str:
         lines = [f"kiln.explain({self.name}): {self.graphs} graph(s), "
                  f"{self.traced_nodes} traced op(s), {len(self.kernels)} compiled kernel(s)"]
+        if len(self.per_graph) > 1:
+            lines.append("per graph: " + "; ".join(
+                f"graph {g['graph']}: {g['traced_ops']} traced op(s), {g['kernels']} "
+                f"kernel(s)" for g in self.per_graph))
         if self.graph_break:
             lines += ["graph break (runs eagerly):", "  " + self.graph_break.replace(
                 "\n", "\n  ")]
@@ -56,6 +64,28 @@ class Explanation:
         if not self.side_effects:
             lines.append("Python side effects: none found")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """The report as plain data (what `to_json` writes)."""
+        return {"function": self.name, "graphs": self.graphs, "traced_ops": self.traced_nodes,
+                "kernel_count": len(self.kernels), "per_graph": self.per_graph,
+                "graph_break": self.graph_break, "compile_error": self.compile_error,
+                "breaks": [dict(d, text=t) for t, d in zip(self.breaks, self.break_details)],
+                "side_effects": self.side_effects,
+                "recompile_reasons": self.recompiles, "guards": self.guards,
+                "captured": self.captured, "random_inputs": self.seeds,
+                "kernels": self.kernels, "reference_ops": self.reference_ops}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """The report as a JSON object: the counts, per graph its traced ops and kernels,
+        graph breaks, side effects, recompile reasons, guards, captured tensors, kernels.
+
+        >>> import json, kiln
+        >>> report = json.loads(kiln.explain(lambda x: kiln.tanh(x) * 2, kiln.ones(4)).to_json())
+        >>> report["graphs"], report["per_graph"], report["side_effects"]
+        (1, [{'graph': 1, 'traced_ops': 3, 'kernels': 1, 'reference_ops': 0}], [])
+        """
+        return json.dumps(self.to_dict(), indent=indent)
 
 
 _SECTIONS = (
@@ -103,6 +133,10 @@ def _describe_graph(report: Explanation, trace, compiled, label: str = "") -> No
     graph = trace.builder.graph
     report.compiled_graphs += 1
     report.traced_nodes += len(graph.nodes)
+    kernels = [n for n in compiled.graph.nodes if n.op == "kernel"]
+    report.per_graph.append({"graph": report.compiled_graphs, "traced_ops": len(graph.nodes),
+                             "kernels": len(kernels),
+                             "reference_ops": len(compiled.graph.nodes) - len(kernels)})
     for m, state in trace.modules.values():
         attrs = ", ".join(f"{k}={v!r}" for k, v in state)
         report.guards.append(f"{label}{type(m).__name__} called during the trace: {attrs}")
@@ -183,6 +217,7 @@ def _explain_replay(report: Explanation, fn, effects, args, kwargs, leaves) -> E
             why, loc, value = rec["read"]
             report.breaks.append(f"{why} = {value!r} read from an input, no graph split, "
                                  f"at {_where(loc)}")
+            report.break_details.append(_break_detail(None, why, loc, value))
             continue
         n += 1
         if rec["compiled"] is not None:
@@ -191,7 +226,14 @@ def _explain_replay(report: Explanation, fn, effects, args, kwargs, leaves) -> E
             why, loc, value = rec["break"]
             report.breaks.append(f"after graph {n}: {why} = {value!r} (graph {n + 1} is "
                                  f"compiled for that value) at {_where(loc)}")
+            report.break_details.append(_break_detail(n, why, loc, value))
     return report
+
+
+def _break_detail(after_graph, why, loc, value) -> dict:
+    return {"after_graph": after_graph, "read": why, "value": repr(value),
+            "loc": None if loc is None else str(loc),
+            "source": None if loc is None else loc.source}
 
 
 def _where(loc) -> str:

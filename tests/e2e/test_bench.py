@@ -1,5 +1,7 @@
-"""The benchmark harnesses run end to end at tiny sizes with every peer (their correctness
-checks included), so `make bench` cannot rot unnoticed. No timing is asserted."""
+"""The benchmark harnesses run end to end at tiny sizes (their correctness checks included), so
+`make bench` cannot rot unnoticed. No timing is asserted. `make test` runs each with Kiln and
+NumPy only; with every peer (importing torch and jax, and inductor compiling) they take minutes,
+so those runs are marked slow (`make test-slow`)."""
 import os
 import subprocess
 import sys
@@ -10,6 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # NOTE: the peers that may be absent from a venv: timed where installed, else `skipped`
 OPTIONAL_PEERS = ("torch", "torch.compile", "jax")
 QUICK = ("--reps", "2", "--warmup", "1", "--floor-reps", "1")
+# NOTE: the peers `make test` runs; the others are the slow tests' (see module docstring)
+OWN_PEERS = ("--peers", "kiln,kiln-jit,numpy")
 
 
 def _run(*args, env: dict | None = None) -> str:
@@ -38,13 +42,13 @@ def _is_time(cell: str) -> bool:
         return False
 
 
-def _assert_every_peer_ran(table_text: str) -> None:
-    """Kiln and NumPy timed; each optional peer timed where installed, else skipped."""
+def _assert_every_peer_ran(table_text: str, optional: tuple = OPTIONAL_PEERS) -> None:
+    """Kiln and NumPy timed; each `optional` peer timed where installed, else skipped."""
     rows = _rows(table_text)
     assert "wrong" not in table_text, table_text
     for peer in ("kiln", "kiln-jit", "numpy"):
         assert _is_time(rows[peer][0]), (peer, rows[peer])
-    for peer in OPTIONAL_PEERS:
+    for peer in optional:
         assert _is_time(rows[peer][0]) or rows[peer][0].startswith("skipped: not installed"), \
             (peer, rows[peer])
 
@@ -64,9 +68,15 @@ def _assert_blas_recorded(out: str) -> None:
 
 
 def test_w1_harness_checks_and_prints_a_table():
+    out = _run("bench/w1_elementwise.py", "--n", "4096", *QUICK, *OWN_PEERS)
+    _assert_every_peer_ran(out, optional=())
+    _assert_blas_recorded(out)
+
+
+@pytest.mark.slow
+def test_w1_harness_with_every_peer():
     out = _run("bench/w1_elementwise.py", "--n", "4096", *QUICK)
     _assert_every_peer_ran(out)
-    _assert_blas_recorded(out)
 
 
 def _w5_rows(out: str) -> dict:
@@ -97,15 +107,19 @@ def _kiln_jit_runs_eagerly() -> bool:
     return {"True": True, "False": False}[_run("-c", _EAGER_PROBE).strip().splitlines()[-1]]
 
 
-def test_w5_harness_checks_losses_and_says_how_the_jitted_step_ran():
-    peers = "kiln,kiln-jit,kiln-jit-loss,torch,jax"     # NOTE: torch.compile: the slow test
-    out = _run("bench/w5_mlp_train.py", "--batches", "8", *QUICK, "--peers", peers)
+@pytest.mark.parametrize("peers", [
+    ("kiln", "kiln-jit", "kiln-jit-loss"),
+    # NOTE: torch.compile: its own slow test
+    pytest.param(("kiln", "kiln-jit", "kiln-jit-loss", "torch", "jax"), marks=pytest.mark.slow),
+], ids=("own", "peers"))
+def test_w5_harness_checks_losses_and_says_how_the_jitted_step_ran(peers):
+    out = _run("bench/w5_mlp_train.py", "--batches", "8", *QUICK, "--peers", ",".join(peers))
     rows = _w5_rows(out)
     assert "wrong" not in out and "error:" not in out
     for opt in ("sgd", "adam"):
         for peer in ("kiln", "kiln-jit", "kiln-jit-loss"):
             assert rows[(8, opt, peer)][1].isdigit(), rows[(8, opt, peer)]   # µs/step
-        for peer in ("torch", "jax"):   # NOTE: timed where installed, else said so
+        for peer in set(peers) & {"torch", "jax"}:   # NOTE: timed where installed, else said so
             assert rows[(8, opt, peer)][1].isdigit() or \
                 rows[(8, opt, peer)][1].startswith("skipped: not installed")
         # NOTE: the row must tell the truth about the whole-step jit, whichever it is today
@@ -127,16 +141,23 @@ def test_w5_torch_compile_row_counts_its_graphs():
 
 
 def test_w2_softmax_harness_checks_and_prints_a_table():
-    out = _run("bench/w2_softmax.py", "--rows", "64", "--cols", "256", *QUICK)
-    _assert_every_peer_ran(out)
+    out = _run("bench/w2_softmax.py", "--rows", "64", "--cols", "256", *QUICK, *OWN_PEERS)
+    _assert_every_peer_ran(out, optional=())
     _assert_blas_recorded(out)
     assert "kiln-jit profile (median" in out
 
 
 def test_w3_layernorm_harness_checks_and_prints_a_table():
-    out = _run("bench/w3_layernorm.py", "--rows", "64", "--cols", "256", *QUICK)
-    _assert_every_peer_ran(out)
+    out = _run("bench/w3_layernorm.py", "--rows", "64", "--cols", "256", *QUICK, *OWN_PEERS)
+    _assert_every_peer_ran(out, optional=())
     _assert_blas_recorded(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["w2_softmax", "w3_layernorm"])
+def test_w2_w3_harnesses_with_every_peer(script):
+    out = _run(f"bench/{script}.py", "--rows", "64", "--cols", "256", *QUICK)
+    _assert_every_peer_ran(out)
 
 
 _ARCHITECTURE_PROBE = """
@@ -161,14 +182,17 @@ def _numpy_architecture(*coretype: str) -> str | None:
     return None if found == "None" else found
 
 
-def test_w4_matmul_and_linear_relu_tables_with_every_peer_and_no_forced_kernel():
+@pytest.mark.parametrize("every_peer", [
+    False, pytest.param(True, marks=pytest.mark.slow)], ids=("own", "peers"))
+def test_w4_matmul_and_linear_relu_tables_and_no_forced_kernel(every_peer):
     # NOTE: started with a forced (old) OpenBLAS kernel: the peers must not run with it
-    out = _run("bench/w4_matmul.py", "--n", "64", *QUICK,
+    out = _run("bench/w4_matmul.py", "--n", "64", *QUICK, *(() if every_peer else OWN_PEERS),
                env={"OPENBLAS_CORETYPE": "Prescott", "OPENBLAS_L2_SIZE": "65536"})
     matmul, linear_relu = out.split("### linear_relu: relu(x @ w.T + b)")
     assert "### matmul: a @ b" in matmul and "GFLOP/s" in linear_relu
-    _assert_every_peer_ran(matmul.split("### matmul")[1])
-    _assert_every_peer_ran(linear_relu)
+    optional = OPTIONAL_PEERS if every_peer else ()
+    _assert_every_peer_ran(matmul.split("### matmul")[1], optional)
+    _assert_every_peer_ran(linear_relu, optional)
     _assert_blas_recorded(out)
     assert "this script was started with OPENBLAS_CORETYPE=Prescott" in out
     forced, chosen = _numpy_architecture("Prescott"), _numpy_architecture()
@@ -194,9 +218,11 @@ def test_scripts_run_without_threadpoolctl(tmp_path):
     assert "| numpy |" in out
 
 
-def test_w6_overhead_harness_checks_and_prints_a_table():
-    out = _run("bench/w6_overhead.py", "--inner", "20", *QUICK)
-    _assert_every_peer_ran(out)
+@pytest.mark.parametrize("every_peer", [
+    False, pytest.param(True, marks=pytest.mark.slow)], ids=("own", "peers"))
+def test_w6_overhead_harness_checks_and_prints_a_table(every_peer):
+    out = _run("bench/w6_overhead.py", "--inner", "20", *QUICK, *(() if every_peer else OWN_PEERS))
+    _assert_every_peer_ran(out, OPTIONAL_PEERS if every_peer else ())
     _assert_blas_recorded(out)
     assert "µs/call" in out
 

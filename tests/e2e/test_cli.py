@@ -13,7 +13,7 @@ from kiln import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_STAGES = [("traced", "graph @f(%x: f32[4]) {\n  return %x\n}\n"),
-               ("canonicalize", "canon text\n"), ("asm", "kernel 0\n"), ("asm", "kernel 1\n")]
+               ("canonicalize", "canon text\n"), ("asm", "kernel 0\nkernel 1\n")]
 
 
 @pytest.mark.parametrize("spec, dtype, shape", [
@@ -137,38 +137,46 @@ def test_format_stage_truncates_with_hint():
     assert cli.format_stage("llvm", text).count("\n") == 10
 
 
+def _fake_listing():
+    from kiln.cli_stages import KernelRef, Listing, Stage
+    stages = [Stage(name, text, kernels={"k0": "kernel 0", "k1": "kernel 1"}
+                    if name == "asm" else None) for name, text in FAKE_STAGES]
+    return Listing(stages, [KernelRef(0, "forward", "k0"), KernelRef(1, "forward", "k1")])
+
+
 @pytest.fixture
 def fake_compiler(monkeypatch):
-    """Stands in for compile_stages and the random inputs, to test the command's plumbing."""
+    """Stands in for the compiler and the random inputs, to test the command's plumbing."""
+    from kiln import cli_ir
     seen = {}
 
-    def fake_compile(fn, args, device="cpu"):
+    def fake_collect(fn, args, device="cpu"):
         seen["fn"], seen["args"], seen["device"] = fn, args, device
-        return FAKE_STAGES
+        return _fake_listing()
 
-    monkeypatch.setattr(cli, "_compile_stages", fake_compile)
+    monkeypatch.setattr(cli_ir, "collect_listing", fake_collect)
     monkeypatch.setattr(cli, "make_inputs", lambda specs, seed: list(specs))
     return seen
 
 
 def test_ir_prints_every_stage_with_headers(fake_compiler, user_module, capsys):
-    assert cli.main(["ir", f"{user_module}:jitted", "--arg", "f32[4]", "--arg", "2.0"]) == 0
+    assert cli.main(["ir", f"{user_module}:jitted", "--arg", "f32[4]"]) == 0
     out = capsys.readouterr().out
     headers = re.findall(r"^=== stage: (\w+) ===$", out, re.M)
-    assert headers == ["traced", "canonicalize", "asm", "asm"]
+    assert headers == ["traced", "canonicalize", "asm"]
     assert fake_compiler["fn"](1) == 2   # the plain function under the wrapper
-    assert fake_compiler["args"] == [cli.TensorSpec("f32", (4,)), 2.0]
+    assert fake_compiler["args"] == [cli.TensorSpec("f32", (4,))]
 
 
 def test_ir_one_stage_and_list(fake_compiler, user_module, capsys):
-    assert cli.main(["ir", f"{user_module}:plain", "--stage", "asm"]) == 0
+    assert cli.main(["ir", f"{user_module}:plain", "--arg", "2.0", "--stage", "asm"]) == 0
     assert capsys.readouterr().out == "kernel 0\nkernel 1\n"
-    assert cli.main(["ir", f"{user_module}:plain", "--list-stages"]) == 0
+    assert cli.main(["ir", f"{user_module}:plain", "--arg", "2.0", "--list-stages"]) == 0
     assert capsys.readouterr().out == "traced\ncanonicalize\nasm\n"
 
 
 def test_ir_unknown_stage_lists_available(fake_compiler, user_module, capsys):
-    assert cli.main(["ir", f"{user_module}:plain", "--stage", "nope"]) == 2
+    assert cli.main(["ir", f"{user_module}:plain", "--arg", "1", "--stage", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown stage 'nope'" in err and "traced, canonicalize, asm" in err
 
@@ -176,6 +184,18 @@ def test_ir_unknown_stage_lists_available(fake_compiler, user_module, capsys):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "kiln ir examples/demo.py:step" in capsys.readouterr().out
+
+
+def test_delegated_command_gets_its_own_arguments(tmp_path, monkeypatch, capsys):
+    (tmp_path / "kiln_fake_cmd.py").write_text(
+        "SEEN = []\ndef main(argv):\n    SEEN.append(argv)\n    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.DELEGATED, "fake", ("kiln_fake_cmd", "a command of its own"))
+    assert cli.main(["fake", "--help", "x.py:f", "--arg", "f32[2]"]) == 3
+    import kiln_fake_cmd
+    assert kiln_fake_cmd.SEEN == [["--help", "x.py:f", "--arg", "f32[2]"]]
+    assert cli.main([]) == 2
+    assert re.search(r"^\s+fake\s+a command of its own$", capsys.readouterr().out, re.M)
 
 
 def run_kiln(*argv, timeout=300):

@@ -237,10 +237,28 @@ def effects_for_call(effects, fn, args, kwargs) -> list[SideEffect]:
     out = []
     for e in effects:
         if e.kind in ("mutation", "item write") and e.scope is not None:
-            if isinstance(_root_value(e, fn, args, kwargs), Tensor):
+            receiver = _receiver_value(e, _root_value(e, fn, args, kwargs))
+            # NOTE: `kiln.sort(x)`, `kiln.add(a, b)`: a module's function, not list.sort
+            if isinstance(receiver, Tensor) or (
+                    e.kind == "mutation" and isinstance(receiver, types.ModuleType)):
                 continue
         out.append(e)
     return out
+
+
+def _receiver_value(e: SideEffect, root):
+    """The object the method is called on (or the item written into): `root` followed along
+    the target's attribute chain (`self.buf.append` -> self.buf); None when not readable."""
+    parts = e.target.split("[")[0].split(".")
+    chain = parts[1:-1] if e.kind == "mutation" else parts[1:]
+    for name in chain:
+        try:
+            root = inspect.getattr_static(root, name)
+        except AttributeError:
+            return None
+        if isinstance(root, (property, types.MemberDescriptorType, types.GetSetDescriptorType)):
+            return None
+    return root
 
 
 def _root_value(e: SideEffect, fn, args, kwargs):

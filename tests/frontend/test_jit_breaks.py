@@ -241,6 +241,29 @@ def test_side_effect_analysis_kinds_and_lines():
     assert ("mutation", "x.add") not in [(e.kind, e.target) for e in per_call]
 
 
+class _Holder:
+    def __init__(self):
+        self.w, self.log = kiln.ones(2), []
+
+
+HOLDER = _Holder()
+
+
+def module_functions_and_attribute_receivers(x):
+    v, _ = kiln.sort(x)                 # kiln.sort, kiln.add: functions, not list methods
+    y = kiln.add(v, x) + HOLDER.w.add(x)    # a tensor reached through an attribute
+    HOLDER.log.append(1)                # a list reached through an attribute: an effect
+    return y
+
+
+def test_module_functions_and_tensor_attributes_are_not_container_mutations():
+    from kiln.frontend.side_effects import effects_for_call
+    fn = module_functions_and_attribute_receivers
+    found = [(e.kind, e.target) for e in effects_for_call(
+        find_side_effects(fn), fn, (kiln.ones(2),), {})]
+    assert found == [("mutation", "HOLDER.log.append")]
+
+
 @pytest.mark.parametrize("name", ["kiln.frontend.replay", "kiln.frontend.side_effects"])
 def test_docstring_examples(name):
     import doctest

@@ -14,6 +14,8 @@ from kiln.ir.errors import KilnError
 from kiln.ir.registry import VJPContext
 from kiln.ir.types import user_loc
 
+from .trace import current_trace
+
 class AutogradError(KilnError, RuntimeError):
     """A backward that cannot run as asked (PyTorch raises RuntimeError for these)."""
 
@@ -373,7 +375,13 @@ def _run_vjp(node: TapeNode, cot: dict, on_leaf, create_graph: bool = False,
         ctx = _live_context(node, needs)
     else:
         ctx = VJPContext(node.inputs, node.outputs, node.attrs, needs)
-    grads = node.vjp(ctx, gs[0] if len(gs) == 1 else gs)
+    trace = current_trace()
+    if trace is None:
+        grads = node.vjp(ctx, gs[0] if len(gs) == 1 else gs)
+    else:
+        # NOTE: traced backward ops carry their forward op's location (module path, line)
+        with trace.backward_of(node.outputs):
+            grads = node.vjp(ctx, gs[0] if len(gs) == 1 else gs)
     for e, need, gi in zip(node.edges, needs, grads):
         if gi is None or not need:
             continue

@@ -3,7 +3,9 @@
 A warm process (KILN_CACHE_DIR filled by an earlier one) loads the machine code of its
 kernels from the disk cache, but would still run the graph passes, build the schedule and
 plan memory, and import what they need (networkx alone takes ~0.1 s). The plan is stored next
-to the code, keyed by the traced graph's text (types, attributes and source lines) and by a
+to the code, keyed by the traced graph's text without its names and source lines
+(frontend/plan_names.py: a renamed copy of a program shares its plan, read back with the
+copy's names and lines) and by a
 stamp of the compiler's own source files (path, size, modification time of every module of
 the IR, the passes, the code generator and the runtime), so any change to the compiler gives
 new keys. An entry that does not load is reported and the graph is compiled again.
@@ -22,12 +24,14 @@ from __future__ import annotations
 import pickle
 import warnings
 
-PLAN_VERSION = "1"
+PLAN_VERSION = "2"
 
 
 def plan_key(traced, device_key: str) -> str:
     from kiln.runtime.disk_cache import compiler_stamp, make_key
-    return make_key("kiln-plan", PLAN_VERSION, compiler_stamp(), device_key, str(traced))
+    from .plan_names import plan_key_text
+    return make_key("kiln-plan", PLAN_VERSION, compiler_stamp(), device_key,
+                    plan_key_text(traced))
 
 
 def load_plan(traced, device_key: str):
@@ -40,10 +44,8 @@ def load_plan(traced, device_key: str):
     if data is None:
         return None
     try:
-        plan = pickle.loads(data)
-        if not (isinstance(plan, tuple) and len(plan) == 3):
-            raise ValueError("not a plan")
-        return plan
+        from .plan_names import rebind
+        return rebind(pickle.loads(data), traced)
     except Exception as e:  # NOTE: a damaged entry costs a compile, never a wrong result
         warnings.warn(f"kiln: a cached plan could not be loaded ({type(e).__name__}: {e}); "
                       "compiling again", KilnCacheWarning, stacklevel=3)
@@ -56,7 +58,9 @@ def store_plan(traced, device_key: str, optimized, schedule, schedule_text: str)
     if not disk.enabled:
         return
     try:
-        data = pickle.dumps((optimized, schedule, schedule_text), protocol=pickle.HIGHEST_PROTOCOL)
+        from .plan_names import plan_payload
+        data = pickle.dumps(plan_payload(traced, optimized, schedule, schedule_text),
+                            protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:       # NOTE: a graph holding something unpicklable is just not cached
         return
     disk.put(plan_key(traced, device_key), data)

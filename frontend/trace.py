@@ -1,7 +1,10 @@
 """Tracing: while a Trace is active, tensors hold graph Values and ops append nodes.
 
 Tensors from outside the traced function (globals, closures, module parameters) are captured
-as extra graph inputs, read again at every call, never baked in as constants.
+as extra graph inputs, read again at every call, never baked in as constants. Graph inputs
+are named after where the program found them (`%x`, `%fc1.weight`: frontend/trace_names.py),
+and a node made while an nn.Module's forward runs carries the module's path in its location
+(`model.fc1 (Linear) at train.py:41`).
 """
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ import numpy as np
 
 from kiln.ir.builder import GraphBuilder
 from kiln.ir.errors import NotSupportedError
+from kiln.ir.names import ModuleLoc
 from kiln.ir.types import TensorType, user_loc
+
+from .trace_names import TraceNames
 
 class _TraceState(threading.local):
     stack: list | None = None   # NOTE: a class default: no failed lookup per jitted call
@@ -44,6 +50,51 @@ class DeviceBreak(GraphBreak):
     GPU): the function is traced again for CUDA."""
 
 
+class _Scope:
+    """An nn.Module whose forward is running in a trace: its path and class name."""
+
+    __slots__ = ("module", "path", "kind")
+
+    def __init__(self, module, path: str):
+        self.module, self.path, self.kind = module, path, type(module).__name__
+
+
+class _TraceBuilder(GraphBuilder):
+    """A trace's GraphBuilder: a node made inside a module's forward gets the module path in
+    its location, and one made by a VJP (a backward op) gets its forward op's location."""
+
+    def __init__(self, name: str, scopes: list):
+        super().__init__(name)
+        self.scopes = scopes
+        self.forward_loc = None
+
+    def emit(self, op, inputs, attrs, loc=None):
+        if self.forward_loc is not None:
+            loc = self.forward_loc
+        elif self.scopes and loc is not None:
+            top = self.scopes[-1]
+            loc = ModuleLoc(loc.file, loc.line, top.path, top.kind)
+        return super().emit(op, inputs, attrs, loc)
+
+
+class _BackwardOf:
+    """The block in which a VJP runs inside a trace (see Trace.backward_of)."""
+
+    __slots__ = ("builder", "loc", "saved")
+
+    def __init__(self, builder, loc):
+        self.builder, self.loc = builder, loc
+
+    def __enter__(self):
+        self.saved = self.builder.forward_loc
+        if self.loc is not None:
+            self.builder.forward_loc = self.loc
+
+    def __exit__(self, *exc):
+        self.builder.forward_loc = self.saved
+        return False
+
+
 class Trace:
     """A graph under construction plus the bookkeeping to call it later.
 
@@ -60,7 +111,9 @@ class Trace:
     def __init__(self, name: str):
         self.host: set = set()
         self.neutral: set = set()
-        self.builder = GraphBuilder(name)
+        self.scopes: list = []              # _Scope of each module whose forward is running
+        self.names = TraceNames()
+        self.builder = _TraceBuilder(name, self.scopes)
         self.arg_values: list = []          # graph inputs for the function's tensor args
         self.captured: dict = {}            # id(tensor) -> (tensor, Value)
         self.seed_inputs: list = []         # graph inputs filled with a fresh seed per call
@@ -70,8 +123,8 @@ class Trace:
         self.random_inputs: list = []       # (Value, draw): random numbers drawn per call
         self._start_guards(sys._getframe(1))
 
-    def add_arg(self, type: TensorType, hint: str):
-        v = self.builder.add_input(type, hint)
+    def add_arg(self, type: TensorType, hint: str | None):
+        v = self.builder.add_input(type, self.names.claim(hint))
         self.arg_values.append(v)
         return v
 
@@ -99,11 +152,47 @@ class Trace:
             key = id(t)
             storages[id(t._data)] = (t._data, key)
         if key not in self.captured:
-            v = self.builder.add_input(t._type(), hint=f"c{len(self.captured)}")
+            v = self.builder.add_input(t._type(), hint=self._capture_name(t))
             self.captured[key] = (t, v)
             if host:
                 self.host.add(v)
         return self.captured[key][1]
+
+    def _capture_name(self, t) -> str:
+        """The name of a captured tensor's input: where the program found it (`fc1.weight`,
+        `opt.state.fc1.weight.exp_avg`, `w`), else `c<k>`."""
+        outer = self.scopes[0].module if self.scopes else None
+        name = self.names.tensor_name(t, outer) or self.names.claim(f"c{len(self.captured)}")
+        self.names.given[id(t)] = name
+        return name
+
+    def grad_name(self, owner) -> str:
+        """The name of the input holding the `.grad` of input `owner` (`fc1.weight.grad`)."""
+        return self.names.claim(f"{owner.hint}.grad" if owner.hint else "grad")
+
+    def enter_module(self, module) -> None:
+        """`module`'s forward starts: nodes made until `exit_module` carry its path."""
+        scopes = self.scopes
+        if scopes:
+            path = self.names.module_path(module, scopes[0].module, scopes[-1])
+        else:
+            path = self.names.module_path(module)
+        scopes.append(_Scope(module, path))
+
+    def exit_module(self) -> None:
+        self.scopes.pop()
+
+    def backward_of(self, outputs) -> _BackwardOf:
+        """A block whose nodes carry the location of the node that made `outputs` (traced
+        tensors: the forward op a VJP differentiates), as PyTorch's backward nodes point
+        to their forward op."""
+        loc = None
+        for t in outputs:
+            producer = getattr(t._data, "producer", None)
+            if producer is not None:
+                loc = producer.loc
+                break
+        return _BackwardOf(self.builder, loc)
 
     def require_device(self, device: str, what: str, scalar: bool = False) -> bool:
         """`what` is on `device` in the user's program: this trace's device (False), a CPU
@@ -140,7 +229,8 @@ class Trace:
         forward = t._data if t._trace is parent else parent.value_of(t)
         saved = self.__dict__.setdefault("saved_from_parent", {})
         if forward not in saved:
-            saved[forward] = self.builder.add_input(forward.type, hint=f"saved{len(saved)}")
+            hint = self.names.claim(forward.hint or f"saved{len(saved)}")
+            saved[forward] = self.builder.add_input(forward.type, hint=hint)
         return saved[forward]
 
     def note_module(self, module) -> None:
@@ -167,11 +257,14 @@ class Trace:
             grads = self._grads = TraceGrads(self)
         return grads
 
-    def scalar_input(self, getter, dtype, hint: str):
+    def scalar_input(self, getter, dtype, hint: str, owner=None):
         """A 0-d graph input whose value is `getter()` read at every call (a hyper-parameter
-        such as a learning rate that must not be baked in); returns its Value."""
+        such as a learning rate that must not be baked in); returns its Value. It is named
+        `hint`, after the variable holding `owner` when given (`opt.param_groups.0.lr`)."""
         from kiln.ir import dtypes
         dt = dtypes.as_dtype(dtype)
+        where = self.names.object_name(owner) if owner is not None else None
+        hint = self.names.claim(f"{where}.{hint}" if where else hint)
         v = self.builder.add_input(TensorType(dt, ()), hint=hint)
         self.scalar_inputs.append((v, getter, dt))
         return v
@@ -180,7 +273,8 @@ class Trace:
         """A graph input holding random numbers that `draw()` makes at every call, in the
         order of the graph's inputs (the program's order): jitted code then draws exactly
         what eager code draws (frontend/creation.py). Returns its Value."""
-        v = self.builder.add_input(type, hint=f"{hint}{len(self.random_inputs)}")
+        name = self.names.claim(f"{hint}{len(self.random_inputs)}")
+        v = self.builder.add_input(type, hint=name)
         self.random_inputs.append((v, draw))
         self.seed_inputs.append(v)          # NOTE: `kiln.explain` lists them with the seeds
         return v
@@ -203,6 +297,9 @@ class Trace:
         replay = self.replay
         self.__init__(self.builder.graph.name)
         self.replay = replay
+        # NOTE: the modules whose forward is running still are: their paths carry over
+        self.scopes = self.builder.scopes = segment.scopes
+        self.names = segment.names.fresh()
         return segment
 
     def input_order(self) -> list:

@@ -59,7 +59,8 @@ class TraceGrads:
         g = t._grad if t._trace is None else self.trace.arg_leaves[owner_value]._grad
         if g is None:
             return GradSlot(t, None, None)
-        v = self.trace.builder.add_input(TensorType(g.dtype, tuple(g.shape)), hint=None)
+        v = self.trace.builder.add_input(TensorType(g.dtype, tuple(g.shape)),
+                                           hint=self.trace.grad_name(owner_value))
         self.inputs[v] = owner_value
         stand_in = Tensor._wrap(v, self.trace)
         stand_in._strides = g._elem_strides()

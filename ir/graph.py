@@ -1,8 +1,10 @@
 """SSA graph IR: a Graph holds input Values, Nodes in order, and output Values.
 
 A Node is `(op, attrs, inputs, output types, loc)` and does not change after it is built;
-passes build new graphs. Values are identified by object identity; names exist only in the
-printed text.
+passes build new graphs. Values are identified by object identity; a graph input may carry a
+readable name (`hint`: `x`, `fc1.weight`, see ir/names.py) that the printer keeps, and a
+node's `loc` says where in the user's program it came from (a `ModuleLoc` adds the module
+path). Neither changes what the graph computes.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ class Value:
         self.type = type
         self.producer = producer
         self.index = index
-        self.hint = hint          # a readable name for graph inputs (`x`), kept by the printer
+        self.hint = hint          # a graph input's readable name (`x`, `fc1.weight`)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -19,8 +19,9 @@ The grammar, one node a line (a graph-valued attribute opens a nested block):
     block  := '{' LOC? NL (NAME GRAPH params '{' NL line* 'return' values? NL '}' NL)* '}'
     params := '(' (VALUE ':' TYPE (',' VALUE ':' TYPE)*)? ')'
     TYPE   := DTYPE '[' (INT (',' INT)*)? ']' ('@' DEVICE)?
-    VALUE  := '%' (digits | identifier)     GRAPH := '@' (bare name | "quoted")
-    LOC    := '#' file ':' line
+    VALUE  := '%' (digits | PART ('.' PART)*)   PART := identifier | digits
+    GRAPH  := '@' (bare name | "quoted")
+    LOC    := '#' (MODULE_PATH '(' CLASS ') at ')? file ':' line
 
 Blank lines and whole-line `#` comments are skipped. Operands resolve in the enclosing graph
 only: a kernel body sees its own inputs, nothing outside. Every node is built with
@@ -36,6 +37,7 @@ from .builder import make_node
 from .dtypes import DType, from_short
 from .errors import KilnError, ParseError
 from .graph import Graph, Node, Value
+from .names import is_hint, is_value_name, parse_loc
 from .registry import all_ops, get_op
 from .types import Loc, TensorType
 
@@ -43,7 +45,7 @@ _TOKEN = re.compile(r"""
     (?P<NL>\n)
   | (?P<WS>[ \t\r]+)
   | (?P<COMMENT>\#[^\n]*)
-  | (?P<VALUE>%\w+)
+  | (?P<VALUE>%\w+(?:\.\w+)*)
   | (?P<GRAPH>@(?:"(?:[^"\\]|\\.)*"|[\w.<>$:-]*))
   | (?P<STRING>"(?:[^"\\]|\\.)*")
   | (?P<NUMBER>-?(?:inf|nan)\b|-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
@@ -51,8 +53,6 @@ _TOKEN = re.compile(r"""
   | (?P<PUNCT>->|<-|[()\[\]{},:=])
 """, re.VERBOSE | re.DOTALL)
 _INT = re.compile(r"-?\d+")
-_DIGITS = re.compile(r"[0-9]+")
-_LOC = re.compile(r"#\s*(.+):(\d+)\s*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +208,7 @@ class _Parser:
             if inputs:
                 self.expect(",", "`,` or `)` after a parameter")
             tok, name, ty = self.typed_name("a parameter `%name: type`")
-            hint = name if name.isidentifier() else None
+            hint = name if is_hint(name) else None
             scope[name] = Value(ty, hint=hint)
             inputs.append(scope[name])
         self.next()
@@ -227,8 +227,9 @@ class _Parser:
 
     def value_name(self, tok: _Tok) -> str:
         name = tok.text[1:]
-        if not (_DIGITS.fullmatch(name) or name.isidentifier()):
-            raise self.error(tok, f"value name {tok.text} must be a number or an identifier")
+        if not is_value_name(name):
+            raise self.error(tok, f"value name {tok.text} must be a number or an identifier"
+                             ", or such parts joined by dots (`%fc1.weight`)")
         return name
 
     def type(self) -> TensorType:
@@ -317,11 +318,11 @@ class _Parser:
         if self.peek().kind != "COMMENT":
             return None
         tok = self.next()
-        m = _LOC.fullmatch(tok.text)
-        if m is None:
-            raise self.error(tok, f"expected a location comment `# file.py:LINE`, got "
-                             f"{tok.text!r}")
-        return Loc(m.group(1).strip(), int(m.group(2)))
+        loc = parse_loc(tok.text[1:])
+        if loc is None:
+            raise self.error(tok, f"expected a location comment `# file.py:LINE` or "
+                             f"`# model.fc1 (Linear) at file.py:LINE`, got {tok.text!r}")
+        return loc
 
     def build(self, op_tok, opdef, operands, given: dict, loc, outs) -> Node:
         """make_node (shape rules run); the declared outputs must be what they infer."""

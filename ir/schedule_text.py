@@ -33,6 +33,7 @@ from __future__ import annotations
 from .attrs import Attrs, format_attr
 from .errors import ParseError
 from .graph import Graph
+from .names import VALUE_TOKEN
 from .parser import _Parser
 from .printer import _Names, _print_graph, graph_ref
 from .registry import get_op
@@ -43,16 +44,17 @@ _PLAN_KEYS = ("arena", "offset", "nbytes")
 
 
 # ---- printing -------------------------------------------------------------------------------
-def print_schedule(s: Schedule) -> str:
-    """The text of a schedule; `parse_schedule(print_schedule(s))` prints identically."""
+def print_schedule(s: Schedule, planned: bool = True) -> str:
+    """The text of a schedule; `parse_schedule(print_schedule(s))` prints identically.
+    `planned=False` leaves the memory plan out (the text before planning)."""
     names = _Names()
     params = ", ".join(f"{names.name(b, b.name)}: {b.type}" for b in s.inputs)
     lines = [f"schedule {graph_ref(s.name)}({params}) {{"]
-    if s.arena_bytes is not None:
+    if s.arena_bytes is not None and planned:
         lines.append(f"  arena bytes={s.arena_bytes} naive={s.naive_bytes or 0}")
     for b in s.buffers:
         plan = ""
-        if b.planned:
+        if b.planned and planned:
             plan = f" {{arena={b.arena}, offset={b.offset}, nbytes={b.nbytes}}}"
         lines.append(f"  buffer {names.name(b, b.name)}: {b.type} {b.kind}{plan}")
     for step in s.steps:
@@ -107,10 +109,9 @@ def _anonymous(text: str) -> str:
     """Graph text with input hints replaced by numbers (`%x` -> `%in0`)."""
     import re
     first = text.split("\n", 1)[0]
-    hints = re.findall(r"%(\w+):", first)
-    for i, h in enumerate(hints):
-        text = re.sub(rf"%{re.escape(h)}\b", f"%in{i}", text)
-    return text
+    # NOTE: one pass, so that a hint like `in1` is never renamed twice
+    number = {h: f"%in{i}" for i, h in enumerate(re.findall(rf"{VALUE_TOKEN}(?=:)", first))}
+    return re.sub(VALUE_TOKEN, lambda m: number.get(m.group(), m.group()), text)
 
 
 # ---- parsing --------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def _cpu(traced):
     _, passes, exe = compile_traced(traced)
     if passes is None:      # NOTE: the plan came from the disk cache: run the passes again
         passes = run_passes(traced)[1]
-    return passes, exe.schedule_text, exe.schedule, CpuCode(exe.kernels)
+    return passes, exe.schedule_text, exe.schedule, CpuCode(exe.kernels, exe.schedule)
 
 
 def _cuda(traced):
@@ -155,12 +155,23 @@ class CpuCode:
     """The MLIR, LLVM IR and assembly stages of CPU kernels (CpuArtifacts in launch
     order). Kernels compiled together share one module: its assembly prints once."""
 
-    def __init__(self, kernels: list):
+    def __init__(self, kernels: list, schedule=None):
         self.kernels = kernels
+        self.schedule = schedule
+
+    def _located(self, k) -> str:
+        """k's MLIR with each op's `loc(...)`: module path and user line (display only: the
+        compiled text has none, so kernels differing only in lines share their code)."""
+        from kiln.codegen.cpu.render_kernel import located_mlir
+        from kiln.ir.schedule import Launch
+        launch = next((st for st in getattr(self.schedule, "steps", ())
+                       if isinstance(st, Launch) and st.kernel.name == k.name), None)
+        return k.mlir if launch is None else located_mlir(launch.kernel, k.mlir)
 
     def stages(self) -> list:
         ks = self.kernels
-        mlir = {k.name: f"// kernel {k.name}\n{annotate_float_constants(k.mlir)}" for k in ks}
+        mlir = {k.name: f"// kernel {k.name}\n{annotate_float_constants(self._located(k))}"
+                for k in ks}
         # NOTE: each language's own comments, so that one kernel's text is a file its tools
         # read (`kiln ir ... --kernel 0 --stage llvm > k.ll`)
         llvm = {k.name: f"; kernel {k.name}\n{k.llvm_ir}" for k in ks}

@@ -2,7 +2,9 @@
 
 The backward nodes come from each op's VJP in the registry, the same rules eager autograd
 runs, applied to `Sym` values so that `P.mul(...)` inside a rule appends nodes to the graph
-being built. Eager and compiled gradients therefore cannot disagree.
+being built. Eager and compiled gradients therefore cannot disagree. Each backward node
+carries the location of the forward node it differentiates (module path and source line),
+as PyTorch's backward nodes point to their forward op.
 
     >>> from kiln.ir.parser import parse
     >>> g = grad_graph(parse('''
@@ -73,7 +75,9 @@ def _seed(b: GraphBuilder, y: Value, seed) -> Sym:
     if seed is None and y.shape != ():
         return Sym(b, b.add_input(y.type, "cotangent"))
     value = 1.0 if seed is None else seed
-    full = b.emit("full", [], {"value": value, "shape": y.shape, "dtype": y.dtype})[0]
+    # NOTE: like every backward node, the seed carries its forward node's location
+    loc = y.producer.loc if y.producer is not None else None
+    full = b.emit("full", [], {"value": value, "shape": y.shape, "dtype": y.dtype}, loc)[0]
     return Sym(b, full)
 
 
@@ -114,9 +118,11 @@ def _backward(b: GraphBuilder, node: Node, grads: dict, differentiated: set[Valu
         raise KilnError(f"op '{node.op}' is not differentiable, but the output's gradient "
                         "flows through it", node=node, loc=node.loc,
                         hint="detach the value or compute it from non-differentiated inputs")
+    # NOTE: every value the rule sees carries the node's location, so every node it makes
+    # does (a node made from a Sym gets that Sym's location)
     wrap = [Sym(b, v, node.loc) for v in node.inputs]
     ctx = VJPContext(wrap, [Sym(b, node.out, node.loc)], node.attrs, needs)
-    cotangents = opdef.vjp(ctx, grads[node.out])
+    cotangents = opdef.vjp(ctx, Sym(b, grads[node.out].value, node.loc))
     for v, need, ct in zip(node.inputs, needs, cotangents):
         if need and ct is not None:
             _accumulate(grads, v, ct, node)
@@ -127,4 +133,6 @@ def _accumulate(grads: dict, v: Value, ct: Sym, node: Node):
     if tuple(ct.shape) != v.shape or ct.dtype != v.dtype:
         raise KilnError(f"VJP of '{node.op}' gave a cotangent {ct.value.type} for an input "
                         f"{v.type}", node=node, loc=node.loc)
-    grads[v] = apply("add", [grads[v], ct]) if v in grads else ct
+    if v in grads:
+        ct = apply("add", [Sym(ct.builder, grads[v].value, node.loc), ct])
+    grads[v] = ct

@@ -41,14 +41,16 @@ from .canonicalize import dce
 
 
 class _Storage:
-    """One storage: its root value in the input graph and its latest pure value."""
+    """One storage: its root value in the input graph, its latest pure value and the
+    location of its latest write (where its write-back comes from)."""
 
-    __slots__ = ("root", "current", "version")
+    __slots__ = ("root", "current", "version", "loc")
 
     def __init__(self, root: Value, current: Value):
         self.root = root
         self.current = current
         self.version = 0
+        self.loc = None
 
 
 class _Functionalizer:
@@ -97,6 +99,7 @@ class _Functionalizer:
                             loc=node.loc)
         storage.current = self._rebuild(storage.current, ops, src, node.loc)
         storage.version += 1
+        storage.loc = node.loc
         self.env[dst] = src
         self.alias[dst] = (storage, ops, storage.version)
         self.env[node.out] = src
@@ -121,7 +124,7 @@ class _Functionalizer:
         for v in graph.inputs:
             storage = self.alias[v][0]
             if storage.root is v and storage.version:
-                self.b.emit("copy_", [v, storage.current], {}, None)
+                self.b.emit("copy_", [v, storage.current], {}, storage.loc)
                 self.fired["writeback"] += 1
         return self.b.finish(outs)
 

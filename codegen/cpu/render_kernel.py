@@ -15,13 +15,20 @@ whose innermost body is the row.
 
 Adjacent axes of the same kind merge when every access is contiguous across them, so a
 contiguous [8192, 1024] elementwise kernel is one loop of 8388608 that threads split evenly.
+
+`located_mlir` shows the same text with each op of a body node followed by that node's
+location, `loc("model.fc1 (Linear)"("train.py":41:0))`; the compiled text has none (kernels
+equal but for their names and lines share one compiled module).
 """
 from __future__ import annotations
 
 import dataclasses
 
+import re
+
 from kiln.ir.dtypes import DType
 from kiln.ir.errors import KilnError, NotSupportedError, VerifyError
+from kiln.ir.names import mlir_loc
 from kiln.ir.registry import get_op
 from kiln.ir.schedule import Kernel
 
@@ -57,13 +64,16 @@ class RenderOptions:
     neighbouring threads touch neighbouring elements (`LoopNest.points` of them).
     A GPU thread renders one point with neither stack buffers nor x86 instructions.
     `warp_lanes`: when not 0, that many threads (a `%lane` parameter) share each point's
-    reduction loops (render_warp.py)."""
+    reduction loops (render_warp.py).
+    `locations`: each op a body node makes ends with the node's `loc(...)` (for people:
+    `located_mlir`; what is compiled has none)."""
 
     columns: bool = True
     scratch_bytes: int = SCRATCH_BYTES
     vector_ldexp: bool | None = None
     flat_parallel: bool = False
     warp_lanes: int = 0
+    locations: bool = False
 
 
 CPU_OPTIONS = RenderOptions()
@@ -144,7 +154,7 @@ def render_kernel(k: Kernel, symbol: str,
     """MLIR text of a module with one function computing kernel `k`."""
     nest = loop_nest(k)
     if options.columns and columns.applies(k, nest):
-        return _render_columns(k, nest, symbol)
+        return _render_columns(k, nest, symbol, options)
     em = _Emitter(k, nest, options)
     em.symbol = symbol
     em.emit()
@@ -211,11 +221,12 @@ def _params(k: Kernel, memref, lane: bool = False) -> list[str]:
     return params + (["%lane: index"] if lane else []) + ["%lo: index", "%hi: index"]
 
 
-def _render_columns(k: Kernel, nest: LoopNest, symbol: str) -> RenderedKernel:
+def _render_columns(k: Kernel, nest: LoopNest, symbol: str,
+                    options: RenderOptions) -> RenderedKernel:
     """The kernel as reductions down contiguous columns (render_columns.py)."""
     memrefs = _Emitter(k, nest)
     em = columns.ColumnEmitter(k, nest, memrefs.memref, {j: i for j, i in k.inplace},
-                               _emit_node, _combine, _init, WIDE_SUM_FROM)
+                               _node_emitter(options), _combine, _init, WIDE_SUM_FROM)
     body = em.body()
     head = ["%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
             "%zero_i8 = arith.constant 0 : i8"]
@@ -237,6 +248,8 @@ class _Emitter:
         self.symbol = ""
         self.store_through = {j: i for j, i in k.inplace}   # store j -> load i's pointer
         self.b = ScalarBuilder(options.vector_ldexp)
+        self.emit_node = _node_emitter(options)
+        self.locations = options.locations
         self.level = _levels(k)
         self.row: dict = {}
         self.loop: dict | None = None
@@ -394,7 +407,7 @@ class _Emitter:
 
     def _node(self, n, args: list[Scalar]) -> Scalar:
         before = len(self.b.lines)
-        out = _emit_node(self.b, n, args)
+        out = self.emit_node(self.b, n, args)
         self.ops += len(self.b.lines) - before
         return out
 
@@ -462,21 +475,26 @@ class _Emitter:
                 self.reduce_extent >= WIDE_SUM_FROM):
             acc_dtype = DType.float64
         init = self.b.const(_init(n.op, acc_dtype), acc_dtype)
-        result = self._loop([x], (n.op, init, acc_dtype), [])
+        result = self._loop([x], (n.op, init, acc_dtype, n), [])
         if self.lanes:
             result = render_warp.allreduce(self, n.op, result, _combine)
         if acc_dtype != dtype:
-            result = self.b.emit(f"arith.truncf {result.name} : f64 to f32", dtype)
+            result = self.b.emit(f"arith.truncf {result.name} : f64 to f32{self._where(n)}",
+                                 dtype)
         if n.op == "mean":
             count = self.b.const(float(self.reduce_extent), dtype)
             result = self.b.emit(f"arith.divf {result.name}, {count.name} : "
-                                 f"{MLIR_TYPE[dtype]}", dtype)
+                                 f"{MLIR_TYPE[dtype]}{self._where(n)}", dtype)
         return result
+
+    def _where(self, n) -> str:
+        """` loc(...)` of node n when rendering with locations, else nothing."""
+        return " " + mlir_loc(n.loc) if self.locations else ""
 
     def _loop(self, values, reduction, stores: list[int]):
         """A loop nest over the reduction axes computing `values` (full values); with
-        `reduction` = (op, init, acc dtype) it folds values[0] and returns the result, else it
-        stores outputs `stores`."""
+        `reduction` = (op, init, acc dtype, node) it folds values[0] and returns the result,
+        else it stores outputs `stores`."""
         for u in self._row_deps(values):
             self.get(u, False)
         outer_lines = self.b.lines
@@ -485,12 +503,13 @@ class _Emitter:
         dims = self.nest.reduce
         accs = [f"%acc{self.b.fresh()[2:]}_{d}" for d in range(len(dims))]
         if reduction is not None:
-            op, init, acc_dtype = reduction
+            op, init, acc_dtype, node = reduction
             x = self.get(values[0], True)
             if x.dtype != acc_dtype:
                 x = self.b.emit(f"arith.extf {x.name} : f32 to f64", acc_dtype)
             current = accs[-1] if dims else init.name
-            new = self.b.emit(_combine(op, acc_dtype, current, x.name), acc_dtype)
+            new = self.b.emit(_combine(op, acc_dtype, current, x.name) + self._where(node),
+                              acc_dtype)
         else:
             # NOTE: every value first, then the stores: a store may write over an input a
             # later value still loads (an update in place)
@@ -593,4 +612,60 @@ def _emit_node(b: ScalarBuilder, n, args: list[Scalar]) -> Scalar:
         raise type(e)(f"codegen of {n.op}({types}): {e.message}", node=n, loc=n.loc) from e
 
 
-__all__ = ["render_kernel", "loop_nest", "LoopNest", "RenderedKernel", "const_literal"]
+def _node_emitter(options: RenderOptions):
+    return _emit_located if options.locations else _emit_node
+
+
+def _emit_located(b: ScalarBuilder, n, args: list[Scalar]) -> Scalar:
+    """`_emit_node`, each line it adds ending with the node's location."""
+    lines = b.lines
+    before = len(lines)
+    out = _emit_node(b, n, args)
+    where = " " + mlir_loc(n.loc)
+    for i in range(before, len(lines)):
+        lines[i] += where
+    return out
+
+
+# NOTE: ` loc(...)` at the end of a line, its strings holding any character but an unescaped
+# quote, nested one level (`loc("name"("file":1:0))`)
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_LOCATION = re.compile(rf' loc\((?:[^()"]|{_STRING}|\((?:[^()"]|{_STRING})*\))*\)$',
+                       re.MULTILINE)
+_SYMBOL = re.compile(r"func\.func @([\w$.-]+)\(")
+
+
+def strip_locations(mlir: str) -> str:
+    """MLIR text without the `loc(...)` that end its lines (what `located_mlir` adds)."""
+    return _LOCATION.sub("", mlir)
+
+
+def located_mlir(k: Kernel, mlir: str, options: RenderOptions = CPU_OPTIONS) -> str:
+    """`mlir`, the compiled text of kernel `k` (rendered with `options`), with every op that
+    a body node made followed by that node's location. The locations are `k`'s own: kernels
+    that differ only in names and lines share one compiled text.
+
+    >>> from kiln.ir.parser import parse
+    >>> from kiln.passes.fusion import fuse_elementwise
+    >>> from kiln.passes.schedule import build_schedule
+    >>> k = build_schedule(fuse_elementwise(parse('''
+    ... graph @f(%x: f32[8]) {
+    ...   %0: f32[8] = relu %x   # model.act (ReLU) at train.py:7
+    ...   return %0
+    ... }'''))).kernels[0]
+    >>> text = render_kernel(k, "kiln_f").mlir
+    >>> [line.strip() for line in located_mlir(k, text).splitlines() if "loc(" in line]
+    ['%v1 = arith.maximumf %v0, %k0 : f32 loc("model.act (ReLU)"("train.py":7:0))']
+    """
+    symbol = _SYMBOL.search(mlir)
+    if symbol is None:
+        raise KilnError(f"located_mlir: no `func.func @symbol(` in the MLIR of kernel {k.name}")
+    located = render_kernel(k, symbol.group(1), dataclasses.replace(options, locations=True))
+    if strip_locations(located.mlir) != mlir:
+        raise KilnError(f"located_mlir: kernel {k.name} does not render to the MLIR given "
+                        "(rendered with other options?)")
+    return located.mlir
+
+
+__all__ = ["render_kernel", "loop_nest", "LoopNest", "RenderedKernel", "const_literal",
+           "located_mlir", "strip_locations"]

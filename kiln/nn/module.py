@@ -106,6 +106,13 @@ class Module:
                 raise GraphBreak(f"not supported yet: hooks of module {self._get_name()} "
                                  "inside @kiln.jit (the function runs eagerly)")
             trace.note_module(self)     # NOTE: its train/eval flag becomes a jit guard
+            # NOTE: the nodes its forward makes carry its path (`model.fc1`); kept by the
+            # trace only, so eager calls pay nothing for it
+            trace.enter_module(self)
+            try:
+                return self.forward(*args, **kwargs)
+            finally:
+                trace.exit_module()
         if hooked:
             return hooks.call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)

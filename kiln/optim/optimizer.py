@@ -137,7 +137,9 @@ class Optimizer:
         key = (id(group), name, index, dtype)
         if key not in cache:
             get = (lambda: group[name]) if index is None else (lambda: group[name][index])
-            v = trace.scalar_input(get, dtype, f"{name}{len(cache)}")
+            at = next(i for i, g in enumerate(self.param_groups) if g is group)
+            hint = f"param_groups.{at}.{name}" + ("" if index is None else f".{index}")
+            v = trace.scalar_input(get, dtype, hint, owner=self)
             cache[key] = Tensor._wrap(v, trace)
         return cache[key]
 

@@ -175,7 +175,7 @@ def test_explain_reports_guards_kernels_captures_and_breaks():
     assert report.graphs == 1 and len(report.kernels) == 1
     assert "tensor argument 0: f32[2, 8]" in text and "static argument: 3.0" in text
     assert "Linear called during the trace: training=True, in_features=8" in text
-    assert "%c0: f32[4,8], first used by permute at test_jit.py" in text
+    assert "%weight: f32[4,8], first used by permute at model (Linear) at test_jit.py" in text
     assert any(r.startswith("matmul") for r in report.reference_ops)
 
     def branchy(x):

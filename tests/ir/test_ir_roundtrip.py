@@ -58,15 +58,16 @@ def test_parse_keeps_structure_hints_and_locs():
 
 
 def test_names_and_devices_that_need_care():
-    """Graph names that would read ambiguously are quoted; devices, duplicate hints,
-    non-identifier hints and a graph returning its input all survive."""
+    """Graph names that would read ambiguously are quoted; devices, duplicate hints (made
+    unique with a suffix), non-identifier hints and a graph returning its input all survive."""
     b = GraphBuilder('my graph (v2) "x"')
     t = TensorType(float64, (2,), "cuda:0")
     x1, x2, x3 = b.add_input(t, "x"), b.add_input(t, "x"), b.add_input(t, "not ok")
     (s,) = b.emit("mul", [x1, x2], {})
     g = b.finish([s, x3, x1])
     text = print_graph(g)
-    assert text.startswith('graph @"my graph (v2) \\"x\\""(%x: f64[2]@cuda:0, %0: f64[2]@cuda:0')
+    assert text.startswith('graph @"my graph (v2) \\"x\\""(%x: f64[2]@cuda:0, %x_1: f64[2]@cuda:0, '
+                           '%0: f64[2]@cuda:0')
     parsed = parse(text)
     assert parsed.name == g.name
     assert parsed.inputs[0].type.device == "cuda:0"

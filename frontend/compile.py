@@ -65,10 +65,11 @@ def _executable(graph: Graph, schedule, text: str, launcher, device: str):
 def compile_traced(traced: Graph, launcher=None, device: str = "cpu"):
     """(optimized graph, pass stages, Executable) of a traced graph: the passes, the schedule
     and its memory plan, or all three from the disk cache (frontend/plan_cache.py; stages is
-    None then). KILN_VERIFY and KILN_PRINT_AFTER ask for the passes to run: no cache."""
+    None then). KILN_VERIFY, KILN_PRINT_AFTER and KILN_DEBUG>=3 ask for the passes to run: no cache."""
     from . import plan_cache
+    from kiln import debug
     use_cache = not (os.environ.get("KILN_VERIFY", "") not in ("", "0")
-                     or os.environ.get("KILN_PRINT_AFTER", ""))
+                     or os.environ.get("KILN_PRINT_AFTER", "") or debug.LEVEL >= 3)
     plan = plan_cache.load_plan(traced, device) if use_cache else None
     if plan is not None:
         optimized, schedule, text = plan

@@ -13,6 +13,7 @@ from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.ir.interpreter import run_op
 from kiln.ir.registry import get_op
 from kiln.ir.types import TensorType, user_loc
+from kiln.runtime.profiling import EAGER_HOOK
 
 from kiln.ir.ops.rules import contiguous_strides
 
@@ -150,8 +151,10 @@ class Tensor:
                 trace.follow_host(values, outs, holder)
             if opdef.view is not None:
                 views.link_traced(opdef, inputs[0], results[0], attrs)
-        else:
+        elif EAGER_HOOK[0] is None:
             results = _eager(opdef, inputs, attrs, holder)
+        else:   # NOTE: a profiler or KILN_DEBUG=2 times the op (runtime/profiling.py)
+            results = EAGER_HOOK[0](_eager, opdef, inputs, attrs, holder)
         if (opdef.differentiable and autograd.is_grad_enabled()
                 and any(t._requires_grad for t in inputs)):
             _record(opdef, inputs, results, attrs)

@@ -71,7 +71,8 @@ def user_loc() -> Loc | None:
     frame = sys._getframe(1)
     while frame is not None:
         fname = frame.f_code.co_filename
-        if not fname.startswith(_INTERNAL_DIRS) and not fname.startswith("<frozen"):
+        # NOTE: `<kiln ...>`: the runners Kiln generates (runtime/runner.py)
+        if not fname.startswith((*_INTERNAL_DIRS, "<frozen", "<kiln")):
             return Loc(fname, frame.f_lineno)
         frame = frame.f_back
     return None

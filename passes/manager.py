@@ -3,8 +3,8 @@
 Each stage records the pass name, the graph it produced, its wall time and which rewrite rules
 fired (like Lightning Thunder's stamped traces). `KILN_PRINT_AFTER=canonicalize` (a
 comma-separated list of pass names, `input`, or `all`) prints the IR after those passes to
-stderr; `KILN_VERIFY=1` runs the IR verifier on the input and after every pass (tests pass
-`verify=True`).
+stderr (`KILN_DEBUG=3` prints it after every pass); `KILN_VERIFY=1` runs the IR verifier on
+the input and after every pass (tests pass `verify=True`).
 
     >>> from kiln.passes.manager import run_passes, DEFAULT_PIPELINE
     >>> [p.name for p in DEFAULT_PIPELINE]
@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Callable
 
+from kiln import debug
 from kiln.ir.errors import KilnError, VerifyError
 from kiln.ir.graph import Graph
 from kiln.ir.verifier import verify as verify_graph
@@ -117,6 +118,9 @@ def _check_order(passes) -> None:
 
 
 def _print_after() -> set[str]:
+    """The stages to print: KILN_PRINT_AFTER's, or all of them at KILN_DEBUG=3 and above."""
+    if debug.LEVEL >= 3:
+        return {"all"}
     value = os.environ.get("KILN_PRINT_AFTER", "")
     return {name.strip() for name in value.split(",") if name.strip()}
 

@@ -23,11 +23,13 @@ import os
 
 import numpy as np
 
+from kiln import debug
 from kiln.ir.errors import KilnError
 from kiln.ir.interpreter import run_op
 from kiln.ir.schedule import Call, Launch, Run, Schedule
 
 from .device import Device, c_strides
+from .profiling import STATE as PROFILING
 
 
 class _Arena:
@@ -206,6 +208,15 @@ class Executable:
     def __call__(self, inputs) -> list[np.ndarray]:
         return (self._runner or self.runner)(inputs)
 
+    def run_timed(self, inputs) -> list[np.ndarray]:
+        """A call through the timed runner (runtime/runner.py): each step recorded, for a
+        profiler or KILN_DEBUG=2 (the fast runner sends its calls here while either is on)."""
+        timed = self.__dict__.get("_timed")
+        if timed is None:
+            from .runner import timed_runner
+            timed = self._timed = timed_runner(self)
+        return timed(inputs)
+
     @property
     def runner(self):
         """This executable's call as one generated function (runtime/runner.py), written on
@@ -230,7 +241,9 @@ class Executable:
 
     def run_steps(self, inputs) -> list[np.ndarray]:
         """A call, run by looping over `self.steps` (the reference for the generated runner;
-        a profiler may wrap the steps)."""
+        while a profiler records or at KILN_DEBUG=2, the timed runner runs it instead)."""
+        if PROFILING.on:
+            return self.run_timed(inputs)
         if len(inputs) != len(self.input_slots):
             self.wrong_input_count(inputs)
         arena = self._arenas.pop() if self._arenas else self.new_arena()
@@ -404,4 +417,24 @@ def build_executable(schedule: Schedule, device: Device, renderer=None) -> Execu
             artifact = compile_kernel(k) if compile_kernel is not None else k
             handles[id(k)] = device.load(artifact)
     exe = Executable(schedule, device, handles, groups, segments)
+    if debug.LEVEL >= 3:
+        _show_build(exe)
     return exe
+
+
+def _show_build(exe: Executable) -> None:
+    """KILN_DEBUG=3: the planned schedule; 4: also each compiled kernel's and segment entry's
+    code at every stage the backend keeps (MLIR, LLVM IR, assembly or PTX)."""
+    debug.log(f"schedule of @{exe.schedule.name}, memory planned:\n{exe.schedule}")
+    if debug.LEVEL < 4:
+        return
+    for s in exe.steps:
+        if isinstance(s, _SegmentStep):
+            debug.log(f"segment {s.handle.name} of @{exe.schedule.name}: entry LLVM IR\n"
+                      f"{s.handle.artifact.entry_ir}")
+    for art in exe.kernels:
+        for attr, what in (("mlir", "MLIR"), ("llvm_ir", "LLVM IR"), ("asm", "assembly"),
+                           ("ptx", "PTX")):
+            text = getattr(art, attr, None)
+            if text:
+                debug.log(f"kernel {art.name} of @{exe.schedule.name}: {what}\n{text}")

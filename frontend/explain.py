@@ -5,8 +5,12 @@ graphs around each graph break, with the break's source line and the value read)
 fusion made, what still runs through NumPy references, every guard, the tensors captured from
 outside (parameters, globals) and where they are first used, random inputs, the Python side
 effects found in the bytecode (with their source lines), why a jitted function recompiled, and
-a compile failure with its source line. `str()` is the report in words, `.to_json()` the same
-as JSON (`kiln explain --json`).
+a compile failure with its source line. It takes the jit's decisions: the graph is traced for
+the device of the arguments (CUDA when one is there, or when a captured tensor is), and where
+the jit would run the function eagerly (replay mode with an argument or parameter that
+requires grad, side effects on CUDA, a replay that falls back) the report says so, with the
+jit's reason, and counts no graph. `str()` is the report in words, `.to_json()` the same as
+JSON (`kiln explain --json`).
 """
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ import dataclasses
 import json
 
 from kiln.ir.errors import KilnError
+from kiln.runtime.cuda.array import DeviceArray
 
 from . import autograd
 from .jit import (JitFunction, _call_side_effects, _flatten, compile_trace, recompile_reasons,
                   trace_function)
-from .trace import GraphBreak, ValueBreak
+from .trace import DeviceBreak, GraphBreak, ValueBreak
 
 
 @dataclasses.dataclass
@@ -34,6 +39,7 @@ class Explanation:
     reference_ops: list[str] = dataclasses.field(default_factory=list)
     graph_break: str | None = None
     compile_error: str | None = None
+    eager_reason: str | None = None         # the jit runs the function eagerly: why
     breaks: list[str] = dataclasses.field(default_factory=list)
     side_effects: list[str] = dataclasses.field(default_factory=list)
     recompiles: list[str] = dataclasses.field(default_factory=list)
@@ -43,7 +49,9 @@ class Explanation:
 
     @property
     def graphs(self) -> int:
-        return 0 if self.graph_break or self.compile_error else self.compiled_graphs
+        if self.graph_break or self.compile_error or self.eager_reason:
+            return 0
+        return self.compiled_graphs
 
     def __str__(self) -> str:
         lines = [f"kiln.explain({self.name}): {self.graphs} graph(s), "
@@ -57,6 +65,8 @@ class Explanation:
                 "\n", "\n  ")]
         if self.compile_error:
             lines += ["compile failure (runs eagerly):", "  " + self.compile_error]
+        if self.eager_reason:
+            lines += ["runs eagerly: " + self.eager_reason]
         for title, items in _SECTIONS:
             if getattr(self, items):
                 lines.append(title + ":")
@@ -70,6 +80,7 @@ class Explanation:
         return {"function": self.name, "graphs": self.graphs, "traced_ops": self.traced_nodes,
                 "kernel_count": len(self.kernels), "per_graph": self.per_graph,
                 "graph_break": self.graph_break, "compile_error": self.compile_error,
+                "eager_reason": self.eager_reason,
                 "breaks": [dict(d, text=t) for t, d in zip(self.breaks, self.break_details)],
                 "side_effects": self.side_effects,
                 "recompile_reasons": self.recompiles, "guards": self.guards,
@@ -171,14 +182,26 @@ def explain(fn, *args, **kwargs) -> Explanation:
                       for name, value in JitFunction(inner)._read_values()]
     if isinstance(fn, JitFunction):
         report.recompiles = _recompiles(fn)
+    # NOTE: the decisions of JitFunction._compile, in its order
+    device = "cuda" if any(type(t._data) is DeviceArray for t in leaves) else "cpu"
+    if any(t._copy_of is not None for t in leaves):
+        report.eager_reason = ("not supported yet: an argument is a view of a CUDA tensor (a "
+                               "copy standing for the view)")
+        return report
     effects = _call_side_effects(inner, args, kwargs)
     report.side_effects = [e.describe() for e in effects]
     if effects:
-        return _explain_replay(report, inner, effects, args, kwargs, leaves)
+        reason = "Python side effects: " + ", ".join(report.side_effects)
+        return _explain_replay(report, inner, effects, reason, device, (args, kwargs), leaves)
     try:
-        trace, out_spec = trace_function(inner, args, kwargs)
-    except ValueBreak:
-        return _explain_replay(report, inner, effects, args, kwargs, leaves)
+        try:
+            trace, out_spec = trace_function(inner, args, kwargs, device)
+        except DeviceBreak:     # NOTE: a captured CUDA tensor: the jit retries for CUDA
+            device = "cuda"
+            trace, out_spec = trace_function(inner, args, kwargs, device)
+    except ValueBreak as e:
+        return _explain_replay(report, inner, getattr(e, "effects", []), str(e), device,
+                               (args, kwargs), leaves)
     except GraphBreak as e:
         report.graph_break = str(e)
         return report
@@ -192,6 +215,22 @@ def explain(fn, *args, **kwargs) -> Explanation:
     return report
 
 
+def _replay_refusal(fn, effects, reason: str, device: str, call, leaves) -> str | None:
+    """Why the jit would run `fn` eagerly instead of in replay mode (the checks of
+    JitFunction._compile and JitFunction._replay, with their words), or None."""
+    if device == "cuda":
+        return f"{reason}; replay mode is not supported yet on CUDA"
+    if not autograd.is_grad_enabled():
+        return None
+    if any(t._requires_grad for t in leaves):
+        return (f"{reason}; an argument requires grad and replay mode does not compute "
+                "gradients yet")
+    if effects and JitFunction(fn)._reads_trainable(call):
+        return (f"{reason}; it uses parameters that require grad and replay mode does not "
+                "compute gradients yet")
+    return None
+
+
 def _recompiles(fn: JitFunction) -> list[str]:
     out = list(recompile_reasons(fn))
     for entries in fn.cache.values():
@@ -200,16 +239,26 @@ def _recompiles(fn: JitFunction) -> list[str]:
     return out
 
 
-def _explain_replay(report: Explanation, fn, effects, args, kwargs, leaves) -> Explanation:
-    """Run `fn` once in replay mode (as a jitted call would) and describe every segment."""
-    from .replay import ReplayEntry, Session
+def _explain_replay(report: Explanation, fn, effects, reason: str, device: str, call,
+                    leaves) -> Explanation:
+    """Run `fn` once in replay mode (as a jitted call would) and describe every segment; or
+    say why the jit runs it eagerly instead."""
+    from .replay import ReplayEntry, Session, _FallBack
+    report.eager_reason = _replay_refusal(fn, effects, reason, device, call, leaves)
+    if report.eager_reason is not None:
+        return report
     record: list = []
     entry = ReplayEntry(fn, report.name, effects, "explain", limit=1 << 30)
     try:
-        Session(entry, record)._run(args, kwargs, leaves)
+        Session(entry, record)._run(call[0], call[1], leaves)
     except GraphBreak as e:
         report.graph_break = str(e)
-    except KilnError as e:     # NOTE: a segment failed to compile, or gradients were needed
+    except _FallBack as e:      # NOTE: the jit runs this call eagerly (Session.run)
+        if isinstance(e.__cause__, Exception) and str(e).startswith("compilation failed"):
+            report.compile_error = f"{type(e.__cause__).__name__}: {e.__cause__}"
+        else:
+            report.eager_reason = str(e)
+    except KilnError as e:     # NOTE: the jitted call would raise it too
         report.compile_error = f"{type(e).__name__}: {e}"
     n = 0
     for rec in record:

@@ -17,11 +17,13 @@ import functools
 import inspect
 import operator
 import os
+import threading
 import types
 import warnings
 
 import numpy as np
 
+from kiln import debug
 from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.ir.types import user_loc
 from kiln.passes.functionalize import output_view_roots
@@ -96,9 +98,10 @@ _GUARD_NAMES = ("argument structure or static values", "tensor (dtype, shape, re
                 "grad mode", "global or closure value")
 
 
-def _describe_guard(old, new) -> str:
+def _describe_guard(old, new, fn=None) -> str:
     """Which part of the cache key changed since the last trace (or, when `old` is a
-    GuardFailure, the per-entry guard that failed), with the line where a value was read."""
+    GuardFailure, the per-entry guard that failed), with the line where a value was read;
+    for arguments, which one changed and how ("argument 0 (x): shape (3,) -> (4,)")."""
     if isinstance(old, GuardFailure):
         return old.text
     for name, a, b in zip(_GUARD_NAMES, old, new):
@@ -106,8 +109,75 @@ def _describe_guard(old, new) -> str:
             continue
         if name == _GUARD_NAMES[3]:
             return describe_reads(a, b)
+        if name == _GUARD_NAMES[0]:
+            return f"the {name} guard failed: {_show_call(a)} -> {_show_call(b)}"
+        if name == _GUARD_NAMES[2]:
+            return f"the {name} guard failed: {'on' if a else 'off'} -> {'on' if b else 'off'}"
+        if len(a) == len(b):
+            labels = _leaf_labels(new[0], fn)
+            return f"the {name} guard failed: " + "; ".join(
+                f"{labels[i]}: {_tensor_change(x, y)}" for i, (x, y) in enumerate(zip(a, b))
+                if x != y)
         return f"the {name} guard failed: {a!r} -> {b!r}"
     return "a captured tensor's shape, dtype or requires_grad, or a module's attributes, changed"
+
+
+def _leaf_labels(spec, fn) -> list[str]:
+    """Per tensor leaf of a call's spec ((args, kwargs)), the argument it is: "argument 0
+    (x)", "argument 'w'", with its path inside a list, tuple or dict argument."""
+    try:
+        params = list(inspect.signature(fn).parameters) if fn is not None else []
+    except (TypeError, ValueError):
+        params = []
+    out: list = []
+
+    def walk(s, where):
+        if s[0] == "T":
+            out.append(where)
+        elif s[0] in ("list", "tuple", "seq", "dict"):
+            for i, item in (s[1] if s[0] == "dict" else enumerate(s[-1])):
+                walk(item, f"{where}[{i!r}]")
+    for i, item in enumerate(spec[1][0][1]):
+        walk(item, f"argument {i} ({params[i]})" if i < len(params) else f"argument {i}")
+    for k, item in spec[1][1][1]:
+        walk(item, f"argument {k!r}")
+    return out
+
+
+def _show_call(spec) -> str:
+    """A call's spec as its arguments: "(Tensor, [Tensor, 3], w=2.0)"."""
+    def show(s):
+        if s[0] == "T":
+            return "Tensor"
+        if s[0] == "S":
+            return repr(s[2])
+        if s[0] == "dict":
+            return "{" + ", ".join(f"{k!r}: {show(v)}" for k, v in s[1]) + "}"
+        items = ", ".join(show(v) for v in s[-1])
+        return f"[{items}]" if s[0] == "list" else f"({items}{',' if len(s[-1]) == 1 else ''})"
+    args = [show(v) for v in spec[1][0][1]] + [f"{k}={show(v)}" for k, v in spec[1][1][1]]
+    return "(" + ", ".join(args) + ")"
+
+
+def _tensor_change(old, new) -> str:
+    """What changed in one argument's tensor guard (see _tensor_guard)."""
+    (dt_a, shape_a, strides_a, grad_a, kind_a), (dt_b, shape_b, strides_b, grad_b, kind_b) = \
+        old, new
+    out = []
+    if dt_a != dt_b:
+        out.append(f"dtype {dt_a} -> {dt_b}")
+    steps_a = tuple(s // dt_a.itemsize for s in strides_a)
+    steps_b = tuple(s // dt_b.itemsize for s in strides_b)
+    if shape_a != shape_b:
+        out.append(f"shape {shape_a} -> {shape_b}")
+    elif steps_a != steps_b:
+        out.append(f"strides {steps_a} -> {steps_b} (a transposed or sliced view?)")
+    if grad_a != grad_b:
+        out.append(f"requires_grad {grad_a} -> {grad_b}")
+    if kind_a != kind_b:
+        names = {DeviceArray: "cuda", np.ndarray: "cpu", None: "a view of a CUDA tensor"}
+        out.append(f"device {names.get(kind_a, kind_a)} -> {names.get(kind_b, kind_b)}")
+    return ", ".join(out)
 
 
 # ---- cache entries --------------------------------------------------------------------------
@@ -406,8 +476,10 @@ class JitFunction:
         self._fast_enabled = os.environ.get("KILN_JIT_FAST", "1") != "0"
 
     def __call__(self, *args, **kwargs):
-        if _TRACE_STATE.stack:              # NOTE: current_trace() is not None, inlined
-            return self.fn(*args, **kwargs)   # NOTE: nested jit traces inline
+        # NOTE: current_trace() is not None, inlined: a nested jit traces inline; in a thread
+        # of PLAIN_THREADS the plain Python runs (kiln.testing's eager reference run)
+        if _TRACE_STATE.stack or (PLAIN_THREADS and threading.get_ident() in PLAIN_THREADS):
+            return self.fn(*args, **kwargs)
         fast = self._fast
         if fast is not None:
             try:
@@ -420,7 +492,9 @@ class JitFunction:
         call = self._call
         entry = self._lookup(key)
         if entry is None:
+            start = debug.compile_started()
             entry = self._compile(key, args, kwargs, leaves, key[2])
+            debug.compile_done(self, entry, start)     # NOTE: KILN_DEBUG=1, the profiler
             # NOTE: only when the new entry's guards hold for this very call (the trace ran
             # the user's code, which may have changed what the key read before it)
             if isinstance(entry, _Compiled) and self._fast_enabled and \
@@ -428,6 +502,11 @@ class JitFunction:
                 self._fast = _fast_for(self, key, call, entry)
         elif isinstance(entry, _Compiled) and self._fast_enabled:
             self._fast = _fast_for(self, key, call, entry)
+        elif TRACE_LISTENERS and isinstance(entry, _Eager) and \
+                entry.reason.startswith("recompile limit"):     # NOTE: no_recompiles hears it
+            _tell_trace_listeners(self.fn, f"runs eagerly: {entry.reason}" + (
+                " reached before; this call matches no compiled guard set"
+                if entry is self._past_limit else ""))
         if isinstance(entry, _Eager):       # NOTE: eager, or replay (frontend/replay.py)
             return entry.run(args, kwargs, leaves)
         return entry(leaves)
@@ -471,7 +550,7 @@ class JitFunction:
                 return entry
         compiled = [e for e in entries if isinstance(e, _Compiled)]
         if compiled:
-            self._last_key = GuardFailure(compiled[-1].sources.guards.failure(call))
+            self._last_key = GuardFailure(_entry_failure(compiled[-1], call))
         if self.traces < self.recompile_limit:
             set_origin((self,) + call if call is not None else None)
             return None
@@ -492,11 +571,16 @@ class JitFunction:
         if replay is not None:
             return replay
         if self.traces >= self.recompile_limit:
-            why = _describe_guard(self._last_key, key) if self._last_key else "?"
-            return self._eager(key, f"recompile limit ({self.recompile_limit}) reached; {why}")
+            why = _describe_guard(self._last_key, key, self.fn) if self._last_key else "?"
+            why = f"recompile limit ({self.recompile_limit}) reached; {why}"
+            _tell_trace_listeners(self.fn, why)
+            return self._eager(key, why)
         self.traces += 1
+        reason = None
         if self._last_key is not None:
-            recompile_reasons(self).append(_describe_guard(self._last_key, key))
+            reason = _describe_guard(self._last_key, key, self.fn)
+            recompile_reasons(self).append(reason)
+        _tell_trace_listeners(self.fn, reason)
         self._last_key = key
         device = "cuda" if any(type(t._data) is DeviceArray for t in leaves) else "cpu"
         if any(t._copy_of is not None for t in leaves):
@@ -601,6 +685,14 @@ class JitFunction:
         return getattr(entry, "graph", None)
 
 
+def _entry_failure(entry: _Compiled, call) -> str:
+    """Why `entry`'s per-call guards fail for `call`, in words (a guard added with
+    `Trace.add_guard`, such as an optimizer's structure, by the name it was given)."""
+    text = entry.sources.guards.failure(call)
+    failed = [what for check, what in entry.extra_guards if not check()]
+    return f"{failed[0]} guard failed" if text == "no guard failed" and failed else text
+
+
 def _fast_for(jf: JitFunction, key, call, entry):
     """(fast check, entry) for calls repeating `key`. A check is written once per entry and
     key (a program alternating between two shapes must not write one per call), and again
@@ -624,6 +716,21 @@ _REWRITES = 16
 
 def _NO_CHECK(args, kwargs):
     return None
+
+
+# NOTE: callables told of every trace of a jitted function, (the Python function, why it
+# traced again; None for its first trace): kiln.testing.no_recompiles listens here.
+TRACE_LISTENERS: list = []
+
+
+# NOTE: threads in which JitFunction.__call__ runs the plain Python function (kiln.testing's
+# eager reference run: nested helpers and kiln.compile'd modules too); almost always empty.
+PLAIN_THREADS: set = set()
+
+
+def _tell_trace_listeners(fn, reason: str | None) -> None:
+    for listener in tuple(TRACE_LISTENERS):
+        listener(fn, reason)
 
 
 def recompile_reasons(jf: JitFunction) -> list[str]:

@@ -29,7 +29,8 @@ from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.ir.types import user_loc
 
 from . import autograd
-from .jit import KilnJitWarning, _Eager, _flatten, _leaf_names, _unflatten, compile_trace
+from .jit import (KilnJitWarning, _Eager, _flatten, _leaf_names, _tell_trace_listeners,
+                  _unflatten, compile_trace)
 from .tensor import Tensor
 from .trace import GraphBreak, Trace, tracing, untraced
 
@@ -215,6 +216,7 @@ class Session:
             after = f" after {why} at {loc} read {value!r}"
         self.entry.reasons.append(f"graph {self.position + 1}{after}: new ops recorded, "
                                   f"compiled version {len(seen)}")
+        _tell_trace_listeners(self.entry.fn, self.entry.reasons[-1])
         if len(seen) >= self.entry.limit and self.entry.eager_reason is None:
             self.entry.give_up(f"graph {self.position + 1} was compiled {len(seen)} times "
                                "(the recompile limit): the values read before it change the "

@@ -1,10 +1,12 @@
 """Which Python side effects a function's bytecode shows (a question `@kiln.jit` asks).
 
 A traced graph replays tensor work only; `print`, logging, writes to globals, closure cells
-or attributes, and mutation of containers from outside the function would run only while
-tracing. `find_side_effects(fn)` lists them with their source lines, so the JIT re-runs the
-Python on every call instead (see frontend/replay.py). It reads instructions; it never
-interprets them.
+or attributes, mutation of containers from outside the function, and draws from Python's
+random generators (`np.random.*`, the `random` module, a NumPy Generator or RandomState: a
+value drawn while tracing would be baked into the graph, and the generator's state would
+advance only then) would run only while tracing. `find_side_effects(fn)` lists them with
+their source lines, so the JIT re-runs the Python on every call instead (see
+frontend/replay.py). It reads instructions; it never interprets them.
 
     >>> LOG = []
     >>> def f(x):
@@ -16,8 +18,10 @@ interprets them.
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import dis
+import functools
 import inspect
 import logging
 import os
@@ -52,6 +56,8 @@ class SideEffect:
 
     def describe(self) -> str:
         where = f"{os.path.basename(self.file)}:{self.line}"
+        if self.kind == "random draw":
+            return f"{self.target}() (a draw from a Python random generator) at {where}"
         if self.kind in ("print", "logging", "mutation"):
             return f"{self.target}() at {where}"
         return f"{self.kind} {self.target} at {where}"
@@ -63,7 +69,7 @@ def find_side_effects(fn) -> list[SideEffect]:
     code = getattr(fn, "__code__", None)
     if code is None:
         return []
-    scope = _Scope(code, getattr(fn, "__globals__", {}))
+    scope = _Scope(code, getattr(fn, "__globals__", {}), getattr(fn, "__closure__", None))
     out: list[SideEffect] = []
     for c in _code_objects(code):
         out += _scan(c, scope)
@@ -76,6 +82,7 @@ def frame_side_effects(frame) -> list[SideEffect]:
     from .tensor import Tensor
     code = frame.f_code
     scope = _Scope(code, frame.f_globals)
+    scope.frame = frame     # NOTE: its closure variables, read only where a draw may be
     out = []
     for e in _scan(code, scope):
         if e.kind in ("mutation", "item write", "attribute write") and e.scope is not None:
@@ -96,12 +103,31 @@ def _code_objects(code: types.CodeType):
 class _Scope:
     """Where a name read in the function lives: its parameters, its closure, globals."""
 
-    def __init__(self, code: types.CodeType, globals_: dict):
+    def __init__(self, code: types.CodeType, globals_: dict, closure=None):
         n = code.co_argcount + code.co_kwonlyargcount
         n += bool(code.co_flags & inspect.CO_VARARGS) + bool(code.co_flags & inspect.CO_VARKEYWORDS)
         self.params = set(code.co_varnames[:n])
         self.closure = set(code.co_freevars)
         self.globals = globals_
+        self.cells = {}     # NOTE: closure name -> value, where known (for random draws)
+        self.frame = None
+        for name, cell in zip(code.co_freevars, closure or ()):
+            try:
+                self.cells[name] = cell.cell_contents
+            except ValueError:
+                pass
+
+    def value(self, ins):
+        """The value a global or closure load reads now, or _UNKNOWN."""
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            if ins.argval in self.globals:
+                return self.globals[ins.argval]
+            return getattr(builtins, ins.argval, _UNKNOWN)
+        if ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval in self.closure:
+            if self.frame is not None:
+                return self.frame.f_locals.get(ins.argval, _UNKNOWN)
+            return self.cells.get(ins.argval, _UNKNOWN)
+        return _UNKNOWN
 
     def of(self, op: str, name: str) -> str | None:
         """global, closure or param; None for the function's own locals."""
@@ -147,8 +173,59 @@ def _effect_at(instrs, k: int, scope: _Scope):
     if op in ("STORE_SUBSCR", "DELETE_SUBSCR"):
         return _item_write(instrs, k, scope, op == "STORE_SUBSCR")
     if op in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(name, str):
-        return _method_effect(instrs, k, scope, name)
-    return None
+        found = _method_effect(instrs, k, scope, name)
+        if found is not None:
+            return found
+    return _random_draw(instrs, k, scope)
+
+
+def _random_draw(instrs, k: int, scope: _Scope):
+    """A call of a random generator's function found at the end of a chain of loads
+    (`np.random.rand`, `random.random`, `rng.normal` for a global Generator, `rand` imported
+    from numpy.random), its value resolved from the function's globals and closure."""
+    if k + 1 < len(instrs) and instrs[k + 1].opname in ("LOAD_ATTR", "LOAD_METHOD"):
+        return None     # NOTE: the chain goes on; it is looked at where it ends
+    ins = instrs[k]
+    if ins.opname not in _NAME_LOADS and not (ins.opname in ("LOAD_ATTR", "LOAD_METHOD")
+                                              and isinstance(ins.argval, str)):
+        return None
+    method = ins.opname == "LOAD_METHOD" or (ins.opname == "LOAD_ATTR" and _is_method_load(ins))
+    end = k - 1 if method else k        # NOTE: a method load ends the chain it is called on
+    root = _chain_root(instrs, end)
+    if root is None:
+        return None
+    value = scope.value(root)
+    text = _chain_text(instrs, end) + (f".{ins.argval}" if method else "")
+    if ins is not root:
+        for name in text.split(".")[1:]:
+            if value is _UNKNOWN or not isinstance(value, (types.ModuleType, _RNG_TYPES())):
+                return None     # NOTE: only modules and generators are followed statically
+            value = getattr(value, name, _UNKNOWN)
+    if not _is_random_draw(value):
+        return None
+    return ("random draw", text, root.argval, scope.of(root.opname, root.argval))
+
+
+_UNKNOWN = object()
+
+
+@functools.cache
+def _RNG_TYPES() -> tuple:
+    import random
+
+    import numpy as np
+    return (random.Random, np.random.RandomState, np.random.Generator)
+
+
+def _is_random_draw(value) -> bool:
+    """A function of numpy.random or of the random module, or a method of a generator
+    object (random.Random, NumPy's RandomState or Generator)."""
+    if value is _UNKNOWN or isinstance(value, (types.ModuleType, type)) or not callable(value):
+        return False
+    if isinstance(getattr(value, "__self__", None), _RNG_TYPES()):
+        return True
+    module = getattr(value, "__module__", None) or ""
+    return module == "random" or module == "numpy.random" or module.startswith("numpy.random.")
 
 
 def _method_effect(instrs, k: int, scope: _Scope, name: str):

@@ -3,7 +3,7 @@ ONE graph (forward, backward, optimizer update), compiles once over 50 steps whi
 changes the learning rate, and leaves the parameters where the eager run leaves them."""
 from __future__ import annotations
 
-import copy
+import contextlib
 import warnings
 
 import numpy as np
@@ -13,6 +13,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.frontend.jit import KilnJitWarning
+from kiln.testing import RecompileError, assert_compiles, no_recompiles
 
 STEPS = 50
 # NOTE: compiled kernels use Kiln's own exp/log expansions, whose last bits differ from NumPy's;
@@ -79,10 +80,12 @@ def _assert_same_state(eager, jitted):
         assert err <= RTOL, f"{k}: relative difference {err:.2e}"
 
 
-def _check(make_model, opt_name, shape, steps=STEPS, **kw):
+def _check(make_model, opt_name, shape, steps=STEPS, once=True, **kw):
+    """Train eagerly and jitted; the same losses and parameters. With `once`, the jitted
+    step traces once (no_recompiles: any retrace fails, naming the guard)."""
     batches = _batches(shape, steps=steps)
     eager, _, eager_losses = _train(make_model, OPTIMIZERS[opt_name], batches, False, **kw)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), (no_recompiles() if once else contextlib.nullcontext()):
         warnings.simplefilter("error", KilnJitWarning)     # no eager fallback, no break
         jitted, step, jit_losses = _train(make_model, OPTIMIZERS[opt_name], batches, True, **kw)
     np.testing.assert_allclose(jit_losses, eager_losses, rtol=1e-4)
@@ -95,27 +98,24 @@ def test_mlp_step_is_one_graph_compiled_once_and_matches_eager(opt_name):
     step = _check(_mlp, opt_name, (64, 784))
     assert step.traces == 1
     x, y = _batches((64, 784), seed=1)[0]
-    report = kiln.explain(step, x, y)
-    assert report.graphs == 1 and report.graph_break is None and not report.breaks
-    assert "1 graph(s)" in str(report)
+    report = assert_compiles(step, x, y, graphs=1, breaks=0)
+    assert report.graph_break is None and "1 graph(s)" in str(report)
 
 
 @pytest.mark.parametrize("opt_name", ["sgd-nesterov-wd", "adam"])
 def test_cnn_step_with_batch_norm_in_train_mode(opt_name):
-    step = _check(_cnn, opt_name, (16, 1, 8, 8))
-    assert step.traces == 1
+    _check(_cnn, opt_name, (16, 1, 8, 8))
 
 
 @pytest.mark.parametrize("opt_name", ["adamw", "rmsprop", "sgd-nesterov-wd"])
 def test_other_optimizers_and_gradient_clipping(opt_name):
-    step = _check(_mlp, opt_name, (16, 784), steps=20, clip=0.5)
-    assert step.traces == 1
+    _check(_mlp, opt_name, (16, 784), steps=20, clip=0.5)
 
 
 def test_zero_grad_in_place_mode_compiles_after_the_first_step():
     # NOTE: zero_grad(set_to_none=False) reads the gradients, which do not exist before the
     # first step: one graph for that step, one for every later step.
-    step = _check(_mlp, "sgd", (16, 784), steps=20, set_to_none=False)
+    step = _check(_mlp, "sgd", (16, 784), steps=20, once=False, set_to_none=False)
     assert step.traces == 2
 
 
@@ -134,8 +134,11 @@ def test_learning_rate_is_a_graph_input_not_a_constant():
     opt.param_groups[0]["lr"] = 0.25
     with kiln.no_grad():
         w.fill_(1.0)
-    step()                              # w = 1 - 0.25 * 2 = 0.5
+    with no_recompiles():
+        step()                          # w = 1 - 0.25 * 2 = 0.5
     assert w.tolist() == [0.5, 0.5, 0.5] and step.traces == 1
     opt.param_groups[0]["momentum"] = 0.9          # changes the program: retraces
-    step()
+    with pytest.raises(RecompileError, match="the SGD optimizer's options or state guard"):
+        with no_recompiles():
+            step()
     assert step.traces == 2

@@ -12,6 +12,7 @@ import kiln
 from kiln import nn
 from kiln.frontend.compile_api import FullGraphFunction, compile as kcompile
 from kiln.frontend.jit import JitFunction
+from kiln.testing import assert_matches_eager
 
 
 def _f(x):
@@ -24,9 +25,7 @@ def test_compile_is_jit_and_ignores_torchs_tuning_arguments():
                    {"options": {"triton.cudagraphs": False}}, {"mode": "max-autotune"}]:
         f = kcompile(_f, **kwargs)
         assert isinstance(f, JitFunction)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", kiln.KilnJitWarning)
-            np.testing.assert_allclose(f(x).numpy(), _f(x).numpy(), rtol=1e-6)
+        assert_matches_eager(f, x, rtol=1e-6, atol=0)   # NOTE: and no eager fallback
         assert f.traces == 1
 
 
@@ -54,8 +53,7 @@ def test_compiled_module_trains_like_the_original_and_prefixes_its_state_dict():
     assert list(compiled.state_dict())[0] == "_orig_mod.0.weight"
     assert [id(p) for p in compiled.parameters()] == [id(p) for p in model.parameters()]
     x = kiln.tensor(np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32))
-    want = model(x)
-    np.testing.assert_allclose(compiled(x).detach().numpy(), want.detach().numpy(), rtol=1e-6)
+    assert_matches_eager(compiled, x, rtol=1e-6, atol=0)    # NOTE: outputs and gradients
     compiled(x).sum().backward()
     assert model[0].weight.grad is not None
     compiled.eval()

@@ -19,7 +19,7 @@ from .errors import ArgumentTypeError, KilnError, type_name
 NOT_DIFFERENTIABLE = "not differentiable"
 
 KINDS = ("elementwise", "reduce", "matmul", "movement", "source", "random", "kernel",
-         "mutation")
+         "mutation", "collective")
 
 
 @dataclasses.dataclass
@@ -36,6 +36,9 @@ class OpDef:
         of a transposed tensor), and the frontend copies first.
     unview(before, new, attrs) -> value: for a view op, `before` with its view replaced by
         `new` (registry ops via P): how a write through the view changes its base.
+    effectful: running the op does something beyond computing its outputs (a collective
+        talks to the other processes): passes never fold, merge (CSE) or drop (DCE) it, so
+        it runs exactly once per call.
     """
 
     name: str
@@ -49,6 +52,7 @@ class OpDef:
     doc: str = ""
     view: Callable | None = None
     unview: Callable | None = None
+    effectful: bool = False
 
     def make_attrs(self, given) -> Attrs:
         if isinstance(given, Attrs):

@@ -240,7 +240,10 @@ class _Rewriter:
 
     def emit(self, op, ins, attrs, loc, original: Node | None = None) -> tuple[Value, ...]:
         ins = tuple(ins)
-        attrs_obj = get_op(op).make_attrs(attrs) if isinstance(attrs, dict) else attrs
+        opdef = get_op(op)
+        attrs_obj = opdef.make_attrs(attrs) if isinstance(attrs, dict) else attrs
+        if opdef.effectful:
+            return self.keep(op, ins, attrs_obj, loc, original)
         for rule in RULES.get(op, ()):
             got = rule(ins, attrs_obj)
             if got is not None:
@@ -261,6 +264,14 @@ class _Rewriter:
             self.fired["cse"] += 1
             return self.seen[key]
         self.seen[key] = node.outputs
+        self.nodes.append(node)
+        return node.outputs
+
+    def keep(self, op, ins, attrs, loc, original: Node | None) -> tuple[Value, ...]:
+        """An effectful node (a collective), as it is: never simplified, folded or merged
+        with an equal-looking one (each runs once per call, in program order)."""
+        node = original if original is not None and original.inputs == ins else \
+            make_node(op, ins, attrs, loc)
         self.nodes.append(node)
         return node.outputs
 
@@ -297,7 +308,7 @@ def canonicalize(graph: Graph, fired: collections.Counter | None = None) -> Grap
 
 def dce(graph: Graph, fired: collections.Counter | None = None) -> Graph:
     """Drop nodes none of whose outputs the graph's outputs need (every op but the write-backs
-    of a functional graph is pure).
+    of a functional graph and the effectful ops, the collectives, is pure).
 
     >>> from kiln.ir.graph import Graph
     >>> dce(Graph("f")).nodes
@@ -306,8 +317,9 @@ def dce(graph: Graph, fired: collections.Counter | None = None) -> Graph:
     live = set(graph.outputs)
     kept = []
     for node in reversed(graph.nodes):
-        # NOTE: a write-back (`copy_` into an input) is an effect, never dead
-        if node.op == "copy_" or any(v in live for v in node.outputs):
+        # NOTE: a write-back (`copy_` into an input) or a collective is an effect, never dead
+        effect = node.op == "copy_" or get_op(node.op).effectful
+        if effect or any(v in live for v in node.outputs):
             kept.append(node)
             live.update(node.inputs)
     if fired is not None and len(kept) < len(graph.nodes):

@@ -6,7 +6,7 @@
     >>> model(kiln.tensor([1.0, 2.0, 3.0])).shape
     kiln.Size([1])
 """
-from . import functional, init, utils  # noqa: F401
+from . import functional, init, parallel, utils  # noqa: F401
 from .activation import (ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax,
                          Softplus, Tanh)
 from .attention import MultiheadAttention

@@ -14,8 +14,10 @@ from kiln.utils.data.dataset import ConcatDataset, Dataset, Subset, TensorDatase
 from kiln.utils.data.generator import Generator
 from kiln.utils.data.sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler,
                                     SubsetRandomSampler, WeightedRandomSampler)
+from kiln.utils.data.distributed import DistributedSampler
 
-__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "Generator",
+__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler",
+           "Generator",
            "RandomSampler", "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler",
            "TensorDataset",
            "WeightedRandomSampler", "WorkerInfo", "default_collate", "default_convert",

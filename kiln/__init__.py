@@ -45,7 +45,7 @@ from kiln.ir.dtypes import bool_ as bool
 from kiln.ir.dtypes import float32, float64, int32, int64
 from kiln.ir.errors import KilnError, NotSupportedError, ShapeError
 from kiln.runtime.allocator import empty_cache, memory_stats
-from kiln import autograd, nn, optim  # noqa: E402,F401
+from kiln import autograd, nn, optim, viz  # noqa: E402,F401
 import kiln.utils.data  # noqa: E402,F401  (kiln.utils.data as an attribute, like torch)
 from kiln.serialization import SerializationError, load, save  # noqa: E402
 from kiln.utils.data.generator import Generator  # noqa: E402
@@ -58,4 +58,15 @@ concat = cat
 clip = clamp
 
 __version__ = "0.1.0"
+
+# NOTE: submodules a program uses only in its tests or at a prompt, imported on first use so
+# `import kiln` does not pay for them
+_LAZY_SUBMODULES = ("testing", "profiler", "distributed")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f"kiln.{name}")
+    raise AttributeError(f"module 'kiln' has no attribute {name!r}")
 __all__ = [n for n in dir() if not n.startswith("_")]

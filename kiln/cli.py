@@ -398,7 +398,13 @@ def _add_cache(sub, raw) -> None:
 # NOTE: commands that parse their own arguments: `kiln NAME ARGS...` runs
 # `importlib.import_module(MODULE).main(ARGS)` (imported only then). One line each, e.g.
 #   "filecheck": ("kiln.testing.filecheck", "check IR text against CHECK lines"),
-DELEGATED: dict[str, tuple[str, str]] = {}
+DELEGATED: dict[str, tuple[str, str]] = {
+    "filecheck": ("kiln.testing.filecheck",
+                  "check stdin against the CHECK: lines of a pattern file (FileCheck)"),
+    "viz": ("kiln.viz", "write one HTML page: the graph at every stage and the memory plan"),
+    "run": ("kiln.distributed.launch",
+            "start a script on N processes over MPI: kiln run -n 4 train.py"),
+}
 
 
 class _Version(argparse.Action):

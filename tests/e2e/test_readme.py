@@ -31,3 +31,17 @@ def test_the_readme_points_only_to_files_in_the_repository():
             assert (ROOT / target).exists(), target
     for path in re.findall(r"`((?:examples|bench|tests|docs)/[\w/.-]+\.\w+)", readme):
         assert (ROOT / path).exists(), path
+
+
+def test_the_readme_testing_example_passes(tmp_path):
+    import subprocess
+    import sys
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Testing your own model"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 16
+    (tmp_path / "test_readme_example.py").write_text(code)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path / "test_readme_example.py")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

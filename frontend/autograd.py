@@ -386,8 +386,18 @@ def _run_vjp(node: TapeNode, cot: dict, on_leaf, create_graph: bool = False,
         if gi is None or not need:
             continue
         require_fresh(gi)
-        if e[0] == "node":
+        if e[0] == "node" and trace is not None and (id(e[1]), e[2]) in cot:
+            # NOTE: a second gradient of one forward value: the add that sums them carries
+            # that value's location (its forward op), not the call site's
+            with trace.backward_of(e[1].outputs):
+                _accumulate(cot, (id(e[1]), e[2]), gi)
+        elif e[0] == "node":
             _accumulate(cot, (id(e[1]), e[2]), gi)
+        elif trace is not None:
+            # NOTE: a leaf (an argument, a parameter) has no forward op: the add that sums
+            # its gradients (frontend/jit_grad.py) carries the op that used it
+            with trace.backward_of(node.outputs):
+                on_leaf(e[1], gi)
         else:
             on_leaf(e[1], gi)
     return got

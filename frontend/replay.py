@@ -25,6 +25,7 @@ import gc
 import sys
 import warnings
 
+from kiln import debug
 from kiln.ir.errors import KilnError, NotSupportedError
 from kiln.ir.types import user_loc
 
@@ -197,19 +198,24 @@ class Session:
         key = (str(graph), tuple(id(c) for c, _ in segment.captured.values()))
         compiled = self.entry.segments.get(key)
         if compiled is None:
+            start = debug.compile_started()
             try:
                 compiled = compile_trace(segment, ("list", (("T",),) * len(outs)))
             except Exception as e:  # NOTE: a compiler failure must never stop the program
                 raise _FallBack(f"compilation failed ({type(e).__name__}: {e})") from e
             self.entry.segments[key] = compiled
-            self._note_compile(key)
+            version = self._note_compile(key)
+            why = self.entry.reasons[-1] if version > 1 else "first time reached"
+            debug.segment_compiled(self.entry.name, self.position, version, why, compiled,
+                                   start)
         return compiled
 
-    def _note_compile(self, key) -> None:
+    def _note_compile(self, key) -> int:
+        """Count a newly compiled version of this segment; returns its number (1, 2, ...)."""
         seen = self.entry.keys_at.setdefault(self.position, [])
         seen.append(key)
         if len(seen) == 1:
-            return
+            return 1
         after = ""
         if self.last_read is not None:
             why, loc, value = self.last_read
@@ -221,6 +227,7 @@ class Session:
             self.entry.give_up(f"graph {self.position + 1} was compiled {len(seen)} times "
                                "(the recompile limit): the values read before it change the "
                                "recorded ops (e.g. `.item()` used as a constant)")
+        return len(seen)
 
 
 def _arg_index(trace: Trace, v):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import linecache
 import os
 import sys
@@ -66,13 +67,45 @@ _INTERNAL_DIRS = tuple(
 )
 
 
+def _library_dirs() -> tuple:
+    """The standard library's and installed packages' folders (tqdm, numpy, ...): a line
+    there is not the user's, though the user's code called it."""
+    import site
+    import sysconfig
+    dirs = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib",
+                                                   "platlib")}
+    try:
+        dirs.update(site.getsitepackages())
+    except AttributeError:      # NOTE: an old virtualenv's site module has no such call
+        pass
+    # NOTE: never Kiln's own checkout (an editable install lives outside site-packages)
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs
+                 if d and not _KILN_ROOT.startswith(os.path.realpath(d)))
+
+
+_LIBRARY_DIRS = _library_dirs()
+# NOTE: `<kiln ...>`: the runners Kiln generates (runtime/runner.py)
+_NOT_USER = (*_INTERNAL_DIRS, "<frozen", "<kiln")
+
+
 def user_loc() -> Loc | None:
-    """The innermost stack frame outside Kiln's own packages (the user's line)."""
+    """The innermost stack frame outside Kiln's own packages, the standard library and
+    installed packages (the user's line). When the user's code is only reached through
+    them (a callback from a library), the innermost frame outside Kiln."""
     frame = sys._getframe(1)
+    fallback = None
     while frame is not None:
         fname = frame.f_code.co_filename
-        # NOTE: `<kiln ...>`: the runners Kiln generates (runtime/runner.py)
-        if not fname.startswith((*_INTERNAL_DIRS, "<frozen", "<kiln")):
-            return Loc(fname, frame.f_lineno)
+        if not fname.startswith(_NOT_USER):
+            if not _in_library(fname):
+                return Loc(fname, frame.f_lineno)
+            if fallback is None:
+                fallback = Loc(fname, frame.f_lineno)
         frame = frame.f_back
-    return None
+    return fallback
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_library(fname: str) -> bool:
+    return fname.startswith(_LIBRARY_DIRS) or (
+        os.path.isabs(fname) and os.path.realpath(fname).startswith(_LIBRARY_DIRS))

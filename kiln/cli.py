@@ -133,12 +133,18 @@ def load_function(path: Path, name: str):
 
 
 def unwrap(obj):
-    """The plain Python function under a `@kiln.jit` wrapper (or `obj` itself)."""
-    for attr in ("__wrapped__", "fn"):
-        inner = getattr(obj, attr, None)
-        if callable(inner):
-            return inner
-    return obj
+    """The plain Python function under a `@kiln.jit` wrapper or a `functools.wraps`
+    decorator (or `obj` itself). Only those: a module or object that merely has an attribute
+    called `fn` or `__wrapped__` is the target itself."""
+    from kiln.frontend.jit import JitFunction
+
+    while True:
+        if isinstance(obj, JitFunction):
+            obj = obj.fn
+        elif inspect.isfunction(obj) and inspect.isfunction(getattr(obj, "__wrapped__", None)):
+            obj = obj.__wrapped__
+        else:
+            return obj
 
 
 def make_inputs(specs, seed: int = 0) -> list:
@@ -191,17 +197,33 @@ def select_stages(stages, name: str | None):
 def check_arguments(fn, args: list, specs: list) -> None:
     """The function takes these positional arguments (else a one-line error naming its
     parameters and the --arg given)."""
+    target, name = signature_target(fn)
     try:
-        sig = inspect.signature(fn)
+        sig = inspect.signature(target)
     except (TypeError, ValueError):
         return          # NOTE: a builtin without a signature: the call itself will say
+    required_kw = [p.name for p in sig.parameters.values()
+                   if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required_kw:
+        raise SpecError(f"{name}{sig} has keyword-only parameters without a default "
+                        f"({', '.join(required_kw)}); --arg gives positional arguments only: "
+                        "give them defaults or wrap the function")
     try:
         sig.bind(*args)
     except TypeError as e:
         given = " ".join(f"--arg {s}" for s in specs) or "no --arg"
-        name = getattr(fn, "__name__", type(fn).__name__)
         raise SpecError(f"{name}{sig} cannot take {given}: {e}; give one --arg per "
                         "positional parameter") from None
+
+
+def signature_target(fn) -> tuple:
+    """(what to read the parameters from, its name): a module's bound `forward` (calling a
+    module calls it; `Module.__call__` itself takes `*args`), else `fn` itself."""
+    from kiln.nn import Module
+
+    if isinstance(fn, Module):
+        return fn.forward, f"{type(fn).__name__}.forward"
+    return fn, getattr(fn, "__name__", type(fn).__name__)
 
 
 def cmd_ir(ns) -> int:

@@ -39,7 +39,9 @@ def run_ir(ns) -> int:
         stages = [s for s in stages if s.part == kernel.part and s.kernels
                   and kernel.name in s.kernels]
     chosen = _choose(stages, ns.stage, kernel)
-    if ns.json:
+    if ns.json and (ns.list_kernels or ns.list_stages):
+        print(json.dumps(list_json(ns, listing, chosen), indent=1))
+    elif ns.json:
         out = to_json(ns, fn, grad, listing, chosen, kernel)
         print(json.dumps(out, indent=1))
     else:
@@ -141,6 +143,13 @@ def render(ns, listing, chosen, kernel) -> str:
         return body
     return (f"# kernel {kernel.index} of {len(listing.kernels)}: {kernel.name} "
             f"({kernel.part} graph)\n\n{body}")
+
+
+def list_json(ns, listing, chosen) -> list:
+    """`--list-kernels --json`: [{index, graph, name}]; `--list-stages --json`: [name]."""
+    if ns.list_kernels:
+        return [{"index": k.index, "graph": k.part, "name": k.name} for k in listing.kernels]
+    return list(dict.fromkeys(n for n, _ in chosen))
 
 
 def to_json(ns, fn, grad, listing, chosen, kernel) -> dict:

@@ -12,7 +12,10 @@ operand and result types and the user's line. Events nest by time: a compiled ca
 kernels; `record_function("name")` labels a block of the user's own. The time on the
 profiling thread between top-level events (the user's Python, and
 Kiln's own outside ops: argument binding, guards) is a `python` row, and the profiler's own
-bookkeeping a `profiler` row, so the top-level rows add up to the block's wall time.
+bookkeeping a `profiler` row, so the profiling thread's top-level rows add up to the block's
+wall time; the table also says how much of it the recorded ops cover. Events of other
+threads are recorded too (each thread's events nest on their own): the table's totals are
+given per thread, and its `Self %` is a share of the self time summed over all threads.
 
 While a profiler records, compiled calls take the timed runner (runtime/runner.py), which
 times each step alone: a compiled segment's kernels run one by one, GPU work is waited for
@@ -135,6 +138,30 @@ class profile:
         """The self times of the profiling thread's events (ops, compiles, python, the
         profiler's own), which add up to the block's wall time."""
         return sum(e.self_us for e in self.events if e.thread == 0)
+
+    @property
+    def all_threads_self_us(self) -> float:
+        """The self times of every thread's events: the profiling thread's add up to the
+        wall time, each other thread adds the time of its own recorded events. The table's
+        `Self %` is a share of this, so that its column sums to 100% with threads too."""
+        return sum(e.self_us for e in self.events)
+
+    def thread_self_us(self) -> dict:
+        """Thread number -> the self time of its events, by kind: {thread: {kind: us}}."""
+        out: dict = {}
+        for e in self.events:
+            kinds = out.setdefault(e.thread, {})
+            kinds[e.kind] = kinds.get(e.kind, 0.0) + e.self_us
+        return out
+
+    @property
+    def recorded_us(self) -> float:
+        """The time the profiling thread spent in recorded work (ops, kernels, compiled
+        calls, compiles, `record_function` blocks): its self times less the `python` gaps
+        and the profiler's own bookkeeping. `recorded_us / wall_us` is how much of the block
+        the rows explain."""
+        return sum(e.self_us for e in self.events
+                   if e.thread == 0 and e.kind not in ("python", "profiler"))
 
     def key_averages(self, group_by_shape: bool = False) -> list[Row]:
         """One Row per (name, kind), or per (name, kind, shapes), in order of first event."""

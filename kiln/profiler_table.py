@@ -36,12 +36,14 @@ def format_table(prof, sort_by: str, row_limit: int, group_by_shape: bool) -> st
         raise ValueError(f"table(row_limit={row_limit!r}): a number of rows, or -1 for all")
     rows = sorted(prof.key_averages(group_by_shape), key=_SORT_KEYS[key])
     shown = rows if row_limit == -1 else rows[:row_limit]
-    text = format_rows(shown, prof.wall_us, group_by_shape)
+    text = format_rows(shown, prof.all_threads_self_us, group_by_shape)
     more = f"\n({len(rows) - len(shown)} more rows)" if len(shown) < len(rows) else ""
     return f"{text}{more}\n{totals(prof)}"
 
 
 def format_rows(rows, wall_us: float, shapes: bool) -> str:
+    """The rows as aligned columns; `Self %` is each row's share of `wall_us` (the summed
+    self time of all threads: the block's wall time when only one thread ran)."""
     head = ["Name", "Kind", "Calls", "Self ms", "Self %", "Total ms", "Avg us", "GB/s",
             "GFLOP/s"] + (["Shapes"] if shapes else []) + ["Location"]
     body = []
@@ -67,14 +69,32 @@ def _short(name: str) -> str:
 
 
 def totals(prof) -> str:
-    """The profiling thread's self times by kind, and their sum against the wall time."""
-    by_kind: dict = {}
-    for e in prof.events:
-        if e.thread == 0:
-            by_kind[e.kind] = by_kind.get(e.kind, 0.0) + e.self_us
-    total = sum(by_kind.values())
-    parts = ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in
-                      sorted(by_kind.items(), key=lambda kv: -kv[1]))
-    share = f"{100 * total / prof.wall_us:.1f}%" if prof.wall_us > 0 else "-"
-    return (f"Self time total: {total / 1e3:.3f} ms ({parts}) = {share} of the profiled "
-            f"block's {prof.wall_us / 1e3:.3f} ms wall time")
+    """How much of the wall time the recorded ops cover, the profiling thread's self times by
+    kind against the wall time, and each other thread's self times."""
+    threads = prof.thread_self_us()
+    main = threads.get(0, {})
+    total = sum(main.values())
+    wall = prof.wall_us
+    lines = [f"Recorded ops cover {_share(prof.recorded_us, wall)} of the wall time "
+             f"({prof.recorded_us / 1e3:.3f} ms of {wall / 1e3:.3f} ms on the profiling "
+             "thread; the rest is (python) between them and (profiler) bookkeeping)"]
+    others = sorted(t for t in threads if t != 0)
+    for t in others:
+        own = sum(threads[t].values())
+        lines.append(f"Thread {t} self time: {own / 1e3:.3f} ms ({_kinds(threads[t])})")
+    if others:
+        lines.append(f"Self % is of {prof.all_threads_self_us / 1e3:.3f} ms: the self time "
+                     f"of all {len(others) + 1} threads")
+    lines.append(f"Self time total: {total / 1e3:.3f} ms ({_kinds(main)}) = "
+                 f"{_share(total, wall, 1)} of the profiled block's {wall / 1e3:.3f} ms "
+                 "wall time" + (" (profiling thread)" if others else ""))
+    return "\n".join(lines)
+
+
+def _kinds(by_kind: dict) -> str:
+    return ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in
+                     sorted(by_kind.items(), key=lambda kv: -kv[1]))
+
+
+def _share(part: float, whole: float, digits: int = 0) -> str:
+    return f"{100 * part / whole:.{digits}f}%" if whole > 0 else "-"

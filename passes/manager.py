@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import sys
 import time
 from typing import Callable
 
@@ -128,7 +127,8 @@ def _print_after() -> set[str]:
 def _check(stage: Stage, show: set[str], verify: bool):
     """Print the stage if asked to; verify its graph, naming the pass that broke it."""
     if "all" in show or stage.name in show:
-        print(stage, file=sys.stderr)
+        from kiln import debug      # NOTE: never raises on a closed stderr pipe
+        debug.write(f"{stage}\n")
     if not verify:
         return
     try:

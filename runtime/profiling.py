@@ -21,13 +21,11 @@ line).
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import threading
 import time
 
 from kiln import debug
-from kiln.ir.types import _INTERNAL_DIRS, user_loc
+from kiln.ir.types import user_loc
 
 from .costs import op_cost, signature_text
 from .floors import peaks
@@ -217,7 +215,7 @@ _ANNOUNCED: set = set()
 def print_line(work: Work, start: int, end: int) -> None:
     p = _peaks_announced(work.device)
     loc = work.loc or _user_line()  # NOTE: an eager GPU op's kernel: the line is on the stack
-    sys.stderr.write(format_line(work, (end - start) / 1e3, p.gbps, p.gflops, loc) + "\n")
+    debug.write(format_line(work, (end - start) / 1e3, p.gbps, p.gflops, loc) + "\n")
 
 
 def _peaks_announced(device):
@@ -233,14 +231,10 @@ def _peaks_announced(device):
 
 
 def _user_line() -> str:
-    """The user's line on the stack (user_loc, past Kiln's generated code too)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith(_INTERNAL_DIRS + ("<frozen", "<kiln")):
-            return f"{os.path.basename(name)}:{frame.f_lineno}"
-        frame = frame.f_back
-    return ""
+    """The user's line on the stack (user_loc: past Kiln's generated code, the standard
+    library and installed packages too)."""
+    loc = user_loc()
+    return "" if loc is None else str(loc)
 
 
 def format_line(work: Work, us: float, peak_gbps, peak_gflops, loc: str | None = None) -> str:

@@ -6,12 +6,12 @@ hold it as a subcommand."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import traceback
 from pathlib import Path
 
-from kiln.cli import SpecError, load_function, make_inputs, parse_arg_spec, parse_target
+from kiln.cli import (SpecError, check_arguments, load_function, make_inputs, parse_arg_spec,
+                      parse_target, unwrap)
 
 HELP = """\
 Loads FILE.py as a module (its `if __name__ == "__main__":` part does not run), finds FUNCTION
@@ -83,8 +83,9 @@ def _draw(ns) -> Path:
 
     path, name = parse_target(ns.target)
     fn = _load(path, name)
-    _check_arity(fn, name, ns.arg)
-    picture = _traced(name, path, lambda: collect(fn, make_inputs(ns.arg, ns.seed)))
+    args = make_inputs(ns.arg, ns.seed)
+    check_arguments(unwrap(fn), args, ns.arg)
+    picture = _traced(name, path, lambda: collect(fn, args))
     try:
         html = render_html(picture)
     except ImportError as e:
@@ -123,23 +124,6 @@ def _load(path: Path, name: str):
         if type(e).__module__ == "kiln.cli":   # NOTE: kiln/cli.py's own one-line errors
             raise _Failed(" ".join(str(e).split())) from None
         raise _Failed(f"cannot import {path}: {_one_line(e)}{_user_line(e, path)}") from None
-
-
-def _check_arity(fn, name: str, specs: list) -> None:
-    """A wrong number of --arg is a usage error naming the parameters, not a TypeError from
-    inside the trace."""
-    try:
-        sig = inspect.signature(getattr(fn, "__wrapped__", fn))
-    except (TypeError, ValueError):
-        return
-    try:
-        sig.bind(*specs)
-    except TypeError:
-        params = [p for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        raise SpecError(f"{name}{sig} takes {len(params)} positional argument"
-                        f"{'s' if len(params) != 1 else ''} but {len(specs)} --arg "
-                        f"{'was' if len(specs) == 1 else 'were'} given") from None
 
 
 def _one_line(e: Exception) -> str:

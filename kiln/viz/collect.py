@@ -54,14 +54,19 @@ def collect(fn, args, kwargs=None) -> Picture:
     >>> [s.name for s in collect(f, [kiln.ones(4)]).stages]
     ['traced', 'functionalize', 'canonicalize', 'fusion', 'memory']
     """
+    from kiln.cli import unwrap
     from kiln.frontend.jit import trace_function
 
-    fn = getattr(fn, "__wrapped__", fn)
+    fn = unwrap(fn)
     trace, _ = trace_function(fn, list(args), kwargs or {})
     stages: list = []
     _compile(trace.builder.graph, "", stages)
     backward = getattr(trace, "backward", None)
-    if backward is not None and backward.error is not None:
+    if backward is not None and backward.error is not None \
+            and not getattr(trace, "grad_effects", ()):
+        # NOTE: a training step that runs backward() itself and returns its loss (still
+        # requiring grad) has no second backward to draw: its gradients are in the forward
+        # graph. Only a function whose outputs need a backward that cannot be built fails.
         raise backward.error
     if backward is not None and backward.graph is not None:
         _compile(backward.graph, "backward", stages)

@@ -58,7 +58,7 @@ def test_default_output_is_named_after_the_function(capsys, user_file, tmp_path,
 
 @pytest.mark.parametrize("target, args, status, message", [
     ("two", ["--arg", "f32[3]"], 2,
-     "two(a, b) takes 2 positional arguments but 1 --arg was given"),
+     "two(a, b) cannot take --arg f32[3]: missing a required argument: 'b'"),
     ("boom", ["--arg", "f32[3]"], 1, "boom raised ValueError: no good (at user.py:11)"),
     ("branch", ["--arg", "f32[3]"], 1, "cannot draw branch: not supported yet: bool()"),
     ("nope", [], 2, "has no attribute 'nope'; callables defined there: boom, branch, step"),
@@ -82,3 +82,32 @@ def test_bad_arg_spec_is_a_usage_error(capsys, user_file):
         kiln.viz.main([f"{user_file}:step", "--arg", "f33[3]"])
     assert e.value.code == 2
     assert "unknown dtype 'f33'" in capsys.readouterr().err
+
+
+TRAIN = textwrap.dedent('''
+    import kiln
+    import kiln.nn as nn
+
+    model = nn.Linear(8, 3)
+    opt = kiln.optim.SGD(model.parameters(), lr=0.1)
+
+    def train_step(x, y):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss                 # NOTE: the usual idiom: the loss still requires grad
+''')
+
+
+def test_a_training_step_that_returns_its_loss_is_drawn(capsys, tmp_path):
+    """Its gradients are in the forward graph (it calls backward() itself): the page shows
+    that graph, and the missing second backward is no error."""
+    path = tmp_path / "train.py"
+    path.write_text(TRAIN)
+    out_file = tmp_path / "step.html"
+    rc, out, err = _run(capsys, f"{path}:train_step", "--arg", "f32[4,8]", "--arg", "i64[4]",
+                        "-o", out_file)
+    assert (rc, err) == (0, "")
+    html = out_file.read_text(encoding="utf-8")
+    assert "kiln viz: train_step" in html and "backward fusion" not in html

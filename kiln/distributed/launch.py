@@ -124,22 +124,32 @@ def environment(ns, base=None) -> dict:
 
 
 def parse_args(argv) -> argparse.Namespace:
-    """Parsed `kiln run` arguments; after `-m MODULE` (as after the script) everything is
-    the program's own."""
+    """Parsed `kiln run` arguments. Everything after the script (or after `-m MODULE`) is
+    the program's own, passed through verbatim (a `--` among them too); a `--` before the
+    script only ends the launcher's options."""
     parser = build_parser()
     argv = list(argv)
-    module = None
+    options, target, rest = argv, None, []
     for i, arg in enumerate(argv):
         if arg == "-m" and i + 1 < len(argv):
-            argv, module, rest = argv[:i], argv[i + 1], argv[i + 2:]
+            options, target, rest = argv[:i], ("module", argv[i + 1]), argv[i + 2:]
+            break
+        if arg == "--" and (i == 0 or not _takes_value(argv[i - 1])):
+            if i + 1 < len(argv):
+                options, target, rest = argv[:i], ("script", argv[i + 1]), argv[i + 2:]
+            else:
+                options = argv[:i]
             break
         if not arg.startswith("-") and (i == 0 or not _takes_value(argv[i - 1])):
+            options, target, rest = argv[:i], ("script", arg), argv[i + 1:]
             break       # NOTE: the script: what follows is its own
-    ns = parser.parse_args(argv)
-    if module is not None:
-        ns.module, ns.script, ns.args = module, None, rest
-    elif not ns.script:
+    # NOTE: argparse never sees the program's arguments: it would drop a `--` among them
+    ns = parser.parse_args(options)
+    if target is None:
         parser.error("give a script to run (or -m MODULE)")
+    ns.module = target[1] if target[0] == "module" else None
+    ns.script = target[1] if target[0] == "script" else None
+    ns.args = rest
     return ns
 
 

@@ -59,3 +59,17 @@ def test_missing_mpiexec_says_how_to_install_it(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert launch.main(["-n", "2", "t.py"]) == 1
     assert "pip install mpi4py mpich" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, script, module, args", [
+    (["-n", "2", "train.py", "--", "--x"], "train.py", None, ["--", "--x"]),
+    (["-n", "2", "train.py", "--x", "--", "y", "-n", "3"], "train.py", None,
+     ["--x", "--", "y", "-n", "3"]),
+    (["-n", "2", "-m", "pkg.train", "--", "--x"], None, "pkg.train", ["--", "--x"]),
+    (["-n", "2", "--", "train.py", "--", "a"], "train.py", None, ["--", "a"]),
+    (["-n", "2", "--timeout", "5", "train.py", "-m", "x"], "train.py", None, ["-m", "x"]),
+])
+def test_the_programs_arguments_pass_through_verbatim(argv, script, module, args):
+    ns = parse(*argv)
+    assert (ns.script, ns.module, ns.args) == (script, module, args)
+    assert launch.command(ns)[-len(args):] == args

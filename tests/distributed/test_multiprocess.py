@@ -2,6 +2,9 @@
 the whole job past a timeout (dist_helpers.run_ranks), so they never hang.
 
 - every collective on 2 ranks, eagerly and jitted (workers/collectives.py);
+- DDP on 2 ranks that do different things: other heads, loss terms, patterns PyTorch's DDP
+  runs, frozen parameters; the gradients are the mean of each rank's own
+  (workers/ddp_patterns.py);
 - DDP training of the digits MLP for 20 steps on 1, 2 and 4 processes gives the parameters
   of single-process training on the same global batches (workers/digits_ddp.py);
 - a rank killed, or raising, mid-step makes every other rank exit with an error naming it,
@@ -30,6 +33,13 @@ def reference():
 
 def test_collectives_on_two_ranks(tmp_path):
     done = run_ranks(2, "collectives.py", out_dir=tmp_path)
+    assert done.returncode == 0, everything(tmp_path)
+    for rank in (0, 1):
+        assert rank_output(tmp_path, rank)[0].split() == ["OK"], everything(tmp_path)
+
+
+def test_ddp_when_the_ranks_differ(tmp_path):
+    done = run_ranks(2, "ddp_patterns.py", out_dir=tmp_path)
     assert done.returncode == 0, everything(tmp_path)
     for rank in (0, 1):
         assert rank_output(tmp_path, rank)[0].split() == ["OK"], everything(tmp_path)

@@ -14,20 +14,36 @@ from kiln.ir.errors import NotSupportedError
 
 from ..module import Module
 from . import buckets as _buckets
-from .proxies import EagerStep, Tables
+from .proxies import EagerForward, Tables
 from .reducer import Reducer
 
 
 class DistributedDataParallel(Module):
-    """Wrap `module` for data-parallel training: construction copies rank 0's parameters and
-    buffers to every rank; each `backward()` through its forward averages the gradients over
-    all ranks, in buckets of about `bucket_cap_mb` (25) MiB, each all-reduced as soon as the
-    backward has made its gradients while the rest of the backward runs. Use it as PyTorch's:
-    `ddp(x)`, `ddp.module`, `with ddp.no_sync():` for gradient accumulation; its state dict
-    has `module.`-prefixed keys, and `load_state_dict` takes either form.
+    """Wrap `module` for data-parallel training: construction copies rank 0's parameters
+    (frozen ones too) and buffers to every rank; each `backward()` through its forward averages
+    the gradients over all ranks, in buckets of about `bucket_cap_mb` (25) MiB, each
+    all-reduced as soon as the backward has made its gradients while the rest of the backward
+    runs. Use it as PyTorch's: `ddp(x)`, `ddp.module`, `with ddp.no_sync():` for gradient
+    accumulation; its state dict has `module.`-prefixed keys, and `load_state_dict` takes
+    either form.
+
+    As in PyTorch: ranks may use different parameters (a parameter gets the average over all
+    ranks, zeros from those that did not use it), and one no rank used keeps its `.grad`
+    (None stays None); several forwards before one backward (a GAN's D(real) + D(fake)),
+    outputs in dataclasses, loss terms the module keeps, `kiln.autograd.grad` for the input
+    (FGSM) or with `create_graph=True` (gradient penalties) all work, with no
+    `find_unused_parameters` needed. `kiln.autograd.grad(loss, params)` and
+    `backward(inputs=...)` give this rank's own gradients, unaveraged (PyTorch's
+    `autograd.grad` does the same). A parameter frozen after wrapping gets no gradient; one
+    replaced (or unfrozen) after wrapping is an error at the next forward: wrap the model
+    after changing its parameters. A second backward through the same forward
+    (`retain_graph=True`) is not supported yet.
 
     Under `@kiln.jit`, jit the whole training step (forward, `loss.backward()`, optimizer
-    step): the bucket all-reduces are compiled into it.
+    step): the bucket all-reduces are compiled into it. One difference there: a parameter no
+    rank used gets a zero `.grad` instead of None (whether another rank used it is known only
+    when the compiled step runs); the trace warns (`DDPJitWarning`) when the step leaves
+    parameters without a gradient on this rank.
 
     >>> import kiln, kiln.distributed as dist
     >>> from kiln import nn
@@ -53,8 +69,8 @@ class DistributedDataParallel(Module):
         _check_group(process_group)
         self.module = module
         self.broadcast_buffers = bool(broadcast_buffers)
-        # NOTE: Kiln always finds parameters a forward leaves unused (the proxies the
-        # backward cannot reach); the flag is accepted for PyTorch's sake
+        # NOTE: Kiln always handles parameters a step leaves unused (every rank sends every
+        # bucket, with "used" flags): the flag is accepted for PyTorch's sake
         self.find_unused_parameters = bool(find_unused_parameters)
         self.gradient_as_bucket_view = bool(gradient_as_bucket_view)
         self._sync = True           # NOTE: `require_backward_grad_sync`; see _note_trace
@@ -64,8 +80,10 @@ class DistributedDataParallel(Module):
             raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
         self.bucket_bytes_cap = int(cap * (1 << 20))
         self._params = [p for p in module.parameters() if p.requires_grad]
-        _verify_same_parameters(self._params)
-        _sync_from_rank0(self._params + [b for b in module.buffers() if b is not None])
+        # NOTE: every parameter (frozen ones too) and buffer, as PyTorch's _sync_module_states
+        state = list(module.parameters()) + [b for b in module.buffers() if b is not None]
+        _verify_same_parameters(state)
+        _sync_from_rank0(state)
         self._buckets = _buckets.assign(self._params, self.bucket_bytes_cap)
         self._tables = Tables(module, self._params)
         self._reducer = Reducer(self._params, self._buckets, _engine, gradient_as_bucket_view)
@@ -94,10 +112,9 @@ class DistributedDataParallel(Module):
 
     def forward(self, *inputs, **kwargs):
         trace = current_trace()
-        if trace is None:
-            self._reducer.check_finished()
-        else:
+        if trace is not None:
             self._note_trace()
+        self._tables.check()
         if self.broadcast_buffers and self.training:
             self._sync_buffers()
         call = lambda: self.module(*inputs, **kwargs)  # noqa: E731
@@ -106,7 +123,8 @@ class DistributedDataParallel(Module):
         if trace is not None:
             from .traced import traced_forward
             return traced_forward(self, trace, call)
-        return EagerStep(self).forward(call)
+        step = self._reducer.open_step([p.requires_grad for p in self._params])
+        return EagerForward(self, step).forward(call)
 
     def _sync_buffers(self) -> None:
         buffers = [b for b in self.module.buffers() if b is not None]
@@ -174,7 +192,8 @@ def _check_group(process_group) -> None:
 
 
 def _verify_same_parameters(params: list) -> None:
-    """Every rank must wrap the same parameter shapes (else the buckets would not match)."""
+    """Every rank must wrap the same parameter and buffer shapes (else the buckets and the
+    broadcasts would not match)."""
     from kiln import distributed as dist
     from kiln.frontend.tensor import Tensor
     shapes = [(str(p.dtype), tuple(p.shape)) for p in params]
@@ -185,9 +204,9 @@ def _verify_same_parameters(params: list) -> None:
     differ = [r for r in range(len(rows)) if not np.array_equal(rows[r], mine)]
     if differ:
         raise dist.DistError(f"DistributedDataParallel: rank {dist.get_rank()} has "
-                             f"{len(params)} parameters {shapes[:6]}"
+                             f"{len(params)} parameters and buffers {shapes[:6]}"
                              f"{'...' if len(shapes) > 6 else ''}; rank(s) {differ} have a "
-                             "different number or shapes of parameters",
+                             "different number or shapes of parameters and buffers",
                              hint="build the same model on every rank")
 
 

@@ -1,25 +1,44 @@
-"""The eager gradient reduction of one DDP step: buckets filled as the backward makes the
-gradients, each all-reduced (averaged) as soon as it is full, while the backward goes on.
+"""The eager gradient reduction of DDP: buckets filled as the backward makes the gradients,
+each all-reduced (averaged) as soon as it is complete, while the backward goes on.
 
-A step begins at DDP's forward, which says how many gradient contributions each parameter
-will get (`expect`: the proxy nodes the backward will reach; proxies.py). During the backward
-each contribution is added into the parameter's slot of its bucket (the first one on top of
-the `.grad` accumulated so far, as PyTorch reduces `.grad` itself after `no_sync()` steps).
-A full bucket starts its all-reduce on the communication thread, buckets in index order on
-every rank (a bucket that fills early waits for the ones before it), so all ranks issue the
-same collectives in the same order. When the last bucket has started, the reducer waits for
-them all and writes the averaged gradients into `.grad`.
+A step is what one `backward()` averages: it opens at DDP's forward and takes in every later
+forward until a backward begins (two forwards, then one backward of a loss over both, is one
+step, as in PyTorch). Each forward's proxy nodes (proxies.py) hand their parameters'
+gradients to the step, and every one of them is also an input of the step's sentinel node,
+so the tape runs the sentinel after all of them: there (`finish`) the step ends.
+
+During the backward each gradient is added into the parameter's slot of its bucket (the
+first one on top of the `.grad` accumulated so far, as PyTorch reduces `.grad` itself after
+`no_sync()` steps). The proxies the forward's outputs reach are "expected": once a
+bucket's expected gradients are all in, it starts its all-reduce on the communication
+thread, buckets in index order on every rank (a bucket that fills early waits for the ones
+before it). The last bucket is sent by the sentinel, with the rest that are still waiting:
+so every rank sends every bucket, in order, whatever its backward reached.
+
+A gradient from a proxy the outputs do not reach (a loss term the module stored, say) may
+come after its bucket was sent: it is kept, flagged in the last bucket, and every rank
+then all-reduces a correction for each bucket any rank flagged. With each bucket travel one
+"used" flag per parameter: a parameter no rank gave a gradient keeps its `.grad` (None stays
+None, as in PyTorch); the others get the average over all ranks (zeros from the ranks that
+did not use it).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from kiln.frontend.autograd import TapeNode, save
 from kiln.frontend.tensor import Tensor
 from kiln.ir.errors import KilnError
 
 
 class ReductionError(KilnError, RuntimeError):
-    """A DDP step whose gradients were not all reduced (PyTorch raises RuntimeError)."""
+    """A DDP step whose gradients cannot be reduced (PyTorch raises RuntimeError)."""
+
+
+_SECOND_BACKWARD = (
+    "not supported yet: a second backward through the outputs of a DistributedDataParallel "
+    "forward whose gradients were already averaged (backward(retain_graph=True) and then "
+    "backward again?); add the losses and call backward() once per forward")
 
 
 class Reducer:
@@ -32,58 +51,96 @@ class Reducer:
         for b in buckets:
             for k, i in enumerate(b.members):
                 self.where[i] = (b, k)
-        self.expected: list[int] = [0] * len(params)
-        self.active = False
+        self.step: Step | None = None   # the open step
 
-    # ---- one step -------------------------------------------------------------------------
-    def expect(self, counts: list[int]) -> None:
-        """A new step: parameter i will get counts[i] contributions."""
-        self.expected = list(counts)
-        self.got = [0] * len(self.params)
-        self.pending = [sum(1 for i in b.members if counts[i]) for b in self.buckets]
-        self.scale = 1.0 / self.engine_of().group.size
-        self.started = False
+    def open_step(self, live: list[bool]) -> "Step":
+        """The step a forward joins: the open one when its backward has not begun, else a
+        new one. `live`: which parameters require grad in this forward."""
+        step = self.step
+        if step is not None and not step.done:
+            if step.started:
+                self.step = None
+                for work in step.works:     # NOTE: the buffers are the next step's too
+                    work.wait()
+                raise ReductionError(
+                    "DistributedDataParallel: expected to have finished reduction in the "
+                    "prior iteration before starting a new one: the backward that began "
+                    "reducing the gradients stopped before the end (it raised?)")
+            step.add_live(live)
+            return step
+        self.step = Step(self, live)
+        return self.step
+
+
+class Step:
+    """One step's reduction (see the module docstring)."""
+
+    def __init__(self, reducer: Reducer, live: list[bool]):
+        self.r = reducer
+        n, nb = len(reducer.params), len(reducer.buckets)
+        self.live = list(live)
+        self.expected = [0] * n         # proxies the forwards' outputs reach, per parameter
+        self.got = [0] * n
+        self.filled = [False] * n
+        self.used = [False] * n         # NOTE: this rank gave it a gradient (or had a .grad)
+        self.late = [0] * nb
+        self.late_grads: dict = {}      # param index -> its late gradients (scaled), summed
+        self.late_used: set = set()
+        self.started = self.done = False
         self.launched = 0
         self.works: list = []
-        self.active = True
+        self.scale = 1.0 / reducer.engine_of().group.size
+        self.sentinel = _sentinel(self.finish)
 
-    def contribute(self, i: int, g) -> None:
-        """Contribution `g` (a Tensor or None) to parameter i's gradient."""
-        if not self.active:
-            raise ReductionError("DistributedDataParallel: a gradient arrived outside a step "
-                                 "(a second backward through the same forward?)")
+    def add_live(self, live: list[bool]) -> None:
+        self.live = [a or b for a, b in zip(self.live, live)]
+
+    def expect(self, members: list[int]) -> None:
+        """A proxy over `members` that the forward's outputs reach."""
+        for i in members:
+            self.expected[i] += 1
+
+    # ---- during the backward --------------------------------------------------------------
+    def contribute(self, members: list[int], gs: list, expected: bool) -> None:
+        """One proxy's gradients (a Tensor or None per member)."""
+        if self.done:
+            raise ReductionError(_SECOND_BACKWARD)
         if not self.started:
             self._start()
-        b, k = self.where[i]
-        if self.got[i] == 0:
-            self._fill(i, b.slot(k), g)
-        elif g is not None:
-            slot = b.slot(k).reshape(g._data.shape)
-            np.add(slot, g._data * self.scale if self.scale != 1 else g._data, out=slot)
-        self.got[i] += 1
-        if self.got[i] > self.expected[i]:
-            raise ReductionError(f"DistributedDataParallel: parameter {i} got more gradients "
-                                 "than the forward prepared (a second backward through the "
-                                 "same forward is not supported)")
-        if self.got[i] == self.expected[i]:
-            self.pending[b.index] -= 1
+        r = self.r
+        for i, g in zip(members, gs):
+            b, k = r.where[i]
+            if b.index < self.launched:
+                self._keep_late(i, b, g)
+            elif not self.filled[i]:
+                self._fill(i, b.slot(k), g)
+            elif g is not None:
+                slot = b.slot(k).reshape(g._data.shape)
+                np.add(slot, g._data * self.scale if self.scale != 1 else g._data, out=slot)
+                self.used[i] = True
+        if expected:
+            for i in members:
+                self.got[i] += 1
+                if self.got[i] == self.expected[i]:
+                    self.pending[r.where[i][0].index] -= 1
             self._launch_ready()
 
     def _start(self) -> None:
-        """The backward began: parameters no proxy reaches (unused in this forward) give
-        their current `.grad` (or zeros) now."""
         self.started = True
-        for i, n in enumerate(self.expected):
-            if n == 0:
-                b, k = self.where[i]
-                self._fill(i, b.slot(k), None)
+        self.pending = [sum(1 for i in b.members if self.expected[i]) for b in self.r.buckets]
+        self._launch_ready()
 
     def _fill(self, i: int, slot: np.ndarray, g) -> None:
         """The slot's first value: (`.grad` so far + g) / world size, in one pass when there
         is no `.grad` yet (the sum over ranks is then the average: no pass after it)."""
-        old = self.params[i]._grad
-        shaped = slot.reshape(self.params[i]._data.shape)
+        self.filled[i] = True
+        p = self.r.params[i]
+        old = p._grad if self.live[i] else None
+        shaped = slot.reshape(p._data.shape)
+        self.used[i] = old is not None or g is not None
         if old is None and g is None:
+            if p._grad is not None and np.shares_memory(p._grad._data, slot):
+                p._grad = Tensor._wrap(p._grad._data.copy())   # NOTE: a frozen bucket view
             slot[...] = 0
         elif old is None:
             np.multiply(g._data, self.scale, out=shaped, casting="unsafe")
@@ -95,22 +152,68 @@ class Reducer:
             if self.scale != 1:
                 slot *= self.scale
 
-    def _launch_ready(self) -> None:
-        engine = self.engine_of()
-        while self.launched < len(self.buckets) and self.pending[self.launched] == 0:
-            self.works.append(engine.submit(bucket_job(self.buckets[self.launched])))
-            self.launched += 1
-        if self.launched == len(self.buckets):
-            self._finish()
+    def _keep_late(self, i: int, b, g) -> None:
+        """A gradient for a bucket already sent: kept for the correction (`finish`)."""
+        if g is None:
+            return
+        add = g._data.reshape(-1) * self.scale
+        self.late_grads[i] = add if i not in self.late_grads else self.late_grads[i] + add
+        if not self.used[i]:
+            self.late_used.add(i)
+        self.late[b.index] = 1
 
-    def _finish(self) -> None:
-        """Each bucket's gradients into `.grad` as soon as its all-reduce is done (while
-        later buckets' may still run)."""
-        self.active = False
-        for b, work in zip(self.buckets, self.works):
+    def _launch_ready(self) -> None:
+        last = len(self.r.buckets) - 1      # NOTE: sent by finish(), with the late flags
+        while self.launched < last and self.pending[self.launched] == 0:
+            self._launch(self.r.buckets[self.launched])
+
+    def _launch(self, b) -> None:
+        for k, i in enumerate(b.members):
+            if not self.filled[i]:
+                self._fill(i, b.slot(k), None)
+        b.used[:] = [1 if self.used[i] else 0 for i in b.members]
+        if b.late_count:
+            b.late[:] = self.late
+        self.works.append(self.r.engine_of().submit(bucket_job(b)))
+        self.launched += 1
+
+    # ---- the sentinel: the end of the step ------------------------------------------------
+    def finish(self) -> None:
+        """Send the buckets still waiting (all ranks send all, in order), wait for them, run
+        the corrections any rank asked for, and write the averages into `.grad`."""
+        if self.done:
+            raise ReductionError(_SECOND_BACKWARD)
+        self.done = True
+        if self.r.step is self:
+            self.r.step = None
+        buckets = self.r.buckets
+        while self.launched < len(buckets):
+            self._launch(buckets[self.launched])
+        for work in self.works:
             work.wait()
-            for k, i in enumerate(b.members):
-                self._write_grad(self.params[i], b.slot(k))
+        late = buckets[-1].late.copy()
+        for b in buckets:
+            if late[b.index] > 0:
+                self._correct(b)
+        for b in buckets:
+            self._write(b)
+
+    def _correct(self, b) -> None:
+        """Add every rank's late gradients for bucket b (zeros from the ranks without)."""
+        extra = np.zeros(b.grad_size + len(b.members), b.buffer.dtype)
+        for k, i in enumerate(b.members):
+            if i in self.late_grads:
+                extra[b.offsets[k]:b.offsets[k] + b.sizes[k]] = self.late_grads[i]
+            if i in self.late_used:
+                extra[b.grad_size + k] = 1
+        from kiln.distributed import jobs
+        self.r.engine_of().run(jobs.AllReduce(extra, "sum"))
+        b.buffer[:len(extra)] += extra
+
+    def _write(self, b) -> None:
+        for k, i in enumerate(b.members):
+            if self.live[i] and b.used[k] > 0.5:
+                self._write_grad(self.r.params[i], b.slot(k))
 
     def _write_grad(self, p, slot: np.ndarray) -> None:
         value = slot.reshape(p._data.shape)
@@ -118,22 +221,23 @@ class Reducer:
             np.copyto(p._grad._data, value)
             p._grad._version[0] += 1
         else:
-            p.grad = Tensor._wrap(value if self.as_views else value.copy())
+            p.grad = Tensor._wrap(value if self.r.as_views else value.copy())
 
-    # ---- between steps --------------------------------------------------------------------
-    def check_finished(self) -> None:
-        """Before a new forward: a backward that began must have reduced every bucket."""
-        if not self.active or not self.started:
-            self.active = False
-            return
-        self.active = False
-        missing = [i for i, n in enumerate(self.expected) if self.got[i] < n]
-        raise ReductionError(
-            f"DistributedDataParallel: expected to have finished reduction in the prior "
-            f"iteration before starting a new one; {len(missing)} parameter(s) did not get "
-            f"their gradients (indices {missing[:10]}). The backward did not reach every "
-            "parameter the forward used (backward(inputs=...), autograd.grad, or an output "
-            "left out of the loss?)")
+
+def _sentinel(finish) -> Tensor:
+    """A scalar on the tape whose node calls `finish()` when a backward reaches it: every
+    proxy node of the step takes it as an input, so the tape runs it after all of them."""
+    s = Tensor._wrap(np.zeros((), np.float32))
+
+    def vjp(ctx, g):
+        finish()
+        return []
+    node = TapeNode("ddp_step_done", vjp, [], [save(s)], None)
+    s._requires_grad = True
+    s.grad_fn = node
+    s._out_index = 0
+    s._view_version = s._version[0]
+    return s
 
 
 def bucket_job(bucket):

@@ -21,6 +21,7 @@ from kiln.ir.errors import KilnError
 from kiln.runtime.cuda.array import DeviceArray
 
 from . import autograd
+from .guards import Shown, describe, freeze
 from .jit import (JitFunction, _call_side_effects, _flatten, compile_trace, recompile_reasons,
                   trace_function)
 from .trace import DeviceBreak, GraphBreak, ValueBreak
@@ -123,6 +124,18 @@ def _guards(args, kwargs, leaves) -> list[str]:
     return out
 
 
+def _guard_line(label: str, value) -> str:
+    """A read guard in words (`global lr == 0.5`, `global opt.step is the bound method
+    SGD.step`); the function's defaults as `default values == (0.5,)`."""
+    if label == "default values":
+        positional, keyword = value
+        out = [] if positional == freeze(None) else [describe("default values", positional)]
+        if keyword != freeze(None):
+            out.append(describe("keyword default values", keyword))
+        return ", ".join(out)
+    return value.describe(label) if isinstance(value, Shown) else describe(label, value)
+
+
 def _static_values(spec) -> list:
     if spec[0] == "S":
         return [spec[2]]
@@ -144,24 +157,36 @@ def _describe_graph(report: Explanation, trace, compiled, label: str = "") -> No
     graph = trace.builder.graph
     report.compiled_graphs += 1
     report.traced_nodes += len(graph.nodes)
-    kernels = [n for n in compiled.graph.nodes if n.op == "kernel"]
+    kernels = _kernel_lines(compiled, label)
+    others = [n for n in compiled.graph.nodes if n.op != "kernel"]
     report.per_graph.append({"graph": report.compiled_graphs, "traced_ops": len(graph.nodes),
-                             "kernels": len(kernels),
-                             "reference_ops": len(compiled.graph.nodes) - len(kernels)})
+                             "kernels": len(kernels), "reference_ops": len(others)})
     for m, state in trace.modules.values():
         attrs = ", ".join(f"{k}={v!r}" for k, v in state)
         report.guards.append(f"{label}{type(m).__name__} called during the trace: {attrs}")
     for t, v in trace.captured.values():
         report.captured.append(f"{label}%{v.hint}: {v.type}, {_first_use(graph, v)}")
     report.seeds += [f"{label}%{v.hint}: {_first_use(graph, v)}" for v in trace.seed_inputs]
-    for node in compiled.graph.nodes:
+    report.kernels += kernels
+    for node in others:
         where = f"  # {node.loc}" if node.loc else ""
-        if node.op == "kernel":
-            ops = " ".join(n.op for n in node.attrs.body.nodes)
-            report.kernels.append(
-                f"{label}{node.attrs.name}: {node.outputs[0].type} <- {ops}{where}")
-        else:
-            report.reference_ops.append(f"{label}{node.op}: {node.outputs[0].type}{where}")
+        report.reference_ops.append(f"{label}{node.op}: {node.outputs[0].type}{where}")
+
+
+def _kernel_lines(compiled, label: str) -> list[str]:
+    """One line per kernel launch of the compiled schedule, in launch order: the count
+    `KILN_DEBUG=1` and `kiln ir` give (copy kernels the schedule adds included); from the
+    fused graph's kernel nodes where there is no schedule."""
+    from kiln.ir.schedule import Launch
+    schedule = getattr(getattr(compiled, "executable", None), "schedule", None)
+    if schedule is None:
+        found = [(n.attrs.name, n.outputs[0].type, n.attrs.body, n.loc)
+                 for n in compiled.graph.nodes if n.op == "kernel"]
+    else:
+        found = [(st.kernel.name, st.outs[0].type, st.kernel.body, st.loc)
+                 for st in schedule.steps if isinstance(st, Launch)]
+    return [f"{label}{name}: {typ} <- {' '.join(n.op for n in body.nodes)}"
+            f"{f'  # {loc}' if loc else ''}" for name, typ, body, loc in found]
 
 
 def explain(fn, *args, **kwargs) -> Explanation:
@@ -178,8 +203,8 @@ def explain(fn, *args, **kwargs) -> Explanation:
     _flatten((args, kwargs), leaves)
     report = Explanation(getattr(inner, "__name__", type(inner).__name__),
                          _guards(args, kwargs, leaves))
-    report.guards += [f"global or closure value: {name} == {value!r}"
-                      for name, value in JitFunction(inner)._read_values()]
+    report.guards += [_guard_line(label, value)
+                      for label, value in JitFunction(inner)._read_values()]
     if isinstance(fn, JitFunction):
         report.recompiles = _recompiles(fn)
     # NOTE: the decisions of JitFunction._compile, in its order

@@ -15,6 +15,7 @@ names the read and its line.
 """
 from __future__ import annotations
 
+import builtins
 import enum
 import functools
 import gc
@@ -57,14 +58,141 @@ def scalar_key(v):
 
 
 def show(frozen) -> str:
-    """A frozen value in words: a scalar key prints as its value."""
-    if type(frozen) is tuple and len(frozen) == 2 and isinstance(frozen[0], type):
-        t, v = frozen
+    """A frozen value (a cache key made by `freeze`) in words: scalars and containers as
+    Python writes them, the rest by what they are (display only; the key is unchanged).
+
+    >>> show(freeze(0.5)), show(freeze((0.5, "a"))), show(freeze(float))
+    ('0.5', "(0.5, 'a')", 'the builtin float')
+    """
+    words = _words(frozen)
+    return words if _is_plain(frozen) else "the " + words
+
+
+def describe(label: str, frozen) -> str:
+    """One guard as a line: `global lr == 0.5`, `global opt.zero_grad is the bound method
+    SGD.zero_grad`; a label's `(read at file:line)` goes last. Where the name is a builtin
+    and not a global (`float`), the guard is that it stays unset: `is the builtin float`.
+
+    >>> describe("global lr (read at f.py:3)", freeze(0.5))
+    'global lr == 0.5 (read at f.py:3)'
+    >>> describe("global float (read at f.py:3)", freeze(MISSING))
+    'global float is the builtin float (read at f.py:3)'
+    """
+    head, sep, where = label.partition(" (read at ")
+    where = f"{sep}{where}" if sep else ""
+    if _is_missing(frozen):
+        name = head.split(" ", 1)[-1]
+        what = (f"is the builtin {name}" if head.startswith("global ") and
+                hasattr(builtins, name) else "is not set")
+        return f"{head} {what}{where}"
+    if _is_plain(frozen):
+        return f"{head} == {_words(frozen)}{where}"
+    return f"{head} is the {_words(frozen)}{where}"
+
+
+def _is_missing(frozen) -> bool:
+    return (type(frozen) is tuple and len(frozen) == 2 and type(frozen[0]) is _Ident
+            and frozen[0].obj is MISSING)
+
+
+def _is_scalar_key(frozen) -> bool:
+    return (type(frozen) is tuple and 2 <= len(frozen) <= 3 and isinstance(frozen[0], type)
+            and (frozen[0] in SCALAR_TYPES or issubclass(frozen[0], np.generic))
+            and frozen[0] is not tuple)
+
+
+def _is_container(frozen) -> bool:
+    return (type(frozen) is tuple and len(frozen) == 2 and frozen[0] in (list, tuple, dict)
+            and type(frozen[1]) is tuple)
+
+
+def _is_plain(frozen) -> bool:
+    """A value `==` describes: a scalar, or a container of plain values."""
+    if _is_scalar_key(frozen):
+        return True
+    if _is_container(frozen):
+        items = frozen[1]
+        if frozen[0] is dict:
+            return all(_is_plain(k) and _is_plain(v) for k, v in items)
+        return all(_is_plain(x) for x in items)
+    return False
+
+
+def _words(frozen) -> str:
+    if _is_scalar_key(frozen):
+        t, v = frozen[0], frozen[1]
+        if len(frozen) == 3:
+            return repr(complex(struct.unpack("<d", v)[0], struct.unpack("<d", frozen[2])[0]))
         if isinstance(v, bytes) and issubclass(t, (float, np.floating)):
-            return repr(t(struct.unpack("<d", v)[0]))
-        if t in SCALAR_TYPES:
-            return repr(v)
+            return repr(float(struct.unpack("<d", v)[0]))
+        return repr(v)
+    if _is_container(frozen):
+        return _container_words(*frozen)
+    if isinstance(frozen, _Ident):
+        return _object_words(frozen.obj)
+    if type(frozen) is not tuple:
+        return _object_words(frozen)
+    head = frozen[0] if frozen else None
+    if head == "tensor":
+        dtype, shape, grad = frozen[1:]
+        return (f"tensor {np.dtype(dtype).name}{list(shape)}"
+                f"{', requires_grad' if grad else ''}")
+    if head == "traced":
+        return "value of the trace"
+    if head is types.MethodType:
+        func, owner = _unwrap_key(frozen[1]), _unwrap_key(frozen[2])
+        cls = type(owner).__name__ if owner is not None else "?"
+        return f"bound method {cls}.{getattr(func, '__name__', '?')}"
+    if head is types.BuiltinMethodType:
+        return f"builtin method {type(frozen[2].obj).__name__}.{frozen[1]}"
+    if head is functools.partial:
+        return f"partial of the {_words(frozen[1])}"
+    if type(head) is types.FunctionType:     # a function with its default values
+        return _object_words(head) + f" (defaults {_words(frozen[1])})"
+    if isinstance(head, _Ident):             # an object and its plain attributes
+        attrs = ", ".join(f"{k}={_words(v)}" for k, v in frozen[1])
+        return _object_words(head.obj) + (f" ({attrs})" if attrs else "")
+    if isinstance(head, type) and len(frozen) == 2:
+        return f"{head.__name__} object {frozen[1]!r}"
     return repr(frozen)
+
+
+def _unwrap_key(frozen):
+    """The object a `freeze` key stands for (a function, a module), or None."""
+    if isinstance(frozen, _Ident):
+        return frozen.obj
+    if type(frozen) is tuple and frozen and isinstance(frozen[0], _Ident):
+        return frozen[0].obj
+    if type(frozen) is tuple and frozen and type(frozen[0]) is types.FunctionType:
+        return frozen[0]
+    return frozen if type(frozen) is not tuple else None
+
+
+def _container_words(t, items) -> str:
+    if t is dict:
+        return "{" + ", ".join(f"{_words(k)}: {_words(v)}" for k, v in items) + "}"
+    inner = ", ".join(_words(x) for x in items)
+    if t is tuple:
+        return f"({inner},)" if len(items) == 1 else f"({inner})"
+    return f"[{inner}]"
+
+
+def _object_words(obj) -> str:
+    if obj is MISSING:
+        return "unset name"
+    if isinstance(obj, types.ModuleType):
+        return f"module {obj.__name__}"
+    if isinstance(obj, type):
+        kind = "builtin" if obj.__module__ == "builtins" else "class"
+        return f"{kind} {obj.__qualname__}"
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+        kind = "builtin" if isinstance(obj, types.BuiltinFunctionType) else "function"
+        return f"{kind} {getattr(obj, '__qualname__', obj.__name__)}"
+    if isinstance(obj, enum.Enum):
+        return f"{type(obj).__name__}.{obj.name}"
+    if isinstance(obj, _module_type()):
+        return f"module {type(obj).__name__}"
+    return f"{type(obj).__name__} object"
 
 
 class Shown:
@@ -83,6 +211,9 @@ class Shown:
 
     def __repr__(self):
         return show(self.frozen)
+
+    def describe(self, label: str) -> str:
+        return describe(label, self.frozen)
 
 
 def frozen_reads(reads, call) -> list:

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from kiln import debug
-from kiln.ir.errors import KilnError, NotSupportedError
+from kiln.ir.errors import KilnError
 from kiln.ir.types import user_loc
 from kiln.passes.functionalize import output_view_roots
 from kiln.runtime.cuda.array import DeviceArray
@@ -416,10 +416,14 @@ def compile_trace(trace: Trace, out_spec):
     return entry
 
 
-def compile_stages(fn, args, kwargs=None, device: str = "cpu") -> list[tuple[str, str]]:
-    """The IR at every stage for `fn(*args)`: traced graph, after each pass, the schedule
-    before and after memory planning, then each kernel's MLIR, LLVM IR and assembly (PTX
-    for `device="cuda"`, made without a GPU). Used by the CLI.
+def compile_stages(fn, args, kwargs=None, device: str = "cpu",
+                   backward: bool = False) -> list[tuple[str, str]]:
+    """The IR at every stage for `fn(*args, **kwargs)`, as `kiln ir` prints it (both come
+    from kiln/cli_stages.py): traced graph, after each pass, the schedule before and after
+    memory planning, then the kernels' MLIR (with `loc(...)` and float values as comments),
+    LLVM IR and assembly (PTX for `device="cuda"`, made without a GPU). Forward stages
+    only, unless `backward=True` adds the backward graph's stages (`backward`,
+    `backward.fusion`, ...) when an output requires grad.
 
     >>> import kiln
     >>> def f(x): return kiln.exp(x) + 1
@@ -428,23 +432,11 @@ def compile_stages(fn, args, kwargs=None, device: str = "cpu") -> list[tuple[str
     >>> [name for name, _ in compile_stages(f, [kiln.ones(4)], device="cuda")][-3:]
     ['mlir', 'llvm', 'ptx']
     """
+    from kiln.cli_stages import collect     # NOTE: lazy: kiln.cli_stages imports this module
+
     fn = getattr(fn, "__wrapped__", fn)
-    trace, out_spec = trace_function(fn, list(args), kwargs or {})
-    if device == "cuda":
-        from .compile import cuda_stages
-        return cuda_stages(trace.builder.graph)
-    if device != "cpu":
-        raise NotSupportedError(f"not supported yet: compiler stages for device '{device}' "
-                                "(cpu and cuda are)")
-    compiled = compile_trace(trace, out_spec)
-    out = [(name, str(g)) for name, g in compiled.stages]
-    exe = compiled.executable
-    out += [("schedule", exe.schedule_text), ("memory", str(exe.schedule))]
-    kernels = getattr(compiled.executable, "kernels", [])
-    for stage, attr in (("mlir", "mlir"), ("llvm", "llvm_ir"), ("asm", "asm")):
-        text = "\n".join(f"// kernel {k.name}\n{getattr(k, attr)}" for k in kernels)
-        out.append((stage, text or "(no generated kernels)\n"))
-    return out
+    listing = collect(fn, list(args), device, kwargs=kwargs)
+    return [(s.name, s.text) for s in listing.stages if backward or s.part == "forward"]
 
 
 def _jit_cache_size() -> int:

@@ -56,12 +56,12 @@ class Listing:
     grads_in_forward: bool = False        # the function ran backward() itself
 
 
-def collect(fn, args: list, device: str = "cpu") -> Listing:
-    """Trace `fn(*args)` as `@kiln.jit` would and compile it for `device` (cuda needs no
-    GPU); the backward graph is there when an output requires grad (an argument or a
-    parameter the function reads requires grad)."""
+def collect(fn, args: list, device: str = "cpu", kwargs: dict | None = None) -> Listing:
+    """Trace `fn(*args, **kwargs)` as `@kiln.jit` would and compile it for `device` (cuda
+    needs no GPU); the backward graph is there when an output requires grad (an argument or
+    a parameter the function reads requires grad)."""
     from kiln.frontend.jit import trace_function
-    trace, _ = trace_function(fn, list(args), {})
+    trace, _ = trace_function(fn, list(args), dict(kwargs or {}))
     forward = trace.builder.graph
     stages, kernels = graph_stages(forward, device, "forward")
     backward = getattr(trace, "backward", None)

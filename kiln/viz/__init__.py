@@ -17,7 +17,8 @@ A tab per stage (`traced`, one per pass, `memory`; `backward`, `backward fusion`
 clusters holding their body's ops, arrows are values (hover for name, dtype and shape); a
 click on a box shows its values, its source line and, in a kernel, the kernel's MLIR. The
 memory tab draws each planned buffer over the steps it lives in at its arena offset, with the
-planned and naive peaks. The layout is grandalf's Sugiyama layout (see layout.py).
+planned and naive peaks. The layout is grandalf's Sugiyama layout (see layout.py); a graph too
+large for it (a training step of a dozen blocks) gets a linear layered layout (layers.py).
 """
 from __future__ import annotations
 

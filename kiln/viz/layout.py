@@ -4,10 +4,13 @@ grandalf (pure Python, on PyPI) ranks the boxes in layers, orders each layer to 
 (barycenter sweeps) and places them with Brandes and Köpf's method; long arrows get dummy
 points, which become their route. A cluster is laid out inside-out: its contents first, then
 it is one box of that size in its parent's layout. Unconnected parts are laid out one by one
-and set side by side, in the order their first box appears.
+and set side by side, in the order their first box appears. A part whose layout would hold
+more than `layers.MAX_LAYERED_POINTS` boxes and dummy points (a training step of a dozen
+blocks: minutes in grandalf) is laid out by layers.py instead, in linear time.
 """
 from __future__ import annotations
 
+from . import layers
 from .diagram import Box, Diagram
 
 XSPACE = 18.0         # between boxes in a layer
@@ -69,8 +72,13 @@ def layout(d: Diagram) -> Diagram:
             e.view = _Route()
             edges[(link.src, link.dst)] = e
     left = 0.0
+    box = {b.id: b for b in d.boxes}
     for ids, pairs in _parts(d, edges):
-        left += _place_part([vertex[i] for i in ids], [edges[p] for p in pairs], left) + GAP
+        if layers.too_large(ids, pairs):
+            left += _place_large([box[i] for i in ids], pairs, edges, left) + GAP
+        else:
+            left += _place_part([vertex[i] for i in ids], [edges[p] for p in pairs],
+                                left) + GAP
     _finish(d, edges)
     return d
 
@@ -102,14 +110,13 @@ def _place_part(vs: list, es: list, left: float) -> float:
     """Lay out one connected part (vertices, edges) and move it right of the parts placed
     before; returns its width."""
     from grandalf.graphs import graph_core
-    from grandalf.layouts import SugiyamaLayout
 
     # NOTE: the edges are reversed, so grandalf ranks each box by its longest path to the
     # graph's outputs (as late as possible), and the drawing is flipped back. A value made
     # early but read late (Adam's bias corrections, an optimizer's `momentum * buf`) then
     # sits above its reader instead of at the top with a long arrow down: a training
     # step's picture has about a third fewer arrow bends this way.
-    sug = SugiyamaLayout(graph_core(vs, es))
+    sug = _sugiyama_class()(graph_core(vs, es))
     sug.xspace, sug.yspace = XSPACE, YSPACE
     sug.dw = DUMMY_W
     sug.init_all(optimize=True)
@@ -124,6 +131,34 @@ def _place_part(vs: list, es: list, left: float) -> float:
     for e in es:
         e.view.points = [(x - x0 + left, y1 - y) for x, y in reversed(e.view.points)]
     return x1 - x0
+
+
+def _place_large(boxes: list, pairs: list, edges: dict, left: float) -> float:
+    """Lay out one part too large for grandalf (layers.py) right of the parts before;
+    returns its width."""
+    routes = layers.place(boxes, pairs, XSPACE, YSPACE)
+    for b in boxes:
+        b.x += left
+    for p in pairs:
+        edges[p].view.points = [(x + left, y) for x, y in routes[p]]
+    return max(b.x + b.w for b in boxes) - left
+
+
+def _sugiyama_class():
+    """grandalf's SugiyamaLayout, with its list of alignment conflicts held in a set.
+
+    NOTE: grandalf keeps the conflicting (vertex, vertex) pairs in a list and asks `pair in
+    conflicts` for every median of every vertex, four times per `draw`: quadratic in the
+    graph's size, and most of the time of a medium model's picture. Vertices compare by
+    identity, so a set answers the same question: the layout is unchanged."""
+    from grandalf.layouts import SugiyamaLayout
+
+    class Sugiyama(SugiyamaLayout):
+        def _detect_alignment_conflicts(self):
+            super()._detect_alignment_conflicts()
+            self.conflicts = set(self.conflicts)
+
+    return Sugiyama
 
 
 def _finish(d: Diagram, edges: dict) -> None:

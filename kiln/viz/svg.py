@@ -21,17 +21,19 @@ def diagram_svg(d: Diagram, svg_id: str) -> str:
            'markerWidth="8" markerHeight="8" markerUnits="userSpaceOnUse" '
            'orient="auto-start-reverse">'
            '<path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>']
-    out.append(f'<g transform="translate({MARGIN},{MARGIN})">')
-    _draw(d, out, f"url(#{svg_id}-arrow)")
+    # NOTE: marker-end is inherited: set once here, not on each of thousands of arrows
+    out.append(f'<g transform="translate({MARGIN},{MARGIN})" '
+               f'marker-end="url(#{svg_id}-arrow)">')
+    _draw(d, out)
     out.append("</g></svg>")
     return "\n".join(out)
 
 
-def _draw(d: Diagram, out: list, marker: str) -> None:
+def _draw(d: Diagram, out: list) -> None:
     for link in d.links:
         if link.points:
             out.append(f'<path class="link" d="{_curve(link.points)}" data-src="{link.src}" '
-                       f'data-dst="{link.dst}" marker-end="{marker}">'
+                       f'data-dst="{link.dst}">'
                        f'<title>{escape(link.tip)}</title></path>')
     for b in d.boxes:
         out.append(f'<g class="box k-{escape(b.kind)}" id="{b.id}" data-box="" '
@@ -43,7 +45,7 @@ def _draw(d: Diagram, out: list, marker: str) -> None:
         else:
             out.append(_text(b.lines, 16))
             out.append(f'<g transform="translate({num(PAD)},{num(HEADER_H)})">')
-            _draw(b.inner, out, marker)
+            _draw(b.inner, out)
             out.append("</g>")
         out.append("</g>")
 
@@ -59,7 +61,10 @@ def _text(lines: list, first_baseline: float) -> str:
 
 def _curve(points: list) -> str:
     """A smooth path through `points`: each step a cubic leaving and arriving vertically,
-    as layered drawings route their edges."""
+    as layered drawings route their edges. A point straight between two others of the same
+    x is left out (the curve through it is that straight line anyway)."""
+    points = [p for i, p in enumerate(points)
+              if i in (0, len(points) - 1) or not points[i - 1][0] == p[0] == points[i + 1][0]]
     (x, y), rest = points[0], points[1:]
     path = [f"M{num(x)},{num(y)}"]
     for nx, ny in rest:

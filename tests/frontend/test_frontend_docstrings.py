@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["kiln", "kiln.frontend.guards", "kiln.cuda", "kiln.frontend.tensor", "kiln.frontend.autograd",
+MODULES = ["kiln", "kiln.frontend.guards", "kiln.cuda", "kiln.frontend.tensor",
+           "kiln.frontend.autograd",
            "kiln.frontend.creation", "kiln.frontend.jit", "kiln.frontend.explain",
            "kiln.frontend.bytecode", "kiln.ir.registry", "kiln.ir.interpreter",
            "kiln.runtime.allocator", "kiln.passes.functionalize", "kiln.nn.utils.clip_grad",

@@ -59,6 +59,13 @@ class TapeBackward:
         if self.graph is None:
             return
         position = {v: i for i, v in enumerate(forward_inputs)}
+        made_inside = [v for v in self.wrt if v not in position]
+        if made_inside:
+            from kiln.ir.errors import NotSupportedError
+            raise NotSupportedError(
+                "not supported yet: gradients for a tensor made inside the jitted function "
+                f"with requires_grad=True ({made_inside[0].type}, e.g. a module constructed "
+                "inside it); make it outside and pass or capture it")
         self.wrt_inputs = [position[v] for v in self.wrt]
         self.saved_inputs = [position.get(v) for v in self.saved]
         self.traced = self.graph

@@ -141,3 +141,16 @@ def test_no_grad_calls_record_nothing_and_freezing_retraces():
     w.requires_grad_(False)
     assert not jf(kiln.ones(3)).requires_grad
     assert jf.traces == 3
+
+
+def test_a_module_made_inside_the_function_runs_eagerly_with_a_clear_reason():
+    def f(x):
+        return nn.Linear(3, 3)(x).sum()
+
+    kiln.manual_seed(0)
+    want = f(kiln.ones(2, 3))
+    kiln.manual_seed(0)
+    with pytest.warns(KilnJitWarning, match="not supported yet: gradients for a tensor made "
+                      "inside the jitted function"):
+        got = kiln.jit(f)(kiln.ones(2, 3))
+    assert got.item() == want.item() and got.requires_grad

@@ -6,7 +6,8 @@ import pytest
 
 MODULES = ["kiln", "kiln.frontend.guards", "kiln.cuda", "kiln.frontend.tensor",
            "kiln.frontend.autograd",
-           "kiln.frontend.creation", "kiln.frontend.jit", "kiln.frontend.explain",
+           "kiln.frontend.creation", "kiln.frontend.jit", "kiln.frontend.guard_messages",
+           "kiln.frontend.explain",
            "kiln.frontend.bytecode", "kiln.ir.registry", "kiln.ir.interpreter",
            "kiln.runtime.allocator", "kiln.passes.functionalize", "kiln.nn.utils.clip_grad",
            "kiln.frontend.replay", "kiln.frontend.side_effects", "kiln.optim.optimizer"]

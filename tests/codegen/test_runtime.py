@@ -39,7 +39,7 @@ def test_work_estimate_decides_threading():
     add = compile_graph(kernel_graph([t(F32, 1 << 20)] * 2, lambda gb, a, b: [
         emit1(gb, "add", [a, b])])).kernels[0]
     assert 60 < w1.work / w1.numel < 200
-    assert len(launcher.chunks(w1.outer, w1.work)) == 2
+    assert len(launcher.chunks(w1.outer, w1.work)) >= 2
     assert len(launcher.chunks(add.outer, add.work)) == 1
 
 

@@ -54,7 +54,7 @@ def test_w1_threads_give_identical_bits():
     for threads in (2, 3):
         launcher = CpuLauncher(threads=threads)
         exe = compile_graph(graph, launcher)
-        assert len(launcher.chunks(exe.kernels[0].outer, exe.kernels[0].work)) == threads
+        assert len(launcher.chunks(exe.kernels[0].outer, exe.kernels[0].work)) >= threads
         results.append(exe([x])[0])
         launcher.close()
     assert all(one.tobytes() == r.tobytes() for r in results)

@@ -132,7 +132,8 @@ class CpuArtifact:
 # text does not show (the MLIR pass pipeline, LLVM options, the object format).
 # 2: a segment's modules are compiled apart, stored as a bundle of objects.
 # 3: a segment kernel is internal to its module, inlined into its whole-range function.
-CODEGEN_VERSION = "3"
+# 4: LLVM's loop unrolling off.
+CODEGEN_VERSION = "4"
 
 
 @functools.cache

@@ -210,7 +210,12 @@ def test_reduction_over_unit_axes(op, dtype, shape, axes, rng):
         assert [d.extent for d in nest.reduce] == [shape[a] for a in axes if shape[a] != 1]
         (want,) = interpret(graph, [x])
         assert_reduction(op, got, want, x, axes, keepdim, f"{op} {shape} {axes}")
-        np.testing.assert_array_equal(got, ref)
+        if dtype.is_float and op in ("sum", "mean") and any(shape[a] > 1 for a in axes):
+            # NOTE: a float sum over a real axis is reassociated (render_kernel._combine):
+            # its bits may differ from NumPy's order, by rounding only
+            assert_reduction(op, got, ref, x, axes, keepdim, f"{op} {shape} {axes} vs ref")
+        else:
+            np.testing.assert_array_equal(got, ref)
         if all(shape[a] == 1 for a in axes):
             np.testing.assert_array_equal(got.ravel(), x.ravel())
 

@@ -230,10 +230,10 @@ def copy_bandwidth(reps: int) -> dict:
     """Bytes read + written per second by np.copyto of 256 MiB: the best of 1 and THREADS."""
     src = np.random.default_rng(1).random(COPY_BYTES // 8)
     dst = np.empty_like(src)
-    rates = {}
-    for t in sorted({1, THREADS}):
-        times = time_calls(lambda t=t: parallel_copy(dst, src, t), [], reps + 2)
-        rates[t] = 2 * src.nbytes / statistics.median(times[2:])
+    counts = sorted({1, THREADS})
+    calls = [lambda t=t: parallel_copy(dst, src, t) for t in counts]
+    times = _floor_times(calls, reps)
+    rates = {t: 2 * src.nbytes / statistics.median(ts) for t, ts in zip(counts, times)}
     return {"peer": "copy", "status": "ok", "per_s": max(rates.values()), "by_threads": rates,
             "what": "copy bandwidth, np.copyto of 256 MiB"}
 
@@ -241,9 +241,21 @@ def copy_bandwidth(reps: int) -> dict:
 def blas_rate(reps: int) -> dict:
     """Float32 flop/s of a NumPy (BLAS_N)^2 @ (BLAS_N)^2 product, median after one warm-up."""
     a = np.random.default_rng(2).standard_normal((BLAS_N, BLAS_N), dtype=np.float32)
-    times = time_calls(np.matmul, [a, a], reps + 1)[1:]
+    (times,) = _floor_times([lambda: np.matmul(a, a)], reps)
     return {"peer": "blas", "status": "ok", "per_s": 2 * BLAS_N**3 / statistics.median(times),
             "what": f"BLAS rate, NumPy float32 {BLAS_N}^3 matmul"}
+
+
+def _floor_times(calls: list, reps: int) -> list[list[float]]:
+    """Seconds of each call, `reps` times after two warm-up rounds; in the parent's turns
+    when it gives them (the floor then takes turns with the peers, so the host's speed
+    changing during a run moves the floor with them: measured first, alone, W4's floor ran
+    at 182 GFLOP/s and NumPy's own product, minutes later, at 0.86 of it)."""
+    def rounds(_f, _args, n: int, _inner: int = 1) -> list[tuple]:
+        return [tuple(time_calls(call, [], 1)[0] for call in calls) for _ in range(n)]
+    rounds(None, None, 2)
+    per_round = turns.timed_reps(rounds, None, None, reps)
+    return [list(ts) for ts in zip(*per_round)]
 
 
 # ---- the BLAS record: which kernels NumPy and PyTorch run in a peer process ----------------
@@ -388,11 +400,13 @@ def run_child(cmd: list, peer: str, timeout: int) -> dict:
     return {"peer": peer, "status": "error", "why": f"exit {r.returncode}: {tail}"}
 
 
-def run_peers(script: str, ns, argv: list, peers) -> list[dict]:
+def run_peers(script: str, ns, argv: list, peers, extra: tuple = ()) -> list[dict]:
+    """The RESULT of each of `extra` (a floor) and then of each chosen peer."""
     chosen = [p.strip() for p in ns.peers.split(",") if p.strip()]
     unknown = set(chosen) - set(peers)
     if unknown:
         sys.exit(f"unknown peers {sorted(unknown)}; choose from {', '.join(peers)}")
+    chosen = list(extra) + chosen
     if ns.turns > 1:
         return turns.run_in_turns(
             [(p, [sys.executable, script, *argv, "--peer", p]) for p in chosen], ns.turns,
@@ -428,8 +442,22 @@ def compare(script: str, ns, argv: list, peers, floor_peer: str | None, amount: 
             columns, base: str = "kiln-jit") -> int:
     """The parent: the floor's process (`amount` bytes or flops over its rate; none without
     `floor_peer`), one process per peer, the table and notes; the exit status."""
-    floor = floor_for(measure_floor(script, ns, argv, floor_peer), amount) if floor_peer else None
-    return report(run_peers(script, ns, argv, peers), columns, floor, base)
+    if not floor_peer:
+        return report(run_peers(script, ns, argv, peers), columns, None, base)
+    results, floor = peers_and_floor(script, ns, argv, peers, floor_peer, amount)
+    return report(results, columns, floor, base)
+
+
+def peers_and_floor(script: str, ns, argv: list, peers, floor_peer: str, amount: float):
+    """(each peer's RESULT, the floor of `amount`). With turns, the floor's process takes its
+    turns with the peers' (see _floor_times); else it runs first, alone."""
+    if ns.turns <= 1:
+        floor = floor_for(measure_floor(script, ns, argv, floor_peer), amount)
+        return run_peers(script, ns, argv, peers), floor
+    measured, *results = run_peers(script, ns, argv, peers, extra=(floor_peer,))
+    if measured["status"] != "ok":
+        sys.exit(f"could not measure the floor ({floor_peer}): {measured.get('why')}")
+    return results, floor_for(measured, amount)
 
 
 def measure_floor(script: str, ns, argv: list, floor_peer: str) -> dict:

@@ -85,11 +85,13 @@ def makers(case: str) -> dict:
                             for peer in (peer_kiln, peer_numpy, peer_torch, peer_jax)))
 
 
-# ---- the parent: one floor, then one table per case ----------------------------------------
-def compare_case(case: str, ns, argv: list, floor: dict, flops: float) -> int:
-    """Every peer on `case`, its own processes; the table and notes; the exit status."""
+# ---- the parent: one table per case, each with its own floor measurement -------------------
+def compare_case(case: str, ns, argv: list, flops: float) -> int:
+    """Every peer on `case`, its own processes, the BLAS floor taking turns with them; the
+    table and notes; the exit status."""
     print(f"### {case}: {CASES[case]}\n", flush=True)
-    results = harness.run_peers(__file__, ns, argv + ["--case", case], PEERS)
+    results, floor = harness.peers_and_floor(__file__, ns, argv + ["--case", case], PEERS,
+                                             "blas", flops)
     status = harness.report(results, [harness.time_column(fmt=".3f"),
                                       harness.rate_column("GFLOP/s", flops)], floor)
     print(flush=True)
@@ -109,9 +111,7 @@ def main(argv=None) -> int:
     flops = 2 * ns.n**3
     harness.header(f"W4 matmul: float32 ({ns.n}, {ns.n}) @ ({ns.n}, {ns.n}); then "
                    f"relu(x @ w.T + b), b of {ns.n}", ns)
-    # NOTE: one BLAS-rate measurement for both tables: they share the floor
-    floor = harness.floor_for(harness.measure_floor(__file__, ns, argv, "blas"), flops)
-    return max([compare_case(case, ns, argv, floor, flops) for case in CASES])
+    return max([compare_case(case, ns, argv, flops) for case in CASES])
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from .guard_messages import describe_guard
 from .guards import (Shown, defaults_key, frozen_reads, function_reads,
                      set_origin, static_spec)
 from .jit_effects import CallEffects
-from .jit_fast import fast_check
+from .jit_fast import MISS, fast_check, fast_direct
 from .jit_grad import TapeBackward
 from .tensor import Tensor
 from .trace import DeviceBreak, GraphBreak, Trace, ValueBreak, tracing
@@ -379,7 +379,7 @@ class JitFunction:
         self._call = None           # (args, kwargs) between _key and _lookup
         self._call_leaves = None    # their tensor leaves
         self._past_limit = None     # the silent eager entry once the limit warning was given
-        self._fast = None           # (check, entry) of the last key that hit (jit_fast.py)
+        self._fast = None           # (check, entry, direct) of the last key that hit (jit_fast.py)
         self._fast_enabled = os.environ.get("KILN_JIT_FAST", "1") != "0"
 
     def __call__(self, *args, **kwargs):
@@ -389,12 +389,23 @@ class JitFunction:
             return self.fn(*args, **kwargs)
         fast = self._fast
         if fast is not None:
-            try:
-                leaves = fast[0](args, kwargs)
-            except Exception:   # NOTE: a value it cannot freeze: the ordinary path says why
-                leaves = None
-            if leaves is not None:
-                return fast[1](leaves)
+            direct = fast[2]
+            if direct is not None:
+                # NOTE: the guards and the whole call (a simple entry: nothing written, no
+                # backward, so the ordinary path may run it again after an exception)
+                try:
+                    out = direct(args, kwargs)
+                except Exception:
+                    out = MISS
+                if out is not MISS:
+                    return out
+            else:
+                try:
+                    leaves = fast[0](args, kwargs)
+                except Exception:   # NOTE: a value it cannot freeze: the ordinary path says why
+                    leaves = None
+                if leaves is not None:
+                    return fast[1](leaves)
         key, leaves = self._key(args, kwargs)
         call = self._call
         entry = self._lookup(key)
@@ -606,7 +617,7 @@ def _fast_for(jf: JitFunction, key, call, entry):
     when it said no to a call the ordinary path then matched (a read that is now an equal
     but new object), at most `_REWRITES` times per entry."""
     checks = entry.__dict__.setdefault("fast_checks", {})
-    check = checks.get(key)
+    check, direct = checks.get(key, (None, None))
     if check is None or (jf._fast is not None and jf._fast[0] is check):
         rewrites = entry.__dict__.get("fast_rewrites", 0)
         if rewrites >= _REWRITES:
@@ -614,8 +625,10 @@ def _fast_for(jf: JitFunction, key, call, entry):
         entry.fast_rewrites = rewrites + 1
         if len(checks) >= 8:
             checks.clear()
-        check = checks[key] = fast_check(jf, key, call, entry) or _NO_CHECK
-    return None if check is _NO_CHECK else (check, entry)
+        check = fast_check(jf, key, call, entry) or _NO_CHECK
+        direct = fast_direct(jf, key, call, entry) if check is not _NO_CHECK else None
+        checks[key] = (check, direct)
+    return None if check is _NO_CHECK else (check, entry, direct)
 
 
 _REWRITES = 16

@@ -229,6 +229,16 @@ class Executable:
                 self._runner = write_runner(self)
         return self._runner
 
+    def unchecked_runner(self):
+        """`run(b0, b1, ...) -> outputs`: the runner without its input checks, for a caller
+        that has made them (runtime/runner.py); None where there is no generated runner."""
+        if "_unchecked" not in self.__dict__:
+            from .runner import write_runner
+            slots = self.input_slots
+            self._unchecked = None if os.environ.get("KILN_RUNNER") == "steps" or \
+                len(set(slots)) != len(slots) else write_runner(self, checked=False)
+        return self._unchecked
+
     def wrong_input_count(self, inputs):
         raise KilnError(f"executable @{self.schedule.name} takes {len(self.input_slots)} "
                         f"inputs, got {len(inputs)}")

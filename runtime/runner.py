@@ -76,13 +76,16 @@ class _Writer:
         self.line(f"FINISH({self.const(work_name, work_fn())}, t, CLOCK())")
 
 
-def write_runner(exe, timed: bool = False):
+def write_runner(exe, timed: bool = False, checked: bool = True):
     """`run(inputs) -> outputs` for Executable `exe` (see module docstring); `timed`: the
-    timed runner's body (`timed_runner` wraps it)."""
+    timed runner's body (`timed_runner` wraps it). Not `checked`: `run(b0, b1, ...)`, the
+    input arrays as arguments, taken as they are: for a caller that has checked each one's
+    type, shape, strides and dtype against the executable's inputs (frontend/jit_fast.py)."""
     from .executable import _CallStep, _LaunchStep, _RunStep, _SegmentStep
     w = _Writer()
     w.device = exe.device
     w.timed = timed
+    w.checked = checked
     # NOTE: a device that queues work (CUDA) is waited for, so the time is the step's own
     w.sync = timed and type(exe.device).synchronize is not _base_synchronize()
     # NOTE: without temps or outputs that may view them, a call needs no arena
@@ -118,7 +121,8 @@ def write_runner(exe, timed: bool = False):
         else:
             raise KilnError(f"the runner cannot write a {type(step).__name__}")
     _outputs(w, exe)
-    source = "def run(inputs):\n" + "\n".join(w.lines) + "\n"
+    params = "inputs" if checked else ", ".join(f"b{s}" for s in exe.input_slots)
+    source = f"def run({params}):\n" + "\n".join(w.lines) + "\n"
     kind = "timed runner" if timed else "runner"
     exec(compile(source, f"<kiln {kind} of @{exe.schedule.name}>", "exec"), w.scope)
     run = w.scope["run"]
@@ -181,14 +185,22 @@ def _list(slots) -> str:
 
 def _inputs(w: _Writer, exe) -> None:
     n = len(exe.input_slots)
-    if not w.timed:
+    if not w.checked:
+        w.line(f"if PROFILING.on: return EXE.run_timed({_list(exe.input_slots)})", 1)
+        if exe._updated or exe.writebacks:
+            # NOTE: the arrays written back into, under the checked runner's name
+            w.line(f"inputs = {_list(exe.input_slots)}", 1)
+    elif not w.timed:
         w.line("if PROFILING.on: return EXE.run_timed(inputs)", 1)
-    w.line(f"if len(inputs) != {n}: EXE.wrong_input_count(inputs)", 1)
+    if w.checked:
+        w.line(f"if len(inputs) != {n}: EXE.wrong_input_count(inputs)", 1)
     if w.arena:
         w.line("arena = ARENAS.pop() if ARENAS else EXE.new_arena()", 1)
         w.scope["ARENAS"] = exe._arenas
         w.line("try:", 1)
     for i, (s, spec) in enumerate(zip(exe.input_slots, exe._input_specs)):
+        if not w.checked:
+            break
         shape, dtype, _, strides = spec
         w.line(f"b{s} = inputs[{i}]")
         w.line(f"if not (type(b{s}) is ndarray and b{s}.shape == {shape!r} and b{s}.strides == "

@@ -232,3 +232,64 @@ def test_a_read_that_becomes_unguardable_is_reported_as_without_the_fast_path():
             f(x)
     finally:
         SCALE = 2.0
+
+
+# ---- the direct call: guards, then the executable's runner without its input checks ---------
+def _direct_of(f):
+    assert f._fast is not None, "no fast check was written"
+    return f._fast[2]
+
+
+def test_a_simple_call_runs_directly_and_leaves_it_for_any_other_tensor():
+    from kiln.frontend.jit_fast import MISS
+    f = kiln.jit(lambda t: kiln.tanh(t * 2.0) + 1.0)
+    x = kiln.randn(5, 3)
+    _warm(f, x)
+    direct = _direct_of(f)
+    assert direct is not None and "RUN(d_t0)" in direct.source
+    want = np.tanh(x.numpy() * 2.0) + 1.0
+    # NOTE: atol: tanh near -1 plus 1 cancels; Kiln's tanh and NumPy's differ in the last bit
+    np.testing.assert_allclose(direct((x,), {}).numpy(), want, rtol=1e-6, atol=1e-6)
+    others = [kiln.randn(5, 4), kiln.randn(3, 5).t(), kiln.randn(5, 3).double(),
+              kiln.randn(5, 3, requires_grad=True)]
+    assert direct((3.0,), {}) is MISS and direct((x, x), {}) is MISS
+    for other in others:
+        assert direct((other,), {}) is MISS, other
+        ref = np.tanh(other.detach().numpy() * 2.0) + 1.0
+        got = _strict(f, other).detach().numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_calls_that_write_or_record_a_backward_do_not_run_directly():
+    def inplace(t):
+        t.mul_(2.0)
+        return t + 1.0
+    x = kiln.randn(4)
+    f = kiln.jit(inplace)
+    _warm(f, x.clone())
+    assert _direct_of(f) is None
+    w = kiln.randn(4, requires_grad=True)
+    g = kiln.jit(lambda t: (t * w).sum())
+    _warm(g, x)
+    assert _direct_of(g) is None
+
+
+def test_the_step_interpreter_has_no_direct_call(monkeypatch):
+    monkeypatch.setenv("KILN_RUNNER", "steps")
+    f = kiln.jit(lambda t: t * 3.0)
+    x = kiln.randn(6)
+    _warm(f, x)
+    assert _direct_of(f) is None
+    np.testing.assert_allclose(f(x).numpy(), x.numpy() * 3.0, rtol=1e-6)
+
+
+def test_a_direct_call_is_recorded_by_the_profiler():
+    f = kiln.jit(lambda t: kiln.exp(t) * 2.0)
+    x = kiln.randn(8)
+    _warm(f, x)
+    assert _direct_of(f) is not None
+    with kiln.profiler.profile() as prof:
+        for _ in range(3):
+            f(x)
+    graphs = [e for e in prof.events if e.kind == "graph"]
+    assert len(graphs) == 3, [(e.name, e.kind) for e in prof.events]

@@ -393,3 +393,27 @@ def test_write_backs_sharing_a_buffer_each_get_their_value(case, device):
     exe([a, c])
     np.testing.assert_allclose(a, want_a)
     np.testing.assert_allclose(c, want_c)
+
+
+@pytest.mark.parametrize("text", [CHAIN, MLP, BATCHED, FLATTEN, SGD],
+                         ids=["chain", "mlp", "batched", "flatten", "sgd"])
+@pytest.mark.parametrize("device", ["null", "cpu"])
+def test_the_unchecked_runner_gives_what_the_checked_one_gives(text, device, call_path):
+    """`unchecked_runner` (the jit's direct call, frontend/jit_fast.py) takes the input
+    arrays as arguments without checking them; on checked inputs it runs the same steps."""
+    g = _graph(text)
+    exe = _null(g)[0] if device == "null" else compile_graph(g)
+    run = exe.unchecked_runner()
+    if call_path == "steps":
+        assert run is None
+        return
+    for seed in (0, 1):     # NOTE: twice: the second call reuses the first call's arena
+        xs = _inputs(g, seed)
+        checked_ins, unchecked_ins = [x.copy() for x in xs], [x.copy() for x in xs]
+        want = exe(checked_ins)
+        got = run(*unchecked_ins)
+        assert len(got) == len(want)
+        # NOTE: the inputs too: SGD's updates are written back into them
+        for a, b in zip(got + unchecked_ins, want + checked_ins):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)

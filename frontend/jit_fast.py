@@ -97,6 +97,10 @@ def fast_direct(jitfn, key, call, entry):
     if not entry._simple or run is not getattr(exe, "runner", None) or unchecked is None or \
             any(g[4] is not np.ndarray for g in key[1]):
         return None
+    specs = getattr(exe, "_input_specs", None)
+    if specs is None or len(specs) != len(key[1]) or exe._xp.ndarray is not np.ndarray or \
+            not all(_takes_as_is(g, spec) for g, spec in zip(key[1], specs)):
+        return None
     unchecked = unchecked()
     if unchecked is None or len(exe.input_slots) != len(key[1]):
         return None
@@ -114,6 +118,16 @@ def fast_direct(jitfn, key, call, entry):
     direct = scope["direct"]
     direct.source = source
     return direct
+
+
+def _takes_as_is(guard, spec) -> bool:
+    """Does an array the tensor guard accepts pass the executable's input check unchanged?
+    (its shape, dtype and C-contiguous strides: a view's array, say a transpose or an
+    expand, is made contiguous by that check, which the direct call skips)"""
+    dtype, shape, strides, _, kind = guard
+    want_shape, want_dtype, _, want_strides = spec
+    return kind is np.ndarray and tuple(shape) == tuple(want_shape) and \
+        tuple(strides) == tuple(want_strides) and np.dtype(dtype) == np.dtype(want_dtype)
 
 
 def _write(w: _Writer, jitfn, key, call, entry, direct: bool = False) -> None:

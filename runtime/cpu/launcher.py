@@ -8,8 +8,9 @@ Handing work to another thread costs 30-60 us on the 2-core machine this was tun
 so a launch is split only when its estimated work (elements x ops per element) is large:
 W1 (about 100 ops per element) splits from about 300k elements, a plain add from about 2M.
 
-A split launch runs on one worker thread per core, each pinned to its core, taking pieces
-of the outer loop from a shared counter until none is left, while the caller waits.
+A split launch runs on one worker thread per core, each pinned to its core (when the thread
+count is the process's core count), taking pieces of the outer loop in turn until none is
+left, while the caller waits.
 NOTE: unpinned, Linux often woke the worker on the caller's core and left the other core
 idle for the whole launch: W1 at 2**24 took 11-12 ms in half the calls instead of 6 (its
 CPU time equal to its wall time). Pieces taken in turn, rather than one half each, keep a
@@ -49,46 +50,97 @@ def _pin_to(core: int | None) -> None:
         pass
 
 
+class _Job:
+    """One split launch: its pieces, taken in turn by the workers, and when they are done.
+    NOTE: the state is the launch's own (no queue shared between launches), so a launch the
+    caller stopped waiting for can never be mistaken for the next one's completion."""
+
+    def __init__(self, fn, pointers: list, parts: list):
+        self.fn, self.pointers = fn, pointers
+        self.pieces = iter(parts)
+        self.left = len(parts)          # pieces not finished (or never to be run)
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        """Run pieces until none is left (a worker that comes late finds none)."""
+        while True:
+            with self.lock:
+                piece = next(self.pieces, None)
+            if piece is None:
+                return
+            if self.error is None:      # NOTE: after an error the rest are only counted
+                try:
+                    self.fn(*self.pointers, *piece)
+                except BaseException as e:  # NOTE: re-raised by the launching thread
+                    with self.lock:
+                        self.error = self.error or e
+            self._done(1)
+
+    def cancel(self) -> None:
+        """No more pieces start; the launch is finished once those running are."""
+        with self.lock:
+            skipped = sum(1 for _ in self.pieces)
+        self._done(skipped)
+
+    def _done(self, count: int) -> None:
+        with self.lock:
+            self.left -= count
+            if self.left == 0:
+                self.finished.set()
+
+    def wait(self) -> None:
+        """Until every piece has run or been cancelled, even when the wait is interrupted
+        (Ctrl-C): the pieces write into buffers the caller frees once this returns. Then
+        the interruption, or a piece's error, is raised."""
+        interrupted = None
+        while True:
+            try:
+                self.finished.wait()
+                break
+            except BaseException as e:
+                interrupted = interrupted or e
+                self.cancel()
+        if interrupted is not None:
+            raise interrupted
+        if self.error is not None:
+            raise self.error
+
+
 class _Workers:
-    """Daemon threads, one per core when there are enough cores (pinned to it), each taking
-    jobs from its own queue: a job runs pieces from a shared iterator until it is empty.
+    """Daemon threads, each taking launches (`_Job`s) from its own queue; pinned one per
+    core when there is one thread per core of the process's affinity mask (`cores`).
     NOTE: SimpleQueue (C) wakes a thread about twice as fast as ThreadPoolExecutor."""
 
     def __init__(self, count: int):
-        cores = sorted(os.sched_getaffinity(0))
-        pin = len(cores) >= count
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.todo = [queue.SimpleQueue() for _ in range(count)]
-        for i, todo in enumerate(self.todo):
-            core = cores[i] if pin else None
-            threading.Thread(target=self._loop, args=(todo, core), name=f"kiln-cpu-{i}",
-                             daemon=True).start()
+        self.cores = frozenset(os.sched_getaffinity(0))
+        pin = len(self.cores) == count
+        self.todo: list[queue.SimpleQueue] = []
+        try:
+            for i, core in enumerate(sorted(self.cores) if pin else [None] * count):
+                todo = queue.SimpleQueue()
+                threading.Thread(target=self._loop, args=(todo, core), name=f"kiln-cpu-{i}",
+                                 daemon=True).start()
+                self.todo.append(todo)
+        except BaseException:
+            self.stop()
+            raise
 
-    def _loop(self, todo: queue.SimpleQueue, core: int | None):
+    @staticmethod
+    def _loop(todo: queue.SimpleQueue, core: int | None):
         _pin_to(core)
         while True:
             job = todo.get()
             if job is None:
                 return
-            fn, pointers, pieces = job
-            error = None
-            for lo, hi in pieces:
-                if error is None:
-                    try:
-                        fn(*pointers, lo, hi)
-                    except BaseException as e:  # NOTE: re-raised by the launching thread
-                        error = e
-            # NOTE: after an error the pieces are still drained, so the other workers stop
-            self.done.put(error)
+            job.work()
 
     def run(self, fn, pointers: list, parts: list) -> None:
-        pieces = iter(parts)     # NOTE: next() on a list iterator is atomic under the GIL
+        job = _Job(fn, pointers, parts)
         for todo in self.todo:
-            todo.put((fn, pointers, pieces))
-        errors = [self.done.get() for _ in self.todo]
-        for e in errors:
-            if e is not None:
-                raise e
+            todo.put(job)
+        job.wait()
 
     def stop(self):
         for todo in self.todo:
@@ -124,9 +176,14 @@ class CpuLauncher:
             fn(*pointers, 0, outer)
             return
         with self._lock:
-            if self._workers is None:
-                self._workers = _Workers(self.threads)
-            self._workers.run(fn, pointers, parts)
+            workers = self._workers
+            # NOTE: workers pinned to cores this process has since given up are replaced
+            if workers is not None and workers.cores != frozenset(os.sched_getaffinity(0)):
+                workers.stop()
+                workers = None
+            if workers is None:
+                workers = self._workers = _Workers(self.threads)
+            workers.run(fn, pointers, parts)
 
     def close(self):
         """Stop this launcher's threads (a later parallel launch starts new ones)."""

@@ -293,3 +293,30 @@ def test_a_direct_call_is_recorded_by_the_profiler():
             f(x)
     graphs = [e for e in prof.events if e.kind == "graph"]
     assert len(graphs) == 3, [(e.name, e.kind) for e in prof.events]
+
+
+@pytest.mark.parametrize("view", ["transpose", "step slice", "expand"])
+def test_a_function_first_called_on_a_view_gives_right_results_every_call(view):
+    """The executable takes contiguous arrays; a view's array is made contiguous by the
+    runner's input check, so a key written for a view never skips that check."""
+    base = kiln.tensor(np.arange(24, dtype=np.float32).reshape(4, 6))
+    v = {"transpose": base.t(), "step slice": base[:, ::2],
+         "expand": kiln.tensor(np.arange(6, dtype=np.float32)).expand(4, 6)}[view]
+    f = kiln.jit(lambda x: x * 2.0 + 1.0)
+    want = v.numpy() * 2 + 1
+    for _ in range(4):
+        np.testing.assert_array_equal(_strict(f, v).numpy(), want)
+    assert _direct_of(f) is None
+
+
+def test_a_gpu_graph_fed_a_cpu_scalar_has_no_direct_call(fake_gpu):
+    """Its executable takes device arrays: the host array the guard saw is not one."""
+    @kiln.jit
+    def f(s):
+        return kiln.ones(3, device="cuda") * s + 1
+    s = kiln.tensor(2.0)
+    for _ in range(6):
+        out = _strict(f, s)
+    np.testing.assert_array_equal(out.cpu().numpy(), [3.0, 3.0, 3.0])
+    assert _direct_of(f) is None
+    assert f._fast[1].__dict__.get("fast_rewrites", 0) == 1

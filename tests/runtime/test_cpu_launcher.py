@@ -57,17 +57,84 @@ def test_every_piece_runs_exactly_once():
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
-def test_workers_are_pinned_one_per_core():
-    cores = sorted(os.sched_getaffinity(0))[:2]
-    launcher = CpuLauncher(threads=2, min_parallel_work=0)
-    where = {}
+def test_one_thread_per_core_pins_each_worker_to_its_core():
+    cores = os.sched_getaffinity(0)
+    launcher = CpuLauncher(threads=len(cores), min_parallel_work=0)
+    where, lock = {}, threading.Lock()
 
     def fn(lo, hi):
-        where[threading.current_thread().name] = os.sched_getaffinity(0)
-        time.sleep(0.01)        # NOTE: so that both workers take a piece
-    launcher.launch(fn, [], 8, 10**12)
+        with lock:
+            where[threading.current_thread().name] = os.sched_getaffinity(0)
+        time.sleep(0.01)        # NOTE: so that several workers take a piece
+    launcher.launch(fn, [], 4 * len(cores), 10**12)
     launcher.close()
-    assert sorted(map(sorted, where.values())) == [[cores[0]], [cores[1]]]
+    masks = list(where.values())
+    assert len(masks) >= 2 and all(len(m) == 1 and m <= cores for m in masks)
+    assert len(set(map(frozenset, masks))) == len(masks), "two workers share a core"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_fewer_threads_than_cores_run_unpinned():
+    """Pinned to the lowest cores, every such process would crowd onto the same ones."""
+    allowed = os.sched_getaffinity(0)
+    launcher = CpuLauncher(threads=len(allowed) - 1, min_parallel_work=0) \
+        if len(allowed) > 2 else None
+    if launcher is None:
+        pytest.skip("needs three cores")
+    masks = []
+    launcher.launch(lambda lo, hi: masks.append(os.sched_getaffinity(0)), [], 64, 10**12)
+    launcher.close()
+    assert masks and all(m == allowed for m in masks)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_workers_follow_a_narrowed_affinity():
+    allowed = os.sched_getaffinity(0)
+    launcher = CpuLauncher(threads=2, min_parallel_work=0)
+    launcher.launch(lambda lo, hi: None, [], 8, 10**12)
+    one = {min(allowed)}
+    os.sched_setaffinity(0, one)
+    try:
+        masks = []
+
+        def record(lo, hi):
+            masks.append(os.sched_getaffinity(0))
+            time.sleep(0.005)       # NOTE: so that every worker takes a piece
+        launcher.launch(record, [], 8, 10**12)
+    finally:
+        os.sched_setaffinity(0, allowed)
+        launcher.close()
+    assert masks and all(m <= one for m in masks), masks
+
+
+def test_an_interrupted_wait_returns_only_after_the_running_pieces():
+    """Ctrl-C while a launch runs: the caller raises KeyboardInterrupt once no piece runs any
+    more (they write into buffers it frees), no piece starts after, and the next launch runs
+    all of its own pieces before it returns."""
+    import _thread
+    launcher = CpuLauncher(threads=2, min_parallel_work=0)
+    running, started, lock = [0], [], threading.Lock()
+
+    def slow(lo, hi):
+        with lock:
+            running[0] += 1
+            started.append(time.monotonic())
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+    timer = threading.Timer(0.07, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        launcher.launch(slow, [], 40, 10**12)
+    raised = time.monotonic()
+    assert running[0] == 0
+    time.sleep(0.12)
+    assert running[0] == 0 and all(t < raised for t in started)
+    assert len(started) < 40
+    seen = []
+    launcher.launch(lambda lo, hi: (time.sleep(0.01), seen.append((lo, hi))), [], 40, 10**12)
+    assert _covered(seen) == list(range(40))
+    launcher.close()
 
 
 def test_more_threads_than_cores_run_unpinned():

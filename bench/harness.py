@@ -50,9 +50,11 @@ def benchmark_environment() -> dict:
     variables that force an OpenBLAS kernel (explicit, so no later change to os.environ can
     hand them to a peer), and with Python's bytecode cache on, as a user's Python has it
     (these machines' shells set PYTHONDONTWRITEBYTECODE: every fresh peer process would
-    compile each library's modules from source, ~40 ms of W7's warm start)."""
+    compile each library's modules from source, ~40 ms of W7's warm start). Without the
+    turns variable too: only `turns.run_in_turns` gives it, to the children it talks to."""
     return {k: v for k, v in os.environ.items()
-            if k not in FORCED_BLAS_VARIABLES and k != "PYTHONDONTWRITEBYTECODE"}
+            if k not in FORCED_BLAS_VARIABLES
+            and k not in ("PYTHONDONTWRITEBYTECODE", turns.TURNS_VARIABLE)}
 
 
 def pin_cpus() -> None:
@@ -389,8 +391,9 @@ def spawn(script: str, peer: str, argv: list, timeout: int) -> dict:
 def run_child(cmd: list, peer: str, timeout: int) -> dict:
     """Run cmd in benchmark_environment(); the RESULT dict it prints (an error without one)."""
     try:
+        # NOTE: no stdin: a child started here never takes turns (see turns.py)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env=benchmark_environment())
+                           env=benchmark_environment(), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"peer": peer, "status": "error", "why": f"timed out after {timeout} s"}
     for line in reversed(r.stdout.splitlines()):
@@ -456,7 +459,11 @@ def peers_and_floor(script: str, ns, argv: list, peers, floor_peer: str, amount:
         return run_peers(script, ns, argv, peers), floor
     measured, *results = run_peers(script, ns, argv, peers, extra=(floor_peer,))
     if measured["status"] != "ok":
-        sys.exit(f"could not measure the floor ({floor_peer}): {measured.get('why')}")
+        # NOTE: the peers' results are still printed (without a floor); the run fails
+        print(f"could not measure the floor ({floor_peer}): {measured.get('why')}",
+              file=sys.stderr, flush=True)
+        return results + [{"peer": f"floor ({floor_peer})", "status": "error",
+                           "why": str(measured.get("why"))}], None
     return results, floor_for(measured, amount)
 
 
@@ -528,8 +535,9 @@ def notes(results, floor: dict | None = None) -> str:
 
 
 def exit_status(results, must=("kiln", "kiln-jit")) -> int:
-    """Non-zero when a Kiln peer gave no valid timing (wrong, error)."""
-    failed = [r["peer"] for r in results if r["peer"] in must and r["status"] != "ok"]
+    """Non-zero when a Kiln peer or the floor gave no valid timing (wrong, error)."""
+    failed = [r["peer"] for r in results if (r["peer"] in must or r["peer"].startswith(
+        "floor (")) and r["status"] != "ok"]
     if failed:
         print(f"\nFAILED: {', '.join(failed)} gave no valid timing", file=sys.stderr)
     return 1 if failed else 0

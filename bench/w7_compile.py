@@ -222,10 +222,10 @@ def run_primed(ns, argv: list, root: str) -> list[dict]:
     kept as `unprimed_s`), then measured on the caches its "-warm" peer reads after it.
     NOTE: these machines page out file pages left unused for 10-20 s; measured alone, a cold
     row also timed reading its compiler's libraries back from disk: Kiln's first step took
-    1.2-2.7 s against 0.5, importing MLIR's 215 MB library 1.2 s instead of 0.1 s, and so on
+    1.2-8 s against 0.5, importing MLIR's 215 MB library 1.2 s instead of 0.1 s, and so on
     for every peer. Primed, the libraries are in the page cache, as they are for a user who
     ran the program a little before; the unprimed time is printed too."""
-    chosen = [p.strip() for p in ns.peers.split(",") if p.strip()]
+    chosen = list(dict.fromkeys(p.strip() for p in ns.peers.split(",") if p.strip()))
     unknown = set(chosen) - set(PEERS)
     if unknown:
         sys.exit(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
@@ -241,6 +241,8 @@ def run_primed(ns, argv: list, root: str) -> list[dict]:
         r = harness.spawn(__file__, peer, argv, ns.timeout)
         if unprimed is not None and unprimed.get("status") == "ok":
             r["unprimed_s"] = unprimed["first_s"]
+        elif unprimed is not None and unprimed.get("status") != "skipped":
+            print(f"{peer}: its priming run failed: {unprimed.get('why')}", flush=True)
         results.append(r)
     return results
 

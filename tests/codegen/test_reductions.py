@@ -212,7 +212,7 @@ def test_reduction_over_unit_axes(op, dtype, shape, axes, rng):
         assert_reduction(op, got, want, x, axes, keepdim, f"{op} {shape} {axes}")
         if dtype.is_float and op in ("sum", "mean") and any(shape[a] > 1 for a in axes):
             # NOTE: a float sum over a real axis is reassociated (render_kernel._combine):
-            # its bits may differ from NumPy's order, by rounding only
+            # its bits may differ from the null device's (NumPy's) order, by rounding only
             assert_reduction(op, got, ref, x, axes, keepdim, f"{op} {shape} {axes} vs ref")
         else:
             np.testing.assert_array_equal(got, ref)

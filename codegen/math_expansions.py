@@ -180,6 +180,10 @@ def fast_ldexp() -> bool:
     """Whether LLVM lowers a vector `ldexp` on this host to one instruction (x86 AVX-512
     `vscalef`). NOTE: elsewhere it becomes one libm call per element, which stops the loop
     from vectorizing: the two multiplications are the portable form."""
+    from .host import has_avx512f
+    flag = has_avx512f()            # NOTE: CPUID itself, without loading LLVM
+    if flag is not None:
+        return flag
     from .llvm_cpu import _llvm
     return bool(_llvm().get_host_cpu_features().get("avx512f", False))
 

@@ -30,8 +30,10 @@ when it is loaded, against what this process has then:
 Rules for callers:
 - The code is made for THIS CPU (its name and features, as `llvm_cpu.host_target_machine`),
   at O3, exactly as `compile_llvm_ir` makes it; an object made on another CPU may crash with
-  an illegal instruction. A disk-cache key must therefore hold the CPU name and features and
-  the llvmlite/LLVM version (see `kiln.runtime.disk_cache`).
+  an illegal instruction. A disk-cache key must therefore name the CPU (codegen/host.py: the
+  CPUID words LLVM reads) and the llvmlite/LLVM version (see `kiln.runtime.disk_cache`).
+- On x86-64 Linux the objects are linked by Kiln's own loader (codegen/elf_loader.py: no
+  LLVM loaded on a warm start); what it does not handle is linked by MCJIT.
 - `load_object` checks the bytes before LLVM sees them (LLVM crashes the process on a
   malformed object): the object format and machine must be the host's, and for ELF (Linux) the
   section, symbol and relocation tables must lie inside the bytes, relocations must be of
@@ -65,6 +67,7 @@ import os
 import struct
 import threading
 
+from . import elf_loader
 from .errors import CodegenError
 from .llvm_cpu import _LOCK, _llvm, emit_object_unlocked, host_target_machine, optimize
 
@@ -233,13 +236,18 @@ def load_object(obj: bytes, symbols: list[str]) -> LoadedObject:
     when the bytes are not loadable objects for this host, an undefined symbol resolves
     neither here nor in the bundle, or a symbol in `symbols` is missing."""
     objs = unpack_objects(bytes(obj))
+    _check_objects(objs)
+    # NOTE: linked by Kiln's own loader where it applies (no LLVM to load: a warm start
+    # never loads libllvmlite), else by MCJIT
+    image = elf_loader.load(objs, symbols)
+    if image is not None:
+        return LoadedObject(image, {s: image.get_function_address(s) for s in symbols})
     llvm = _llvm()
     with _LOCK:
         # NOTE: an MCJIT engine needs a module to start from; an empty one costs nothing to
         # "compile". Making the first engine also makes the process's own symbols (libc,
         # libm) visible to address_of_symbol, so the check below must come after it.
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), host_target_machine())
-    _check_objects(objs)
     with _LOCK:
         # NOTE: add_object_file copies the bytes; the engine owns the code from here on.
         # The objects of a bundle call each other: linked by the one finalize after them.
@@ -290,12 +298,27 @@ def _empty_object() -> bytes:
 
 def host_object_magic() -> bytes:
     """The first bytes of an object file for this host (`b'\\x7fELF'` on Linux)."""
-    return _empty_object()[:4]
+    return _host_header()[:4]
+
+
+@functools.cache
+def _host_header() -> bytes:
+    """The start of an object file for this host. NOTE: on x86-64 Linux, the running
+    Python's own ELF header says it without asking LLVM (a warm start loads no LLVM)."""
+    if elf_loader.supported():
+        try:
+            with open("/proc/self/exe", "rb") as f:
+                head = f.read(_EHDR.size)
+            if head[:6] == _ELF64_LE and len(head) == _EHDR.size:
+                return head
+        except OSError:
+            pass
+    return _empty_object()
 
 
 def _host_elf_identity() -> tuple[bytes, int] | None:
     """(e_ident[:7], e_machine) of this host's ELF objects; None when they are not ELF64 LE."""
-    empty = _empty_object()
+    empty = _host_header()
     if empty[:6] != _ELF64_LE or len(empty) < _EHDR.size:
         return None
     return empty[:7], _EHDR.unpack_from(empty)[2]
@@ -314,7 +337,8 @@ def _check_objects(objs: list[bytes]) -> None:
     tables = [_elf_symbols(obj) for obj in objs]
     defined = {name for _, names in tables for name in names}
     unresolved = [s for undefined, _ in tables for s in undefined if s not in _LINKER_PROVIDED
-                  and s not in defined and not _llvm().address_of_symbol(s)]
+                  and s not in defined and not elf_loader.process_symbol(s)
+                  and not _llvm().address_of_symbol(s)]
     if unresolved:
         raise CodegenError("the object calls symbols this process does not have: "
                            + ", ".join(sorted(unresolved)))

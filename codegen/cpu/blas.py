@@ -23,16 +23,20 @@ _NAMES = {"f32": ("scipy_cblas_sgemm64_", "float"),
 
 @functools.cache
 def load_openblas() -> str:
-    """Load NumPy's OpenBLAS into LLVM's process symbol table; its path."""
-    import llvmlite.binding as llvm
+    """Load NumPy's OpenBLAS into the process's global symbols (where compiled code finds
+    it, linked by MCJIT or by codegen/elf_loader.py); its path."""
+    import ctypes
+
     import numpy as np
+
+    from ..elf_loader import process_symbol
     root = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
     found = sorted(glob.glob(os.path.join(root, "libscipy_openblas64_*.so")))
     if not found:
         raise CodegenError(f"no OpenBLAS library next to NumPy (looked in {root}); compiled "
                            "matmul needs NumPy's bundled scipy-openblas64")
-    llvm.load_library_permanently(found[0])
-    if not llvm.address_of_symbol(_NAMES["f32"][0]):
+    ctypes.CDLL(found[0], mode=os.RTLD_GLOBAL)
+    if not process_symbol(_NAMES["f32"][0]):
         raise CodegenError(f"{found[0]} has no {_NAMES['f32'][0]}")
     return found[0]
 

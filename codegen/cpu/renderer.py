@@ -138,9 +138,18 @@ CODEGEN_VERSION = "4"
 
 @functools.cache
 def _target() -> str:
+    """The host CPU, for cache keys: on x86-64 Linux, the CPUID and XGETBV words LLVM's host
+    detection reads, read without loading LLVM (codegen/host.py); else LLVM's CPU name and
+    features."""
+    from ..host import cpu_key
+    host = cpu_key()
+    if host is not None:
+        return host
     from ..llvm_cpu import _llvm
     llvm = _llvm()
     return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+
+
 
 
 @functools.cache

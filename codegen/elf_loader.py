@@ -61,6 +61,7 @@ class Image:
         self._anchor = ctypes.c_char.from_buffer(self._map)
         self.base = ctypes.addressof(self._anchor)
         self.symbols: dict[str, int] = {}
+        self._sealed = False
         if code is not None:
             self.write(0, code)
             self.seal()
@@ -69,10 +70,13 @@ class Image:
         return self.symbols.get(name, 0)
 
     def write(self, offset: int, data: bytes) -> None:
+        if self._sealed:        # NOTE: the pages are read-only: a write would crash
+            raise ValueError("the loaded code is sealed")
         self._map[offset:offset + len(data)] = data
 
     def seal(self) -> None:
         """Read-only and executable from now on (OSError where the OS refuses)."""
+        self._sealed = True
         size = (self.size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
         if _libc().mprotect(ctypes.c_void_p(self.base), ctypes.c_size_t(size),
                             mmap.PROT_READ | mmap.PROT_EXEC) != 0:
@@ -104,6 +108,13 @@ def load(objs: list[bytes], symbols: list[str]) -> Image | None:
     """The objects linked together into one Image, or None where this loader does not apply."""
     if not supported():
         return None
+    try:
+        return _load(objs, symbols)
+    except (ValueError, IndexError, struct.error):  # NOTE: bytes the checks let by: MCJIT's
+        return None
+
+
+def _load(objs: list[bytes], symbols: list[str]) -> Image | None:
     plans = [_plan(obj) for obj in objs]
     if any(p is None for p in plans):
         return None
@@ -231,7 +242,9 @@ def _resolve(plan: dict, image: Image, sym) -> int | None:
     name, bind, _, shndx, _ = sym
     if shndx != 0:
         return _symbol_address(plan, image, sym)
-    address = image.symbols.get(name) or process_symbol(name)
+    if name in image.symbols:
+        return image.symbols[name]
+    address = process_symbol(name)
     if address:
         return address
     return 0 if bind == _STB_WEAK else None

@@ -41,13 +41,31 @@ def cpuid_words() -> tuple[int, ...] | None:
     ctypes.CFUNCTYPE(None, ctypes.c_void_p)(image.base)(ctypes.addressof(out))
     words = list(out)
     words[5] &= 0x00FFFFFF
+    if words[0] < 7:        # NOTE: no leaf 7: what the CPU returned is another leaf's
+        words[8:12] = [0, 0, 0, 0]
     return tuple(words)
 
 
 def cpu_key() -> str | None:
-    """The CPU as one line for cache keys, or None (see `cpuid_words`)."""
+    """The CPU as one line for cache keys, or None (see `cpuid_words`). NOTE: with the
+    kernel's flags too: LLVM also reads leaves the stub does not (0x80000001, 7.1, ...), and
+    the kernel lists those bits; the words alone keep an emulated CPU (valgrind) apart."""
     words = cpuid_words()
-    return None if words is None else "cpuid " + " ".join(f"{w:08x}" for w in words)
+    if words is None:
+        return None
+    return "cpuid " + " ".join(f"{w:08x}" for w in words) + " flags " + _cpuinfo_flags()
+
+
+def _cpuinfo_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    return "?"
 
 
 def has_avx512f() -> bool | None:
@@ -56,6 +74,6 @@ def has_avx512f() -> bool | None:
     words = cpuid_words()
     if words is None:
         return None
-    osxsave = bool(words[6] >> 27 & 1)
+    osxsave, avx = bool(words[6] >> 27 & 1), bool(words[6] >> 28 & 1)
     xcr0 = words[12] if osxsave else 0
-    return bool(words[9] >> 16 & 1) and xcr0 & 0xE6 == 0xE6
+    return words[0] >= 7 and avx and bool(words[9] >> 16 & 1) and xcr0 & 0xE6 == 0xE6

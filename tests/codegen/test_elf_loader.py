@@ -153,3 +153,9 @@ def test_loaded_code_is_sealed_read_only_and_executable():
                 break
         else:
             pytest.fail("the mapping is not in /proc/self/maps")
+
+
+def test_sealed_code_refuses_a_write_instead_of_crashing():
+    loaded = load_object(emit_object(CALLEE), ["scaled_exp"])
+    with pytest.raises(ValueError, match="sealed"):
+        loaded.engine.write(0, b"\x90")

@@ -403,13 +403,18 @@ def run_child(cmd: list, peer: str, timeout: int) -> dict:
     return {"peer": peer, "status": "error", "why": f"exit {r.returncode}: {tail}"}
 
 
-def run_peers(script: str, ns, argv: list, peers, extra: tuple = ()) -> list[dict]:
-    """The RESULT of each of `extra` (a floor) and then of each chosen peer."""
-    chosen = [p.strip() for p in ns.peers.split(",") if p.strip()]
+def chosen_peers(ns, peers) -> list[str]:
+    """The peers `--peers` names, in order, each once; exits on one not in `peers`."""
+    chosen = list(dict.fromkeys(p.strip() for p in ns.peers.split(",") if p.strip()))
     unknown = set(chosen) - set(peers)
     if unknown:
         sys.exit(f"unknown peers {sorted(unknown)}; choose from {', '.join(peers)}")
-    chosen = list(extra) + chosen
+    return chosen
+
+
+def run_peers(script: str, ns, argv: list, peers, extra: tuple = ()) -> list[dict]:
+    """The RESULT of each of `extra` (a floor) and then of each chosen peer."""
+    chosen = list(extra) + chosen_peers(ns, peers)
     if ns.turns > 1:
         return turns.run_in_turns(
             [(p, [sys.executable, script, *argv, "--peer", p]) for p in chosen], ns.turns,

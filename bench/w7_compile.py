@@ -225,10 +225,7 @@ def run_primed(ns, argv: list, root: str) -> list[dict]:
     1.2-8 s against 0.5, importing MLIR's 215 MB library 1.2 s instead of 0.1 s, and so on
     for every peer. Primed, the libraries are in the page cache, as they are for a user who
     ran the program a little before; the unprimed time is printed too."""
-    chosen = list(dict.fromkeys(p.strip() for p in ns.peers.split(",") if p.strip()))
-    unknown = set(chosen) - set(PEERS)
-    if unknown:
-        sys.exit(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
+    chosen = harness.chosen_peers(ns, PEERS)
     measured = os.path.join(root, "measured")
     use_fresh_caches(measured)
     results = []

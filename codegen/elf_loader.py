@@ -27,18 +27,20 @@ import platform
 import struct
 import sys
 
-_SHF_WRITE = 0x1
-
+# NOTE: the ELF64 layouts and constants, shared with object_code's checks
+_ELF64_LE = b"\x7fELF\x02\x01"      # magic, ELFCLASS64, ELFDATA2LSB
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
 _RELA = struct.Struct("<QQq")
+_REL = struct.Struct("<QQ")
 _U64, _I64 = struct.Struct("<Q"), struct.Struct("<q")
-_SHT_PROGBITS, _SHT_SYMTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 1, 2, 4, 8, 9
-_SHF_ALLOC = 0x2
+_ET_REL = 1
+_SHT_PROGBITS, _SHT_SYMTAB, _SHT_STRTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 1, 2, 3, 4, 8, 9
+_SHF_WRITE, _SHF_ALLOC, _SHF_TLS = 0x1, 0x2, 0x400
 _SHN_ABS, _SHN_LORESERVE = 0xFFF1, 0xFF00
 _STB_LOCAL, _STB_WEAK = 0, 2
-_STT_SECTION = 3
+_STT_SECTION, _STT_FILE = 3, 4
 _R_NONE, _R_64, _R_PC64 = 0, 1, 24
 # NOTE: unwind tables are for exceptions and debuggers; kernels throw none and MCJIT's
 # registration of them is not needed to run them

@@ -68,6 +68,9 @@ import struct
 import threading
 
 from . import elf_loader
+from .elf_loader import (_EHDR, _ELF64_LE, _ET_REL, _REL, _RELA, _SHDR,
+                         _SHF_ALLOC, _SHF_TLS, _SHN_ABS, _SHT_NOBITS, _SHT_REL, _SHT_RELA,
+                         _SHT_STRTAB, _SHT_SYMTAB, _STB_LOCAL, _STB_WEAK, _STT_FILE, _SYM)
 from .errors import CodegenError
 from .llvm_cpu import _LOCK, _llvm, emit_object_unlocked, host_target_machine, optimize
 
@@ -263,15 +266,6 @@ def load_object(obj: bytes, symbols: list[str]) -> LoadedObject:
 
 
 # ---- checking the bytes before LLVM sees them ---------------------------------------------
-_ELF64_LE = b"\x7fELF\x02\x01"      # magic, ELFCLASS64, ELFDATA2LSB
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-_SYM = struct.Struct("<IBBHQQ")
-_RELA = struct.Struct("<QQq")
-_REL = struct.Struct("<QQ")
-_ET_REL, _SHT_SYMTAB, _SHT_STRTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 1, 2, 3, 4, 8, 9
-_STB_LOCAL, _STB_WEAK, _SHF_ALLOC, _SHF_TLS, _SHN_ABS = 0, 2, 0x2, 0x400, 0xFFF1
-_STT_FILE = 4
 # NOTE: symbol types allowed: NOTYPE, OBJECT, FUNC, SECTION, FILE (no TLS, COMMON or IFUNC,
 # which kernels never have and RuntimeDyld may abort on); a relocation or an undefined symbol
 # may be any of them but FILE.

@@ -62,10 +62,14 @@ def test_one_thread_per_core_pins_each_worker_to_its_core():
     launcher = CpuLauncher(threads=len(cores), min_parallel_work=0)
     where, lock = {}, threading.Lock()
 
+    deadline = time.monotonic() + 10
+
     def fn(lo, hi):
         with lock:
             where[threading.current_thread().name] = os.sched_getaffinity(0)
-        time.sleep(0.01)        # NOTE: so that several workers take a piece
+        # NOTE: a piece waits for a second worker to take one (however late it wakes)
+        while len(where) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
     launcher.launch(fn, [], 4 * len(cores), 10**12)
     launcher.close()
     masks = list(where.values())
@@ -119,11 +123,11 @@ def test_an_interrupted_wait_returns_only_after_the_running_pieces():
         with lock:
             running[0] += 1
             started.append(time.monotonic())
+            if lo == 0:     # NOTE: Ctrl-C while the first piece runs, however slow the host
+                _thread.interrupt_main()
         time.sleep(0.05)
         with lock:
             running[0] -= 1
-    timer = threading.Timer(0.07, _thread.interrupt_main)
-    timer.start()
     with pytest.raises(KeyboardInterrupt):
         launcher.launch(slow, [], 40, 10**12)
     raised = time.monotonic()
